@@ -39,6 +39,7 @@ CANCELLED = "cancelled"
 COMPLETED = "completed"
 RECOVERED = "recovered"
 
+RECENT_PURCHASES = 5
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "checkout_start"})
 
 
@@ -129,6 +130,9 @@ class Profile:
     version: int = 0
     last_reminder: LastReminder | None = None
     seen_ids: list[str] = field(default_factory=list)
+    # [cart_id or None, event time] of the last few purchases, so a cart event that arrives
+    # after the purchase of that cart (out of order) does not re-arm a reminder.
+    recent_purchases: list[list] = field(default_factory=list)
 
 
 @dataclass
@@ -316,7 +320,7 @@ class CustomerLogic:
         else:
             cart.items.append(CartItem(pid, props.get("name"), float(props["price"]), qty,
                                        props.get("image_url"), props.get("category")))
-        self._touch(state, ts)
+        self._touch(state, ts, d)
 
     def _on_cart_remove(self, state: CustomerState, e: dict, d: Decision) -> None:
         cart, props, ts = state.cart, e["properties"], e["timestamp"]
@@ -333,17 +337,19 @@ class CustomerLogic:
             state.cart = None
             self._end(state, ts, "cart_emptied", d)
             return
-        self._touch(state, ts)
+        self._touch(state, ts, d)
 
     def _on_checkout_start(self, state: CustomerState, e: dict, d: Decision) -> None:
         if state.cart is not None:
-            self._touch(state, e["timestamp"])
+            self._touch(state, e["timestamp"], d)
 
     def _on_purchase(self, state: CustomerState, e: dict, d: Decision) -> None:
         props, ts, p = e["properties"], e["timestamp"], state.profile
         assert p is not None
         bought = props.get("cart_id")
         self._credit_recovery(p, e, d)
+        p.recent_purchases.append([bought, ts])
+        del p.recent_purchases[:-RECENT_PURCHASES]
         cart = state.cart
         if cart is None or ts < cart.last_activity:
             return
@@ -365,9 +371,17 @@ class CustomerLogic:
             cart.cart_id = cart_id
         return cart
 
-    def _touch(self, state: CustomerState, ts: int) -> None:
-        assert state.cart is not None
-        state.cart.last_activity = max(state.cart.last_activity, ts)
+    def _touch(self, state: CustomerState, ts: int, d: Decision) -> None:
+        cart, p = state.cart, state.profile
+        assert cart is not None and p is not None
+        cart.last_activity = max(cart.last_activity, ts)
+        for bought, at in p.recent_purchases:
+            if at >= cart.last_activity and (
+                    bought is None or cart.cart_id is None or bought == cart.cart_id):
+                # This cart was already bought (the purchase arrived first, out of order).
+                state.cart = None
+                self._end(state, ts, "purchased", d, status="purchased")
+                return
         self._arm(state)
 
     def _credit_recovery(self, p: Profile, e: dict, d: Decision) -> None:

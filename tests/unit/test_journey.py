@@ -197,3 +197,15 @@ def test_state_round_trips_through_its_json_form():
     assert load_profile(dump_profile(state.profile)) == state.profile
     assert load_cart(dump_cart(state.cart)) == state.cart
     assert load_journey(dump_journey(state.journey)) == state.journey
+
+
+def test_purchase_arriving_before_its_cart_event_still_prevents_the_reminder():
+    # out of order within the bound: the purchase (T0+10m) is processed before the cart_add
+    state, ds = run([identify(C, T0), purchase(C, T0 + 10 * MINUTE), cart_add(C, T0)])
+    assert ds[-1].timer is None
+    assert state.cart is None and state.journey is None
+
+
+def test_an_older_purchase_does_not_block_a_newer_cart():
+    state, ds = run([identify(C, T0), purchase(C, T0), cart_add(C, T0 + MINUTE)])
+    assert ds[-1].timer == T0 + MINUTE + ABANDON_AFTER

@@ -1,0 +1,215 @@
+"""inboxflow entry point: Kafka ``events`` → validate → customer state and journeys →
+``email.requests`` (+ ``events.dlq``, outcomes, ClickHouse).
+
+Local run: ``inboxflow run``. On a cluster: ``flink run --python job/main.py [--config ...]``
+with the jars from ``lib/`` (``python -m job.jars``) or the same artifacts from Maven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with job/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from job.config import DEFAULT_CONFIG, JobConfig, load_config  # noqa: E402
+from job.jars import jar_paths  # noqa: E402
+
+DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
+_PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
+log = logging.getLogger("inboxflow")
+
+
+def flink_settings(path: Path = DEFAULT_FLINK_CONF,
+                   overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """flink-conf.yaml as flat string settings, relative paths made absolute URIs, plus the
+    interpreter settings PyFlink needs to find this venv (DESIGN trap 3)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    settings = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in data.items()}
+    settings.update(overrides or {})
+    for key in _PATH_KEYS:
+        value = settings.get(key)
+        if value and "://" not in value:
+            settings[key] = (ROOT / value).resolve().as_uri()
+    settings.setdefault("python.executable", sys.executable)
+    settings.setdefault("python.client.executable", sys.executable)
+    return settings
+
+
+def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
+    """A StreamExecutionEnvironment configured from ``settings`` with the connector jars."""
+    # Thread mode runs UDFs in an interpreter embedded in the JVM: it must see the venv's
+    # packages and this project (DESIGN trap 3).
+    paths = [str(ROOT), *[p for p in sys.path if p.endswith("site-packages")]]
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)).keys()
+        - {""})
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    jars = jar_paths(lib_dir)
+    missing = [j.name for j in jars if not j.is_file()]
+    if missing:
+        raise SystemExit(f"missing jars in {lib_dir}: {', '.join(missing)} "
+                         f"(run `python -m job.jars` or `make install`)")
+    conf = Configuration()
+    for key, value in settings.items():
+        conf.set_string(key, value)
+    conf.set_string("pipeline.jars", ";".join(j.as_uri() for j in jars))
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if "parallelism.default" in settings:
+        env.set_parallelism(int(settings["parallelism.default"]))
+    return env
+
+
+def _row_field_schema(field: int):
+    from pyflink.common.serialization import SerializationSchema
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    return SerializationSchema(
+        j_serialization_schema=jvm.io.inboxflow.flink.RowFieldSerializationSchema(field))
+
+
+def kafka_sink(cfg: JobConfig, topic: str):
+    """A Kafka sink for Row(key, value) streams: key = customer id, value = JSON."""
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_key_serialization_schema(_row_field_schema(0))
+            .set_value_serialization_schema(_row_field_schema(1))
+            .build())
+        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    )
+    for key, value in cfg.kafka.sink_properties.items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
+def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None):
+    """Reads raw event strings. ``stopping_offsets`` (partition -> exclusive end offset)
+    makes the read bounded; it must come from delivery reports, since Tansu's "latest"
+    offsets are wrong (DESIGN trap 6)."""
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy,
+                                                     KafkaOffsetsInitializer, KafkaSource,
+                                                     KafkaTopicPartition)
+
+    topic = cfg.kafka.topics.events
+    start = {
+        "earliest": KafkaOffsetsInitializer.earliest,
+        "latest": KafkaOffsetsInitializer.latest,
+        "committed": lambda: KafkaOffsetsInitializer.committed_offsets(
+            KafkaOffsetResetStrategy.EARLIEST),
+    }[cfg.kafka.starting_offsets]()
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
+        .set_topics(topic)
+        .set_group_id(cfg.kafka.group_id)
+        .set_starting_offsets(start)
+        .set_value_only_deserializer(SimpleStringSchema())
+    )
+    for key, value in cfg.kafka.source_properties.items():
+        builder = builder.set_property(key, value)
+    if stopping_offsets is not None:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.offsets(
+            {KafkaTopicPartition(topic, p): o for p, o in stopping_offsets.items()}))
+    return builder.build()
+
+
+def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
+                    store: bool | None = None) -> None:
+    from pyflink.common import Types, WatermarkStrategy
+
+    from job.pipeline import build
+
+    # No watermarks at the source: event time is assigned from the payload after
+    # validation. A timestamp assigner on from_source left Kafka's record time in place
+    # (DESIGN trap 1).
+    raw = env.from_source(kafka_source(cfg, stopping_offsets),
+                          WatermarkStrategy.no_watermarks(), "kafka-events",
+                          type_info=Types.STRING()).uid("kafka-events")
+    out = build(cfg, raw, store=store)
+    topics = cfg.kafka.topics
+    out.requests.sink_to(kafka_sink(cfg, topics.email_requests)).name("email-requests") \
+        .uid("sink-email-requests")
+    out.dlq.sink_to(kafka_sink(cfg, topics.dlq)).name("dlq").uid("sink-dlq")
+    out.outcomes.sink_to(kafka_sink(cfg, topics.outcomes)).name("outcomes") \
+        .uid("sink-outcomes")
+
+
+def prepare_store(cfg: JobConfig) -> None:
+    """Applies the ClickHouse migrations before the job starts, then releases the path so
+    the writer (possibly another process) can open it (DESIGN trap 8)."""
+    if not cfg.clickhouse.enabled:
+        return
+    from udfs import store
+
+    client = store.get_client(cfg.clickhouse.dsn)
+    try:
+        client.migrate(cfg.ddl_dir)
+    finally:
+        store.close_client(cfg.clickhouse.dsn)
+
+
+def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
+        job_name: str = "inboxflow", wait: bool = True):
+    prepare_store(cfg)
+    env = create_env(settings)
+    build_kafka_job(env, cfg, stopping_offsets)
+    if wait:
+        return env.execute(job_name)
+    return env.execute_async(job_name)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="inboxflow run", description=__doc__)
+    add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="job config (default conf/job.yaml)")
+    parser.add_argument("--flink-conf", type=Path, default=DEFAULT_FLINK_CONF,
+                        help="Flink settings (default flink-conf.yaml)")
+    parser.add_argument("--parallelism", type=int, help="override parallelism.default")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from job.config import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"inboxflow: config error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {"parallelism.default": str(args.parallelism)} if args.parallelism else None
+    settings = flink_settings(args.flink_conf, overrides)
+    run(cfg, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
