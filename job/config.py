@@ -79,7 +79,7 @@ class LimitsConfig:
     max_future_ms: int = duration("1d")
     recent_products: int = 10
     favourite_categories: int = 3
-    dedup_window: int = 200
+    dedup_window: int = 64
 
 
 @dataclass(frozen=True)
@@ -268,10 +268,23 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     if env.get(ENV_CLICKHOUSE_DSN):
         cfg = dataclasses.replace(
             cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=env[ENV_CLICKHOUSE_DSN]))
+    cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(
+        cfg.clickhouse, dsn=_resolve_dsn(cfg.clickhouse.dsn)))
     _validate(cfg)
     if check_template_files:
         check_templates(cfg)
     return cfg
+
+
+def _resolve_dsn(dsn: str) -> str:
+    """A relative embedded path is resolved against the working directory, once, here: the
+    Flink workers may run elsewhere."""
+    from udfs.store import DsnError, resolve_dsn
+
+    try:
+        return resolve_dsn(dsn, Path.cwd())
+    except DsnError as exc:
+        raise ConfigError(f"clickhouse.dsn: {exc}") from None
 
 
 def _merge(base: Any, over: Mapping[str, Any]) -> dict:

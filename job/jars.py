@@ -12,6 +12,7 @@ matches its checksum.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -93,18 +94,20 @@ def fetch_connector_jars(lib_dir: Path) -> None:
 
 
 def build_helper_jar(lib_dir: Path) -> None:
-    """Compile java/ (a Row-field Kafka key/value serializer) against PyFlink's own jars."""
+    """Compile java/ (Kafka key/value and stopping-offset helpers) against PyFlink's jars
+    and the connector jars."""
     import pyflink
 
     target = lib_dir / HELPER_JAR
     sources = sorted(JAVA_SRC.rglob("*.java"))
     if target.is_file() and all(src.stat().st_mtime <= target.stat().st_mtime for src in sources):
         return
+    target.unlink(missing_ok=True)  # never compile against a stale copy of itself
     flink_lib = Path(pyflink.__file__).parent / "lib"
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run(
-            ["javac", "--release", "11", "-nowarn", "-d", classes, "-cp", f"{flink_lib}/*",
-             *map(str, sources)],
+            ["javac", "--release", "11", "-nowarn", "-d", classes,
+             "-cp", f"{flink_lib}/*{os.pathsep}{lib_dir}/*", *map(str, sources)],
             check=True,
         )
         subprocess.run(["jar", "cf", str(target), "-C", classes, "."], check=True)

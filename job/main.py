@@ -44,6 +44,26 @@ def flink_settings(path: Path = DEFAULT_FLINK_CONF,
     return settings
 
 
+def _preload_jsig() -> None:
+    """Thread mode loads chdb (embedded ClickHouse) into the JVM process. ClickHouse installs
+    its own SIGSEGV/SIGBUS handlers, which then catch the signals the JVM uses internally
+    and abort the engine ("server is shutting down due to a fatal error"). The JVM's
+    libjsig chains signal handlers so both work; it must be preloaded into the JVM that
+    PyFlink launches."""
+    if not sys.platform.startswith("linux"):
+        return
+    import shutil
+
+    java_home = os.environ.get("JAVA_HOME")
+    java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java:
+        return
+    jsig = Path(java).resolve().parent.parent / "lib" / "libjsig.so"
+    preload = os.environ.get("LD_PRELOAD", "")
+    if jsig.is_file() and str(jsig) not in preload:
+        os.environ["LD_PRELOAD"] = f"{jsig} {preload}".strip()
+
+
 def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     """A StreamExecutionEnvironment configured from ``settings`` with the connector jars."""
     # Thread mode runs UDFs in an interpreter embedded in the JVM: it must see the venv's
@@ -52,6 +72,7 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)).keys()
         - {""})
+    _preload_jsig()
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
@@ -106,8 +127,7 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None)
     offsets are wrong (DESIGN trap 6)."""
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy,
-                                                     KafkaOffsetsInitializer, KafkaSource,
-                                                     KafkaTopicPartition)
+                                                     KafkaOffsetsInitializer, KafkaSource)
 
     topic = cfg.kafka.topics.events
     start = {
@@ -127,9 +147,20 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None)
     for key, value in cfg.kafka.source_properties.items():
         builder = builder.set_property(key, value)
     if stopping_offsets is not None:
-        builder = builder.set_bounded(KafkaOffsetsInitializer.offsets(
-            {KafkaTopicPartition(topic, p): o for p, o in stopping_offsets.items()}))
+        builder = builder.set_bounded(_explicit_offsets(topic, stopping_offsets))
     return builder.build()
+
+
+def _explicit_offsets(topic: str, offsets: dict[int, int]):
+    """``KafkaOffsetsInitializer.offsets`` expects the shaded kafka-clients of the SQL fat
+    jar, and py4j hands the JVM Integer offsets where Long ones are needed; a helper class in
+    lib/inboxflow-flink-helpers.jar builds it from a string instead."""
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer
+    from pyflink.java_gateway import get_gateway
+
+    spec = ",".join(f"{int(p)}:{int(o)}" for p, o in sorted(offsets.items()))
+    return KafkaOffsetsInitializer(
+        get_gateway().jvm.io.inboxflow.flink.StoppingOffsets.of(topic, spec))
 
 
 def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
@@ -164,7 +195,7 @@ def prepare_store(cfg: JobConfig) -> None:
     try:
         client.migrate(cfg.ddl_dir)
     finally:
-        store.close_client(cfg.clickhouse.dsn)
+        client.close()
 
 
 def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,

@@ -3,20 +3,20 @@ metrics, the wall clock) and the pure modules, and hold no logic of their own.
 
 Streams between operators carry plain types declared on every operator:
 ``VALID_EVENT`` = (customer_id, event time ms, normalized event JSON, Kafka record time ms),
+``KEYED_EVENT`` = Row(customer_id, VALID_EVENT) out of the validator,
 ``KEYED_JSON`` = Row(key, JSON text) for every Kafka sink,
 ``STORE_ROW`` = (shard, table, row JSON) for the ClickHouse writer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
 from pathlib import Path
 
+import orjson
 from pyflink.common import Row, Types
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
@@ -30,6 +30,8 @@ from udfs.validation import EventValidator, Invalid, dlq_record
 log = logging.getLogger("inboxflow")
 
 VALID_EVENT = Types.TUPLE([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()])
+# what the validator emits: Row(customer_id, VALID_EVENT), ready to be keyed on the JVM side
+KEYED_EVENT = Types.ROW([Types.STRING(), VALID_EVENT])
 KEYED_JSON = Types.ROW([Types.STRING(), Types.STRING()])
 STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
 
@@ -55,7 +57,7 @@ def shard_of(customer_id: str, shards: int) -> int:
 
 
 def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(obj).decode()
 
 
 class ValidateFunction(ProcessFunction):
@@ -91,15 +93,9 @@ class ValidateFunction(ProcessFunction):
         # ctx.timestamp() is still the Kafka record time here (event time is assigned
         # after this operator); it is kept only to measure freshness.
         kafka_ts = ctx.timestamp()
-        yield (result["customer_id"], result["timestamp"], _dumps(result),
-               kafka_ts if kafka_ts is not None else NO_KAFKA_TIME)
-
-
-class EventTimeAssigner(TimestampAssigner):
-    """Event time is the event's own timestamp, never Kafka's record time (DESIGN trap 1)."""
-
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value[1]
+        cid = result["customer_id"]
+        yield Row(cid, (cid, result["timestamp"], _dumps(result),
+                        kafka_ts if kafka_ts is not None else NO_KAFKA_TIME))
 
 
 class CustomerFunction(KeyedProcessFunction):
@@ -128,7 +124,7 @@ class CustomerFunction(KeyedProcessFunction):
             "recovered")}
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        event = json.loads(value[2])
+        event = orjson.loads(value[2])
         state, raw = self._load()
         decision = self.logic.on_event(state, event, ctx.timer_service().current_watermark())
         yield from self._apply(state, raw, decision, ctx, value[3])
@@ -168,6 +164,8 @@ class CustomerFunction(KeyedProcessFunction):
             for table, row in rows:
                 if table == "customer_profiles":
                     row["source_kafka_ms"] = kafka_ts
+                elif table == "email_requests" and row["emitted_at"] is None:
+                    row["emitted_at"] = now_ms()  # decided (suppressed) now
                 shard = shard_of(row["customer_id"], self.store_shards)
                 yield STORE_TAG, (shard, table, _dumps(row))
 

@@ -1,0 +1,687 @@
+"""Parse, validate and normalize raw customer events (pure Python, no pyflink).
+
+The hot path is: size check -> UTF-8 decode -> ``json`` parse -> a few envelope checks
+in code -> two compiled ``jsonschema_rs`` validators (envelope + event type) ->
+normalization. Only when the fast validator rejects an event is the pure-Python
+``jsonschema`` validator (some hundred times slower with these schemas) run, to find a deterministic error path and a
+message built from the *schema* (never from the event, so no personal data leaks into
+the DLQ message or logs).
+
+Decisions worth knowing:
+
+* Event types are the ``*.json`` files in the schema directory except ``envelope.json``
+  and ``email_request.json``; the file stem is the type name.
+* Every event is validated against ``envelope.json`` and then against its own type
+  schema. Schema files are self-contained (``$ref`` only within a file, ``#/$defs/...``)
+  so operators can edit one file without a registry.
+* A ``default`` declared in a type schema for a key directly inside the event's
+  ``context``, ``properties`` or ``traits`` object is applied when that key is absent
+  (this is how cart_add's quantity defaults to 1).
+* Duplicate object keys are accepted, last one wins (Python's ``json`` behaviour). The
+  normalized event is re-serialized downstream, so every consumer sees the same single
+  value; rejecting them would cost an ``object_pairs_hook`` on every object.
+* ``NaN``/``Infinity`` literals and numbers that overflow a double are ``not_json``:
+  they cannot be written back out as JSON.
+* Timestamps: RFC 3339 ``YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`` (``T``/``Z`` in
+  either case, up to 9 fraction digits truncated to ms, no leap second ``:60``), or an
+  integer of epoch milliseconds. Floats, numeric strings and booleans are rejected.
+  Accepted range is ``min_timestamp_ms`` (default 2000-01-01, which also catches epoch
+  *seconds* sent by mistake) to 9999-12-31T23:59:59.999Z.
+* Top-level keys other than the seven of the normalized event are dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import jsonschema
+import jsonschema_rs
+
+
+class Reason:
+    """DLQ reason codes (stable strings, consumed by operators and dashboards)."""
+
+    NOT_UTF8: Final = "not_utf8"
+    NOT_JSON: Final = "not_json"
+    NOT_OBJECT: Final = "not_object"
+    OVERSIZE: Final = "oversize"
+    MISSING_EVENT_TYPE: Final = "missing_event_type"
+    UNKNOWN_EVENT_TYPE: Final = "unknown_event_type"
+    MISSING_CUSTOMER_ID: Final = "missing_customer_id"
+    MISSING_EVENT_ID: Final = "missing_event_id"
+    BAD_TIMESTAMP: Final = "bad_timestamp"
+    FUTURE_TIMESTAMP: Final = "future_timestamp"
+    SCHEMA_VIOLATION: Final = "schema_violation"
+    BAD_CURRENCY: Final = "bad_currency"
+
+
+ENVELOPE_FILE: Final = "envelope.json"
+# Schema files in conf/schemas/ that describe something other than an input event type.
+NON_EVENT_SCHEMA_FILES: Final = frozenset({ENVELOPE_FILE, "email_request.json"})
+
+DEFAULT_MAX_EVENT_BYTES: Final = 65_536
+DEFAULT_MAX_FUTURE_MS: Final = 24 * 3600 * 1000
+DEFAULT_MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+_EVENT_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# [0-9], not \d: \d also matches non-ASCII digits such as "٢".
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_ID_KEYS: Final = ("product_id", "cart_id", "order_id")
+_AMOUNT_KEYS: Final = ("price", "revenue", "value")
+_SECTIONS: Final = ("context", "properties", "traits")
+# An id extracted for the DLQ record only; longer values are garbage, not ids.
+_MAX_EXTRACTED_ID_CHARS: Final = 256
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why an event was rejected.
+
+    Invariant: ``message`` is built from the schema and the code only; it never contains
+    a value taken from the event, so it is safe to log and to put in the DLQ.
+    """
+
+    reason: str
+    path: str
+    message: str
+    event_id: str | None = None
+    customer_id: str | None = None
+
+
+class _Rejected(Exception):
+    """Internal control flow: carries (reason, path, message) out of nested helpers."""
+
+    def __init__(self, reason: str, path: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        self.message = message
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Rejected(Reason.NOT_JSON, "$", "NaN and Infinity are not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _Rejected(Reason.NOT_JSON, "$", "number out of double range")
+    return number
+
+
+@dataclass(frozen=True)
+class _CompiledSchema:
+    """One schema file compiled twice: fast (Rust) for every event, slow (Python) for
+    error details on rejected events only. Also holds the ``default`` values it declares
+    one level below ``context``/``properties``/``traits``."""
+
+    name: str
+    schema: Any  # a JSON object or boolean schema document
+    fast: Any
+    slow: jsonschema.protocols.Validator
+    defaults: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+    @classmethod
+    def compile(cls, name: str, schema: Any) -> _CompiledSchema:
+        # check_schema also rejects documents that are neither an object nor a boolean.
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(
+                f"schema {name}: invalid JSON Schema at {_render_path(exc.absolute_path)}: "
+                f"{exc.message}"
+            ) from exc
+        try:
+            fast = jsonschema_rs.Draft202012Validator(schema)
+        except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
+            raise ValueError(f"schema {name}: cannot be compiled: {exc}") from exc
+        slow = jsonschema.Draft202012Validator(schema)
+        return cls(name, schema, fast, slow, _section_defaults(schema))
+
+
+def _section_defaults(schema: Any) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    result = []
+    props = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(props, Mapping):
+        return ()
+    for section in _SECTIONS:
+        sub = props.get(section)
+        sub_props = sub.get("properties") if isinstance(sub, Mapping) else None
+        if not isinstance(sub_props, Mapping):
+            continue
+        found = tuple(
+            (key, spec["default"])
+            for key, spec in sorted(sub_props.items())
+            if isinstance(spec, Mapping) and "default" in spec
+        )
+        if found:
+            result.append((section, found))
+    return tuple(result)
+
+
+def _load_schema_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"schema {path}: cannot be read as JSON: {exc}") from exc
+
+
+class EventValidator:
+    """Turns raw event records into normalized event dicts or an :class:`Invalid`.
+
+    Invariants:
+    * ``validate`` never raises for any ``str``/``bytes`` input; every rejection is an
+      ``Invalid`` with one of the :class:`Reason` codes and a value-free message.
+    * Checks run in a fixed order (oversize, not_utf8, not_json, not_object, event type,
+      customer_id, event_id, timestamp, future timestamp, schema, normalization), so the
+      reason for a given input does not depend on anything but the input and the schemas.
+    * Schemas are read and compiled once, in the constructor; the instance is immutable
+      afterwards and safe to share between threads. Pickling keeps the schema documents
+      and recompiles on load (the Rust validators themselves cannot be pickled).
+    """
+
+    event_types: frozenset[str]
+
+    def __init__(
+        self,
+        schema_dir: Path,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+        *,
+        min_timestamp_ms: int = DEFAULT_MIN_TIMESTAMP_MS,
+    ) -> None:
+        schema_dir = Path(schema_dir)
+        envelope_path = schema_dir / ENVELOPE_FILE
+        if not envelope_path.is_file():
+            raise ValueError(f"schema directory {schema_dir}: {ENVELOPE_FILE} is missing")
+        type_schemas: dict[str, Any] = {}
+        for path in sorted(schema_dir.glob("*.json")):
+            if path.name in NON_EVENT_SCHEMA_FILES:
+                continue
+            if not _EVENT_TYPE_NAME.fullmatch(path.stem):
+                raise ValueError(
+                    f"schema file {path}: name must be <event_type>.json with event_type "
+                    f"matching {_EVENT_TYPE_NAME.pattern}"
+                )
+            type_schemas[path.stem] = _load_schema_file(path)
+        self._setup(
+            _load_schema_file(envelope_path),
+            type_schemas,
+            max_event_bytes,
+            max_future_ms,
+            min_timestamp_ms,
+        )
+
+    def _setup(
+        self,
+        envelope: Any,
+        type_schemas: Mapping[str, Any],
+        max_event_bytes: int,
+        max_future_ms: int,
+        min_timestamp_ms: int,
+    ) -> None:
+        if max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be >= 1, got {max_event_bytes}")
+        if max_future_ms < 0:
+            raise ValueError(f"max_future_ms must be >= 0, got {max_future_ms}")
+        if not 0 <= min_timestamp_ms <= MAX_TIMESTAMP_MS:
+            raise ValueError(f"min_timestamp_ms out of range, got {min_timestamp_ms}")
+        if not type_schemas:
+            raise ValueError("no event type schemas found")
+        self._max_event_bytes = max_event_bytes
+        self._max_future_ms = max_future_ms
+        self._min_timestamp_ms = min_timestamp_ms
+        self._envelope = _CompiledSchema.compile(ENVELOPE_FILE, envelope)
+        self._types = {
+            name: _CompiledSchema.compile(f"{name}.json", schema)
+            for name, schema in sorted(type_schemas.items())
+        }
+        self.event_types = frozenset(self._types)
+        # One decoder for all calls: json.loads(..., parse_float=...) would build a new
+        # JSONDecoder per call.
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "envelope": self._envelope.schema,
+            "types": {name: c.schema for name, c in self._types.items()},
+            "max_event_bytes": self._max_event_bytes,
+            "max_future_ms": self._max_future_ms,
+            "min_timestamp_ms": self._min_timestamp_ms,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(
+            state["envelope"],
+            state["types"],
+            state["max_event_bytes"],
+            state["max_future_ms"],
+            state["min_timestamp_ms"],
+        )
+
+    def validate(self, raw: str | bytes, seen_at_ms: int) -> dict[str, Any] | Invalid:
+        """Return the normalized event, or why ``raw`` was rejected.
+
+        ``seen_at_ms`` (epoch ms UTC, passed in by the caller) bounds how far in the
+        future an event timestamp may be.
+        """
+        try:
+            text = self._decode(raw)
+        except _Rejected as rej:
+            return Invalid(rej.reason, rej.path, rej.message)
+        try:
+            doc = self._decoder.decode(text)
+        except _Rejected as rej:
+            return Invalid(rej.reason, rej.path, rej.message)
+        except json.JSONDecodeError as exc:
+            return Invalid(
+                Reason.NOT_JSON,
+                "$",
+                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            )
+        except ValueError:
+            # int() refusing more than sys.get_int_max_str_digits() digits.
+            return Invalid(Reason.NOT_JSON, "$", "not valid JSON: number too long")
+        except RecursionError:
+            return Invalid(Reason.NOT_JSON, "$", "not valid JSON: nesting too deep")
+        if type(doc) is not dict:
+            return Invalid(Reason.NOT_OBJECT, "$", "event must be a JSON object")
+        event_id = _extract_id(doc.get("event_id"))
+        customer_id = _extract_id(doc.get("customer_id"))
+        try:
+            return self._check(doc, seen_at_ms)
+        except _Rejected as rej:
+            return Invalid(rej.reason, rej.path, rej.message, event_id, customer_id)
+
+    def _decode(self, raw: str | bytes) -> str:
+        limit = self._max_event_bytes
+        if isinstance(raw, str):
+            if raw.isascii():
+                if len(raw) > limit:
+                    raise _Rejected(Reason.OVERSIZE, "$", f"event is larger than {limit} bytes")
+                return raw
+            if len(raw.encode("utf-8", "surrogatepass")) > limit:
+                raise _Rejected(Reason.OVERSIZE, "$", f"event is larger than {limit} bytes")
+            try:
+                raw.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Rejected(
+                    Reason.NOT_UTF8, "$", "text contains lone surrogates, not encodable as UTF-8"
+                ) from None
+            return raw
+        if isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        if not isinstance(raw, bytes):
+            raise TypeError(f"raw event must be str or bytes, got {type(raw).__name__}")
+        if len(raw) > limit:
+            raise _Rejected(Reason.OVERSIZE, "$", f"event is larger than {limit} bytes")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Rejected(
+                Reason.NOT_UTF8, "$", f"not valid UTF-8 (first bad byte at offset {exc.start})"
+            ) from None
+
+    def _check(self, doc: dict[str, Any], seen_at_ms: int) -> dict[str, Any]:
+        event_type = doc.get("event_type")
+        if event_type is None or (isinstance(event_type, str) and not event_type.strip()):
+            raise _Rejected(Reason.MISSING_EVENT_TYPE, "$.event_type", "event_type is missing")
+        compiled = self._types.get(event_type) if isinstance(event_type, str) else None
+        if compiled is None:
+            raise _Rejected(
+                Reason.UNKNOWN_EVENT_TYPE,
+                "$.event_type",
+                "event_type is not one of the types defined in the schema directory",
+            )
+        if _is_blank(doc.get("customer_id")):
+            raise _Rejected(
+                Reason.MISSING_CUSTOMER_ID, "$.customer_id", "customer_id is missing or blank"
+            )
+        if _is_blank(doc.get("event_id")):
+            raise _Rejected(Reason.MISSING_EVENT_ID, "$.event_id", "event_id is missing or blank")
+        timestamp = self._parse_timestamp(doc.get("timestamp"))
+        if timestamp > seen_at_ms + self._max_future_ms:
+            raise _Rejected(
+                Reason.FUTURE_TIMESTAMP,
+                "$.timestamp",
+                f"timestamp is more than {self._max_future_ms} ms after the time the event was seen",
+            )
+        envelope_ok = _fast_is_valid(self._envelope, doc)
+        type_ok = _fast_is_valid(compiled, doc)
+        if not (envelope_ok and type_ok):
+            # Explain only with the schemas that rejected: the slow validator costs
+            # hundreds of µs per schema.
+            failed = tuple(
+                schema
+                for schema, ok in ((self._envelope, envelope_ok), (compiled, type_ok))
+                if not ok
+            )
+            path, message = _first_schema_error(failed, doc)
+            raise _Rejected(Reason.SCHEMA_VIOLATION, path, message)
+        return {
+            "event_id": _normalized_key_id(doc["event_id"], "$.event_id"),
+            "event_type": event_type,
+            "customer_id": _normalized_key_id(doc["customer_id"], "$.customer_id"),
+            "timestamp": timestamp,
+            **_normalize_sections(doc, compiled.defaults),
+        }
+
+    def _parse_timestamp(self, value: Any) -> int:
+        if value is None:
+            raise _Rejected(Reason.BAD_TIMESTAMP, "$.timestamp", "timestamp is missing")
+        if type(value) is int:  # not isinstance: bool is an int subclass
+            millis = value
+        elif isinstance(value, str):
+            parsed = _parse_rfc3339(value)
+            if parsed is None:
+                raise _Rejected(
+                    Reason.BAD_TIMESTAMP,
+                    "$.timestamp",
+                    "timestamp must be RFC 3339 with a UTC offset (e.g. 2026-01-05T10:00:00+01:00)"
+                    " or integer epoch milliseconds",
+                )
+            millis = parsed
+        else:
+            raise _Rejected(
+                Reason.BAD_TIMESTAMP,
+                "$.timestamp",
+                "timestamp must be an RFC 3339 string or integer epoch milliseconds",
+            )
+        if not self._min_timestamp_ms <= millis <= MAX_TIMESTAMP_MS:
+            raise _Rejected(
+                Reason.BAD_TIMESTAMP,
+                "$.timestamp",
+                f"timestamp is outside the accepted range "
+                f"[{self._min_timestamp_ms}, {MAX_TIMESTAMP_MS}] epoch ms",
+            )
+        return millis
+
+
+def _fast_is_valid(compiled: _CompiledSchema, doc: Any) -> bool:
+    try:
+        return bool(compiled.fast.is_valid(doc))
+    except (ValueError, RecursionError):
+        # Defensive: jsonschema_rs refusing an instance (e.g. too deep) is a rejection.
+        return False
+
+
+def _normalized_key_id(value: Any, path: str) -> str:
+    # envelope.json already demands a string; this only bites if an operator loosens
+    # it, because keys and dedup need strings.
+    if type(value) is not str:
+        raise _Rejected(Reason.SCHEMA_VIOLATION, path, "must be of type string")
+    return value.strip()
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _extract_id(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > _MAX_EXTRACTED_ID_CHARS:
+        return None
+    return value
+
+
+def _parse_rfc3339(text: str) -> int | None:
+    """Epoch ms for an RFC 3339 date-time with offset, or None if it is not one."""
+    # The regex enforces RFC 3339's shape (fromisoformat alone also takes week dates,
+    # basic format, naive times, ...); fromisoformat, in C, then does the calendar
+    # checks (day of month, leap years, hour <= 23, second <= 59, offset < 24 h).
+    if _RFC3339.fullmatch(text) is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.upper())
+    except ValueError:
+        return None
+    # timedelta // timedelta is exact integer arithmetic (datetime.timestamp() goes
+    # through a float and can round a .999999 fraction up into the next second).
+    return (parsed - _EPOCH) // _ONE_MS
+
+
+def _normalize_sections(
+    doc: Mapping[str, Any],
+    defaults: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
+) -> dict[str, dict[str, Any]]:
+    sections: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        value = doc.get(name)
+        if value is None:
+            sections[name] = {}
+        elif isinstance(value, dict):
+            # Shallow copy: the normalized event must not alias a dict we then edit.
+            sections[name] = dict(value)
+        else:
+            # Only reachable if an operator loosened envelope.json.
+            raise _Rejected(Reason.SCHEMA_VIOLATION, f"$.{name}", "must be of type object")
+    for name, pairs in defaults:
+        section = sections[name]
+        for key, default in pairs:
+            if key not in section:
+                section[key] = copy.deepcopy(default)
+    _normalize_line(sections["properties"], "$.properties")
+    items = sections["properties"].get("items")
+    if isinstance(items, list):
+        normalized_items = []
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                item = dict(item)
+                _normalize_line(item, f"$.properties.items[{index}]")
+            normalized_items.append(item)
+        sections["properties"]["items"] = normalized_items
+    traits = sections["traits"]
+    email = traits.get("email")
+    if isinstance(email, str):
+        traits["email"] = email.strip().lower()
+    return sections
+
+
+def _normalize_line(values: dict[str, Any], path: str) -> None:
+    """Normalize ids, amounts, quantity and currency of a properties object or an item,
+    in place. Hot path: membership tests first, so absent keys cost one lookup each."""
+    for key in _ID_KEYS:
+        if key in values:
+            value = values[key]
+            if type(value) is str:
+                value = value.strip()
+                if not value:
+                    raise _Rejected(Reason.SCHEMA_VIOLATION, f"{path}.{key}", "must not be blank")
+                values[key] = value
+    for key in _AMOUNT_KEYS:
+        if key in values:
+            value = values[key]
+            if type(value) is int:  # floats stay as they are; bool is not int here
+                try:
+                    values[key] = float(value)
+                except OverflowError:
+                    raise _Rejected(
+                        Reason.SCHEMA_VIOLATION, f"{path}.{key}", "number out of double range"
+                    ) from None
+    if "quantity" in values:
+        quantity = values["quantity"]
+        if type(quantity) is float and quantity.is_integer():
+            # JSON Schema's "integer" accepts 2.0; downstream code wants an int.
+            values["quantity"] = int(quantity)
+    if "currency" in values:
+        currency = values["currency"]
+        # isascii() first: "ı".upper() == "I" and "ſ".upper() == "S".
+        if not (
+            type(currency) is str
+            and len(currency) == 3
+            and currency.isascii()
+            and currency.isalpha()
+        ):
+            raise _Rejected(
+                Reason.BAD_CURRENCY,
+                f"{path}.currency",
+                "currency must be a 3-letter ISO 4217 code",
+            )
+        values["currency"] = currency.upper()
+
+
+# --- schema error details (slow path, rejected events only) -------------------------
+
+
+def _first_schema_error(schemas: tuple[_CompiledSchema, ...], doc: Any) -> tuple[str, str]:
+    """(path, message) of the error with the smallest path over all schemas.
+
+    Sorting makes the choice independent of jsonschema's iteration order.
+    """
+    found: list[tuple[str, str]] = []
+    for compiled in schemas:
+        try:
+            found.extend(
+                _describe(error, compiled.name) for error in compiled.slow.iter_errors(doc)
+            )
+        except RecursionError:
+            found.append(("$", f"{compiled.name}: document nested too deeply to validate"))
+    if not found:
+        # The fast and the slow validator disagree (e.g. regex dialects); the fast one
+        # is authoritative for accept/reject.
+        return "$", "rejected by the event schema"
+    return min(found)
+
+
+def _describe(error: jsonschema.ValidationError, schema_name: str) -> tuple[str, str]:
+    """Path and a message that names the schema rule, never the offending value."""
+    keyword = str(error.validator)
+    expected = error.validator_value
+    path = list(error.absolute_path)
+    if keyword == "required" and isinstance(error.instance, dict) and isinstance(expected, list):
+        missing = [name for name in expected if name not in error.instance]
+        if missing:
+            path.append(missing[0])
+            return _render_path(
+                path
+            ), f"required property '{missing[0]}' is missing ({schema_name})"
+    return _render_path(path), f"{_rule_text(keyword, expected)} ({schema_name}: {keyword})"
+
+
+def _rule_text(keyword: str, expected: Any) -> str:
+    match keyword:
+        case "type":
+            types = expected if isinstance(expected, list) else [expected]
+            return "must be of type " + " or ".join(str(t) for t in types)
+        case "minimum":
+            return f"must be >= {expected}"
+        case "exclusiveMinimum":
+            return f"must be > {expected}"
+        case "maximum":
+            return f"must be <= {expected}"
+        case "exclusiveMaximum":
+            return f"must be < {expected}"
+        case "multipleOf":
+            return f"must be a multiple of {expected}"
+        case "minLength":
+            return f"must have at least {expected} characters"
+        case "maxLength":
+            return f"must have at most {expected} characters"
+        case "pattern":
+            return f"must match the pattern {expected}"
+        case "format":
+            return f"must be a valid {expected}"
+        case "minItems":
+            return f"must have at least {expected} items"
+        case "maxItems":
+            return f"must have at most {expected} items"
+        case "uniqueItems":
+            return "items must be unique"
+        case "minProperties":
+            return f"must have at least {expected} properties"
+        case "maxProperties":
+            return f"must have at most {expected} properties"
+        case "additionalProperties" | "unevaluatedProperties":
+            return "has properties the schema does not allow"
+        case "enum":
+            return "must be one of the values listed in the schema"
+        case "const":
+            return "must equal the value fixed in the schema"
+        case "anyOf" | "oneOf":
+            return "does not match the allowed alternatives"
+        case "not":
+            return "matches a form the schema forbids"
+        case _:
+            return "violates a schema rule"
+
+
+def _render_path(parts: Any) -> str:
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENTIFIER.fullmatch(part):
+            out.append(f".{part}")
+        else:
+            out.append(f"[{json.dumps(part)}]")
+    return "".join(out)
+
+
+# --- dead-letter records -------------------------------------------------------------
+
+
+def dlq_record(
+    raw: str | bytes, invalid: Invalid, seen_at_ms: int, max_payload_bytes: int
+) -> dict[str, Any]:
+    """The DLQ value for a rejected event.
+
+    ``payload`` is the original text cut to at most ``max_payload_bytes`` UTF-8 bytes on
+    a character boundary; bytes that are not UTF-8 are decoded with U+FFFD replacement
+    (lone surrogates in ``str`` input become ``?``). ``payload_bytes`` is the size of the
+    original record.
+    """
+    if max_payload_bytes < 0:
+        raise ValueError(f"max_payload_bytes must be >= 0, got {max_payload_bytes}")
+    if isinstance(raw, (bytearray, memoryview)):
+        raw = bytes(raw)
+    if isinstance(raw, bytes):
+        original_size = len(raw)
+        text = raw.decode("utf-8", "replace")
+    else:
+        original_size = len(raw.encode("utf-8", "surrogatepass"))
+        text = raw
+    encoded = text.encode("utf-8", "replace")
+    truncated = len(encoded) > max_payload_bytes
+    if truncated:
+        # encoded is valid UTF-8, so "ignore" can only drop the one character cut in half.
+        payload = encoded[:max_payload_bytes].decode("utf-8", "ignore")
+    else:
+        payload = encoded.decode("utf-8")
+    return {
+        "payload": payload,
+        "payload_truncated": truncated,
+        "payload_bytes": original_size,
+        "reason": invalid.reason,
+        "path": invalid.path,
+        "message": invalid.message,
+        "event_id": invalid.event_id,
+        "customer_id": invalid.customer_id,
+        "seen_at": seen_at_ms,
+        "seen_at_iso": format_epoch_ms(seen_at_ms),
+    }
+
+
+def format_epoch_ms(epoch_ms: int) -> str:
+    """``2026-01-05T09:00:00.000Z`` for an epoch-ms instant (exact, no float rounding)."""
+    t = _EPOCH + timedelta(milliseconds=epoch_ms)
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f".{t.microsecond // 1000:03d}Z"
+    )
