@@ -115,6 +115,9 @@ class ClickHouseConfig:
     flush_interval_ms: int = duration("500ms")
     shards: int = 2
     attribution_window_ms: int = duration("7d")
+    # When set, the writer appends one line per profile row it commits: milliseconds from
+    # the event's append to Kafka until the insert committed (read by `make bench`).
+    freshness_log: str = ""
 
 
 @dataclass(frozen=True)

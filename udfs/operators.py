@@ -2,8 +2,8 @@
 metrics, the wall clock) and the pure modules, and hold no logic of their own.
 
 Streams between operators carry plain types declared on every operator:
-``VALID_EVENT`` = (customer_id, event time ms, normalized event JSON, Kafka record time ms),
-``KEYED_EVENT`` = Row(customer_id, VALID_EVENT) out of the validator,
+``RAW_EVENT`` = Row(key, event time ms, raw event text, Kafka record time ms), read on the JVM
+by ``io.inboxflow.flink.EnvelopeExtractor`` (key = trimmed customer_id, "" when unreadable),
 ``KEYED_JSON`` = Row(key, JSON text) for every Kafka sink,
 ``STORE_ROW`` = (shard, table, row JSON) for the ClickHouse writer.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag
-from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs.journey import (CustomerLogic, CustomerState, Decision, JourneySettings,
@@ -29,9 +29,9 @@ from udfs.validation import EventValidator, Invalid, dlq_record
 
 log = logging.getLogger("inboxflow")
 
-VALID_EVENT = Types.TUPLE([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()])
-# what the validator emits: Row(customer_id, VALID_EVENT), ready to be keyed on the JVM side
-KEYED_EVENT = Types.ROW([Types.STRING(), VALID_EVENT])
+RAW_EVENT = Types.ROW([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()])
+# what io.inboxflow.flink.EnvelopeExtractor emits: Row(key, RAW_EVENT)
+KEYED_EVENT = Types.ROW([Types.STRING(), RAW_EVENT])
 KEYED_JSON = Types.ROW([Types.STRING(), Types.STRING()])
 STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
 
@@ -60,57 +60,30 @@ def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
 
-class ValidateFunction(ProcessFunction):
-    """Parses, validates and normalizes raw events. Invalid input goes to ``DLQ_TAG`` with a
-    reason; nothing raised here can fail the job."""
+class CustomerFunction(KeyedProcessFunction):
+    """Keyed by customer id. Validates each raw event first (invalid input goes to
+    ``DLQ_TAG`` with a reason; nothing raised by bad input can fail the job), then runs the
+    pure journey logic. Validation lives here rather than in its own operator because in
+    thread mode every Python operator costs a trip through one shared interpreter lock.
 
-    def __init__(self, schema_dir: Path, max_event_bytes: int, max_future_ms: int):
+    State: ``profile`` (always, once seen), ``cart`` (while a cart is open), ``journey``
+    (while a reminder is pending); each is cleared when the pure logic sets it to ``None``.
+    At most one event-time timer: the journey's ``due_at``."""
+
+    def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
+                 store_shards: int, schema_dir: Path, max_event_bytes: int,
+                 max_future_ms: int):
         self.schema_dir = str(schema_dir)
         self.max_event_bytes = max_event_bytes
         self.max_future_ms = max_future_ms
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.validator = EventValidator(Path(self.schema_dir), self.max_event_bytes,
-                                        self.max_future_ms)
-        metrics = runtime_context.get_metrics_group()
-        self.valid = metrics.counter("events_valid")
-        self.invalid = metrics.counter("events_invalid")
-
-    def process_element(self, value, ctx: ProcessFunction.Context):
-        seen_at = now_ms()
-        try:
-            result = self.validator.validate(value, seen_at)
-        except Exception as exc:  # a validator bug must not take the job down
-            result = Invalid("internal_error", "$", f"validator failed: {type(exc).__name__}")
-        if isinstance(result, Invalid):
-            self.invalid.inc()
-            log.warning("invalid event customer=%s event_id=%s reason=%s path=%s",
-                        result.customer_id, result.event_id, result.reason, result.path)
-            record = dlq_record(value, result, seen_at, self.max_event_bytes)
-            yield DLQ_TAG, Row(result.customer_id, _dumps(record))
-            return
-        self.valid.inc()
-        # ctx.timestamp() is still the Kafka record time here (event time is assigned
-        # after this operator); it is kept only to measure freshness.
-        kafka_ts = ctx.timestamp()
-        cid = result["customer_id"]
-        yield Row(cid, (cid, result["timestamp"], _dumps(result),
-                        kafka_ts if kafka_ts is not None else NO_KAFKA_TIME))
-
-
-class CustomerFunction(KeyedProcessFunction):
-    """Keyed by customer id. State: ``profile`` (always, once seen), ``cart`` (while a cart
-    is open), ``journey`` (while a reminder is pending); each is cleared when the pure logic
-    sets it to ``None``. At most one event-time timer: the journey's ``due_at``."""
-
-    def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
-                 store_shards: int):
         self.settings = settings
         self.template_dir = str(template_dir)
         self.cart_base_url = cart_base_url
         self.store_shards = store_shards  # 0: no profile store
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self.validator = EventValidator(Path(self.schema_dir), self.max_event_bytes,
+                                        self.max_future_ms)
         self.logic = CustomerLogic(self.settings)
         self.renderer = Renderer(Path(self.template_dir), self.cart_base_url)
         self.profile = runtime_context.get_state(
@@ -118,16 +91,46 @@ class CustomerFunction(KeyedProcessFunction):
         self.cart = runtime_context.get_state(ValueStateDescriptor(CART_STATE, Types.STRING()))
         self.journey = runtime_context.get_state(
             ValueStateDescriptor(JOURNEY_STATE, Types.STRING()))
+        # Plain ints exposed as gauges: a PyFlink counter.inc() is a call into the JVM, and
+        # per-event calls into the JVM are what limits thread-mode throughput.
+        self.counts = dict.fromkeys((
+            "events_valid", "events_invalid", "late", "duplicate", "abandoned", "sent",
+            "skipped", "cancelled", "completed", "recovered"), 0)
         metrics = runtime_context.get_metrics_group()
-        self.counters = {kind: metrics.counter(f"journey_{kind}") for kind in (
-            "late", "duplicate", "abandoned", "sent", "skipped", "cancelled", "completed",
-            "recovered")}
+        for name in self.counts:
+            metrics.gauge(name if name.startswith("events") else f"journey_{name}",
+                          lambda name=name: self.counts[name])
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        event = orjson.loads(value[2])
+        key, _, text, kafka_ts = value
+        event = self._validate(key, text)
+        if isinstance(event, Row):
+            yield DLQ_TAG, event
+            return
         state, raw = self._load()
         decision = self.logic.on_event(state, event, ctx.timer_service().current_watermark())
-        yield from self._apply(state, raw, decision, ctx, value[3])
+        yield from self._apply(state, raw, decision, ctx, kafka_ts)
+
+    def _validate(self, key: str, text: str) -> dict | Row:
+        """The normalized event, or the DLQ record Row for it."""
+        seen_at = now_ms()
+        try:
+            result = self.validator.validate(text, seen_at)
+        except Exception as exc:  # a validator bug must not take the job down
+            result = Invalid("internal_error", "$", f"validator failed: {type(exc).__name__}")
+        if not isinstance(result, Invalid) and result["customer_id"] != key:
+            # the JVM-side key extraction read the id differently (exotic white space)
+            result = Invalid("key_mismatch", "$.customer_id",
+                             "customer_id could not be used as the partition key",
+                             result["event_id"], result["customer_id"])
+        if isinstance(result, Invalid):
+            self.counts["events_invalid"] += 1
+            log.warning("invalid event customer=%s event_id=%s reason=%s path=%s",
+                        result.customer_id, result.event_id, result.reason, result.path)
+            record = dlq_record(text, result, seen_at, self.max_event_bytes)
+            return Row(result.customer_id, _dumps(record))
+        self.counts["events_valid"] += 1
+        return result
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         state, raw = self._load()
@@ -158,7 +161,7 @@ class CustomerFunction(KeyedProcessFunction):
         for trigger in d.triggers:
             yield from self._render(trigger, rows)
         for outcome in d.outcomes:
-            self.counters[outcome["kind"]].inc()
+            self.counts[outcome["kind"]] += 1
             yield OUTCOME_TAG, Row(outcome["customer_id"], _dumps(outcome))
         if self.store_shards:
             for table, row in rows:
@@ -178,7 +181,7 @@ class CustomerFunction(KeyedProcessFunction):
         except TemplateError as exc:
             log.error("render failed customer=%s request_id=%s reason=%s",
                       trigger["customer_id"], rid, exc)
-            self.counters["skipped"].inc()
+            self.counts["skipped"] += 1
             row.update(status="suppressed", reason="render_failed")
             yield OUTCOME_TAG, Row(trigger["customer_id"], _dumps({
                 "kind": "skipped", "customer_id": trigger["customer_id"],
