@@ -14,7 +14,8 @@ from pyflink.datastream import DataStream, KeyedStream
 from job.config import JobConfig
 from udfs.journey import JourneySettings
 from udfs.operators import (DLQ_TAG, KEYED_EVENT, KEYED_JSON, OUTCOME_TAG, RAW_EVENT,
-                            STORE_TAG, CustomerFunction)
+                            REQUEST_TAG, STORE_ROW, KEYED_STORE_ROW,
+                            CustomerFunction)
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,21 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outp
                              cfg.clickhouse.shards if store else 0,
                              cfg.schema_dir, cfg.limits.max_event_bytes,
                              cfg.limits.max_future_ms),
-            output_type=KEYED_JSON,
+            output_type=KEYED_STORE_ROW,
         ).name("customers").uid("customers")
     )
     dlq = customers.get_side_output(DLQ_TAG)
+    requests = customers.get_side_output(REQUEST_TAG)
     outcomes = customers.get_side_output(OUTCOME_TAG)
     if store:
         from udfs.writer_operator import WriterFunction
 
+        from pyflink.java_gateway import get_gateway
+
+        j_keyed = customers._j_data_stream.keyBy(
+            get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
         rejected = (
-            customers.get_side_output(STORE_TAG)
-            .key_by(lambda r: r[0], key_type=Types.INT())
+            KeyedStream(j_keyed, STORE_ROW, customers)
             .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
                                     cfg.clickhouse.flush_rows,
                                     cfg.clickhouse.flush_interval_ms,
@@ -102,4 +107,4 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outp
             .name("clickhouse-writer").uid("clickhouse-writer")
         )
         dlq = dlq.union(rejected)
-    return Outputs(requests=customers, dlq=dlq, outcomes=outcomes)
+    return Outputs(requests=requests, dlq=dlq, outcomes=outcomes)

@@ -5,7 +5,8 @@ Streams between operators carry plain types declared on every operator:
 ``RAW_EVENT`` = Row(key, event time ms, raw event text, Kafka record time ms), read on the JVM
 by ``io.inboxflow.flink.EnvelopeExtractor`` (key = trimmed customer_id, "" when unreadable),
 ``KEYED_JSON`` = Row(key, JSON text) for every Kafka sink,
-``STORE_ROW`` = (shard, table, row JSON) for the ClickHouse writer.
+``STORE_ROW`` = (shard, table, row JSON) for the ClickHouse writer, sent as
+``KEYED_STORE_ROW`` = Row(shard, STORE_ROW) so the JVM can key it without a Python map.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ RAW_EVENT = Types.ROW([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG(
 KEYED_EVENT = Types.ROW([Types.STRING(), RAW_EVENT])
 KEYED_JSON = Types.ROW([Types.STRING(), Types.STRING()])
 STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
+# the customer function's main output: Row(shard, STORE_ROW), keyed on the JVM side
+KEYED_STORE_ROW = Types.ROW([Types.INT(), STORE_ROW])
 
+# Side outputs feed JVM sinks only. A side output is emitted by a call from Python into the
+# JVM that keeps the interpreter lock; if it fed another Python operator across a network
+# edge, backpressure would block the lock holder while the consumer waits for the lock: a
+# deadlock. So the rows for the (Python) ClickHouse writer leave through the main output.
 DLQ_TAG = OutputTag("dlq", KEYED_JSON)
 OUTCOME_TAG = OutputTag("outcomes", KEYED_JSON)
-STORE_TAG = OutputTag("store", STORE_ROW)
+REQUEST_TAG = OutputTag("email_requests", KEYED_JSON)
 
 # keyed state names of CustomerFunction
 PROFILE_STATE = "profile"
@@ -170,7 +177,7 @@ class CustomerFunction(KeyedProcessFunction):
                 elif table == "email_requests" and row["emitted_at"] is None:
                     row["emitted_at"] = now_ms()  # decided (suppressed) now
                 shard = shard_of(row["customer_id"], self.store_shards)
-                yield STORE_TAG, (shard, table, _dumps(row))
+                yield Row(shard, (shard, table, _dumps(row)))
 
     def _render(self, trigger: dict, rows: list):
         emitted = now_ms()
@@ -189,7 +196,7 @@ class CustomerFunction(KeyedProcessFunction):
                 "request_id": rid, "reason": "render_failed"}))
             return
         row.update(subject=request["subject"], emitted_at=emitted)
-        yield Row(trigger["customer_id"], _dumps(request))
+        yield REQUEST_TAG, Row(trigger["customer_id"], _dumps(request))
 
     @staticmethod
     def _save(handle, old_raw, value, dump) -> None:

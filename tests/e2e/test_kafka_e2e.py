@@ -1,0 +1,178 @@
+"""The real job against the real Kafka wire protocol (Tansu), unbounded, parallelism 2, with
+Kafka record timestamps three days after every event's own time.
+
+Were the job to use Kafka's record time as event time (DESIGN trap 1), the watermark would
+jump three days ahead on the first record and every reminder, B's and C's included, would go
+out at once. The source is unbounded and cancelled once the outputs settle, because the end
+of a bounded input fires every pending timer (trap 7) and would hide an early reminder.
+
+Timeline (out-of-orderness 5 min, step 1 due 1 h after the last cart activity; the watermark
+is the highest event time seen minus 5 min minus 1 ms), per-partition order = production order:
+
+* phase 1a (watermark at most T0-1m): A, B, C identify at T0; A and C add to their carts at
+  T0, B at T0+4m; malformed records, two of them the last record of each partition (markers);
+* phase 1b (at most T0+58m): one shopper per partition adds at T0+1h02 and buys at T0+1h03;
+  then C buys its cart at T0+59m (4 min out of order, within the bound);
+* phase 2 (at most T0+1h03): the shoppers view a page at T0+1h08.
+
+Expected: A's step 1 (due T0+1h) is sent only in phase 2; B's (due T0+1h04) is never sent:
+it is due 1 minute after the final watermark; C's is cancelled by the late purchase.
+Each phase is produced only once the previous one is visibly processed, so no event is ever
+behind the watermark and the idleness timeout cannot reorder anything (exact outcomes).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from job.broker import TansuBroker
+from job.config import load_config
+from job.kafka_io import consume, create_topics, produce
+from tests.conftest import (DAY, HOUR, MINUTE, T0, cart_add, identify, page_view,
+                            purchase, raw)
+from tests.e2e.conftest import OutputReader, running_job
+from udfs.journey import request_id
+from udfs.render import iso_ms
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGN = "abandoned_cart"
+KAFKA_SKEW_MS = 3 * DAY  # every Kafka record time = event time + 3 days
+
+# Customer ids chosen for their partition (murmur2 % 2): each partition holds customers and
+# a shopper whose events move that partition's watermark; asserted from delivery reports.
+A, B, C = "cust-a", "cust-b", "cust-c"          # partitions 1, 1, 0
+SHOPPERS = ("shopper-1", "shopper-0")           # partitions 0, 1
+EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
+
+WAIT_FOR_JOB_S = 120   # job start-up included; a loaded 2-core machine is slow
+QUIET_S = 8            # nothing new for this long = the outputs have settled
+
+
+def _record(event: dict) -> tuple[str, bytes, int]:
+    return event["customer_id"], raw(event).encode(), event["timestamp"] + KAFKA_SKEW_MS
+
+
+def _bad(key: str | None, text: str) -> tuple[str | None, bytes, int]:
+    return key, text.encode(), T0 + KAFKA_SKEW_MS
+
+
+PHASE_1A = [
+    _record(identify(A, T0, email="ann@example.com", first_name="Ann")),
+    _record(cart_add(A, T0, "p1", 12.5, 2, "cart-a", name="Mug")),
+    _record(identify(B, T0, email="bob@example.com", first_name="Bob")),
+    _record(cart_add(B, T0 + 4 * MINUTE, cart_id="cart-b")),
+    _record(identify(C, T0, email="cy@example.com", first_name="Cy")),
+    _record(cart_add(C, T0, cart_id="cart-c")),
+    # malformed input; x1 and x2 are the last records of partitions 1 and 0
+    _bad(None, "not json at all"),
+    _bad(A, json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": A,
+                        "timestamp": T0})),
+    _bad(C, json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": C,
+                        "timestamp": T0, "properties": {"product_id": "p1", "price": -3}})),
+]
+C_PURCHASE = purchase(C, T0 + 59 * MINUTE, cart_id="cart-c", order_id="o-c")
+PHASE_1B = [
+    rec
+    for shopper in SHOPPERS
+    for rec in (_record(cart_add(shopper, T0 + 62 * MINUTE, cart_id=f"cart-{shopper}")),
+                _record(purchase(shopper, T0 + 63 * MINUTE, cart_id=f"cart-{shopper}",
+                                 order_id=f"o-{shopper}")))
+] + [_record(C_PURCHASE)]
+PHASE_2 = [_record(page_view(shopper, T0 + 68 * MINUTE)) for shopper in SHOPPERS]
+
+EXPECTED_DLQ = {
+    (None, "not_json", "$", None),
+    (A, "unknown_event_type", "$.event_type", "x1"),
+    (C, "schema_violation", "$.properties.price", "x2"),
+}
+PHASE_1_OUTCOMES = [
+    ("cancelled", "shopper-0", "purchased", 1),
+    ("cancelled", "shopper-1", "purchased", 1),
+    ("cancelled", C, "purchased", 1),
+]
+PHASE_2_OUTCOMES = [("abandoned", A, None, None), ("sent", A, None, 1)]
+
+
+def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
+    return sorted((r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
+                  for r in reader.of(topic))
+
+
+def _send(bootstrap: str, topic: str, records: list) -> None:
+    deliveries = produce(bootstrap, topic, records)
+    for (key, _, _), (partition, _) in zip(records, deliveries):
+        if key in EXPECTED_PARTITION:  # the scenario's premise, not the job's behaviour
+            assert partition == EXPECTED_PARTITION[key], (key, partition)
+
+
+@pytest.mark.slow
+def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_path: Path) -> None:
+    topics_cfg = load_config(env={}).kafka.topics
+    events, dlq, requests, outcomes = (topics_cfg.events, topics_cfg.dlq,
+                                       topics_cfg.email_requests, topics_cfg.outcomes)
+    create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 2, outcomes: 2})
+    cfg = load_config(env={}, overrides={
+        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
+                  "group_id": f"e2e-{uuid.uuid4()}"},
+        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
+        "clickhouse": {"enabled": False},
+    })
+    reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
+    try:
+        with running_job(cfg, tmp_path / "checkpoints") as alive:
+            # phase 1a: all cart activity; the DLQ markers show both partitions were read
+            _send(broker.bootstrap, events, PHASE_1A)
+            reader.wait_for(lambda r: len(r.of(dlq)) >= len(EXPECTED_DLQ),
+                            "the phase 1a DLQ records", WAIT_FOR_JOB_S, alive)
+
+            # phase 1b: the watermark reaches T0+58m; then C's purchase arrives out of order
+            _send(broker.bootstrap, events, PHASE_1B)
+            reader.wait_for(lambda r: len(r.of(outcomes)) >= len(PHASE_1_OUTCOMES),
+                            "the phase 1b cancellations", WAIT_FOR_JOB_S, alive)
+            reader.drain(QUIET_S, alive)
+            # A's reminder is due at T0+1h, the watermark is at most T0+58m: not yet
+            assert reader.of(requests) == []
+            assert _outcomes(reader, outcomes) == sorted(PHASE_1_OUTCOMES)
+
+            # phase 2: the watermark reaches T0+1h03m: A's step 1 is due, B's is not
+            _send(broker.bootstrap, events, PHASE_2)
+            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "A's reminder",
+                            WAIT_FOR_JOB_S, alive)
+            reader.drain(QUIET_S, alive)  # B's or C's reminder would arrive meanwhile
+    finally:
+        reader.close()
+
+    (req,) = reader.of(requests)
+    assert req.key == A
+    value = req.value
+    assert (value["request_id"], value["campaign"], value["step"], value["customer_id"],
+            value["to"], value["subject"]) == (
+        request_id(CAMPAIGN, A, "cart-a", T0, 1), CAMPAIGN, 1, A, "ann@example.com",
+        "Ann, you left something in your cart")
+    assert value["metadata"]["due_at_ms"] == T0 + HOUR
+    assert value["trigger_event_time"] == iso_ms(T0 + HOUR) == "2026-01-05T09:00:00.000Z"
+    assert value["metadata"]["cart_id"] == "cart-a"
+    assert [(i["product_id"], i["quantity"], i["price"]) for i in value["metadata"]["items"]] \
+        == [("p1", 2, 12.5)]
+    schema = json.loads((ROOT / "conf/schemas/email_request.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(value)
+
+    assert _outcomes(reader, outcomes) == sorted(PHASE_1_OUTCOMES + PHASE_2_OUTCOMES)
+    assert all(r.key == r.value["customer_id"] for r in reader.of(outcomes))
+
+    got_dlq = [(r.key, r.value["reason"], r.value["path"], r.value["event_id"])
+               for r in reader.of(dlq)]
+    assert sorted(got_dlq, key=str) == sorted(EXPECTED_DLQ, key=str)
+    assert {r.value["payload"] for r in reader.of(dlq)} == {
+        text.decode() for _, text, _ in PHASE_1A[6:]}
+
+    # the premise: every input record carried a Kafka time three days off its event time
+    sent = PHASE_1A + PHASE_1B + PHASE_2
+    stored = consume(broker.bootstrap, events, until_count=len(sent), max_wait_s=30)
+    assert sorted((r.value, r.timestamp_ms) for r in stored) == sorted(
+        (text, ts) for _, text, ts in sent)
