@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--events", type=int, default=40000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--parallelism", type=int, default=2)
-    p.add_argument("--no-store", action="store_true", help="skip the ClickHouse writer")
+    p.add_argument("--store", action="store_true",
+                   help="also run the ClickHouse writer (experimental: see README, issue 3)")
     p.set_defaults(func=run_demo)
 
 
@@ -43,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "inboxflow-demo",
                       "starting_offsets": "earliest"},
             "clickhouse": {"dsn": f"chdb://{DEMO_DIR / 'clickhouse'}",
-                           "enabled": not args.no_store},
+                           "enabled": args.store},
         }, env={})
         topics = cfg.kafka.topics
         kafka_io.create_topics(broker.bootstrap, {
