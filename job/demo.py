@@ -13,7 +13,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from pathlib import Path
 
 from job.config import ROOT, load_config
 

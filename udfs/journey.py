@@ -250,7 +250,7 @@ class CustomerLogic:
     def _send_step(self, state: CustomerState, d: Decision) -> None:
         j, p, cart = state.journey, state.profile, state.cart
         assert j is not None and p is not None and cart is not None
-        offset, template = self.s.schedule[j.step - 1]
+        template = self.s.schedule[j.step - 1][1]
         rid = request_id(self.s.campaign, p.customer_id, j.cart_id, j.armed_at, j.step)
         if j.step == 1:
             d.outcomes.append(_outcome(ABANDONED, p.customer_id, j.due_at, cart_id=j.cart_id,

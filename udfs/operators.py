@@ -114,9 +114,9 @@ class CustomerFunction(KeyedProcessFunction):
         if isinstance(event, Row):
             yield DLQ_TAG, event
             return
-        state, raw = self._load()
+        state, raw, old_timer = self._load()
         decision = self.logic.on_event(state, event, ctx.timer_service().current_watermark())
-        yield from self._apply(state, raw, decision, ctx, kafka_ts)
+        yield from self._apply(state, raw, old_timer, decision, ctx, kafka_ts)
 
     def _validate(self, key: str, text: str) -> dict | Row:
         """The normalized event, or the DLQ record Row for it."""
@@ -140,21 +140,24 @@ class CustomerFunction(KeyedProcessFunction):
         return result
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        state, raw = self._load()
+        state, raw, old_timer = self._load()
         decision = self.logic.on_timer(state, timestamp)
-        yield from self._apply(state, raw, decision, ctx, NO_KAFKA_TIME)
+        yield from self._apply(state, raw, old_timer, decision, ctx, NO_KAFKA_TIME)
 
-    def _load(self) -> tuple[CustomerState, tuple]:
+    def _load(self) -> tuple[CustomerState, tuple, int | None]:
+        """The state, its raw JSON (to skip unchanged writes) and the registered timer."""
         raw = (self.profile.value(), self.cart.value(), self.journey.value())
-        return CustomerState(
+        journey = load_journey(raw[2]) if raw[2] else None
+        state = CustomerState(
             profile=load_profile(raw[0]) if raw[0] else None,
             cart=load_cart(raw[1]) if raw[1] else None,
-            journey=load_journey(raw[2]) if raw[2] else None,
-        ), raw
+            journey=journey,
+        )
+        # read before the logic mutates state.journey in place
+        return state, raw, journey.due_at if journey else None
 
-    def _apply(self, state: CustomerState, raw: tuple, d: Decision, ctx, kafka_ts: int):
-        old_journey = load_journey(raw[2]) if raw[2] else None
-        old_timer = old_journey.due_at if old_journey else None
+    def _apply(self, state: CustomerState, raw: tuple, old_timer: int | None, d: Decision,
+               ctx, kafka_ts: int):
         if old_timer != d.timer:
             if old_timer is not None:
                 ctx.timer_service().delete_event_time_timer(old_timer)
