@@ -235,17 +235,19 @@ class CustomerLogic:
 
     def on_timer(self, state: CustomerState, ts: int) -> Decision:
         d = Decision()
-        if state.journey is not None and state.journey.due_at <= ts:
-            self._fire_due(state, ts, d)
-            self._snapshot(state, ts, d)
+        self._fire_due(state, ts, d)
         d.timer = state.journey.due_at if state.journey else None
         return d
 
     # journey -------------------------------------------------------------------------------
 
     def _fire_due(self, state: CustomerState, now: int, d: Decision) -> None:
+        """Each due step, with a profile snapshot of its own: the same rows and versions
+        whether a step fires from its timer or just before the customer's next event."""
         while state.journey is not None and state.journey.due_at <= now:
+            due = state.journey.due_at
             self._send_step(state, d)
+            self._snapshot(state, due, d)
 
     def _send_step(self, state: CustomerState, d: Decision) -> None:
         j, p, cart = state.journey, state.profile, state.cart

@@ -209,3 +209,27 @@ def test_purchase_arriving_before_its_cart_event_still_prevents_the_reminder():
 def test_an_older_purchase_does_not_block_a_newer_cart():
     state, ds = run([identify(C, T0), purchase(C, T0), cart_add(C, T0 + MINUTE)])
     assert ds[-1].timer == T0 + MINUTE + ABANDON_AFTER
+
+
+def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_event():
+    """A restore or a different watermark cadence may fire a due step inline instead of from
+    its timer: the profile snapshots (and their versions) must be the same either way."""
+    events = [identify(C, T0), cart_add(C, T0), page_view(C, T0 + 2 * DAY)]
+
+    def rows(fire_timers: bool) -> list[tuple]:
+        lg, state, out = logic(), CustomerState(), []
+        for e in events:
+            if fire_timers and state.journey is not None:
+                while state.journey is not None and state.journey.due_at <= e["timestamp"]:
+                    out += lg.on_timer(state, state.journey.due_at).rows
+            out += lg.on_event(state, e, NO_WATERMARK).rows
+        return [(t, r.get("version"), r.get("updated_at"), r.get("emails_sent"),
+                 r.get("journey_status"), r.get("request_id")) for t, r in out]
+
+    by_timer, inline = rows(True), rows(False)
+    assert inline == by_timer
+    profiles = [r for r in inline if r[0] == "customer_profiles"]
+    assert [(v, at, sent, status) for _, v, at, sent, status, _ in profiles] == [
+        (1, T0, 0, "idle"), (2, T0, 0, "waiting_step_1"),
+        (3, T0 + ABANDON_AFTER, 1, "waiting_step_2"), (4, T0 + STEP_2_AFTER, 2, "completed"),
+        (5, T0 + 2 * DAY, 2, "completed")]
