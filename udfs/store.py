@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 TABLES = ("customer_profiles", "email_requests", "cart_recoveries")
@@ -469,6 +471,21 @@ def _convert_row_checked(table: str, row: Any) -> tuple[Any, ...]:
 _CONVERTERS = {table: tuple((c.name, c.convert) for c in columns) for table, columns in COLUMNS.items()}
 
 
+_TS_INDEXES = {table: tuple(i for i, c in enumerate(columns) if _TS in c.ch_type)
+               for table, columns in COLUMNS.items()}
+
+
+def _json_line(table: str, values: tuple[Any, ...]) -> bytes:
+    """One converted row as a JSONCompactEachRow line. Epoch milliseconds go as JSON numbers
+    of seconds with a fraction (the engine reads a DateTime64 number as seconds); a double's
+    shortest repr of ms / 1000 is exactly the 3-decimal value for the allowed range."""
+    out = list(values)
+    for i in _TS_INDEXES[table]:
+        if out[i] is not None:
+            out[i] = out[i] / 1000
+    return orjson.dumps(out)
+
+
 def _converters(table: str) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     try:
         return _CONVERTERS[table]
@@ -798,8 +815,11 @@ class Store:
             first = row_errors[min(row_errors)]
             raise RowRejected(f"{len(row_errors)} row(s) rejected, first: {first}", row_errors)
         names = [column.name for column in columns]
-        types = [column.ch_type for column in columns]
-        self._call(lambda client: client.insert(table, data, column_names=names, column_type_names=types))
+        body = b"\n".join([_json_line(table, values) for values in data])
+        # JSONCompactEachRow, parsed by the engine: ~10x cheaper per row than the driver's
+        # Python-side Native encoding, and the same for chdb and a server (raw HTTP body).
+        self._call(lambda client: client.raw_insert(
+            table, column_names=names, insert_block=body, fmt="JSONCompactEachRow"))
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a SELECT-like statement; return (column names, rows). UTC datetimes come back naive."""

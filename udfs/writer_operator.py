@@ -19,10 +19,10 @@ import logging
 import time
 from pathlib import Path
 
+import orjson
 from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
-from pyflink.datastream.time_domain import TimeDomain
+from pyflink.datastream.state import ListStateDescriptor
 
 from udfs import store
 from udfs.store import RetryPolicy, write_batch
@@ -30,8 +30,6 @@ from udfs.store import RetryPolicy, write_batch
 log = logging.getLogger("inboxflow")
 
 PENDING_STATE = "pending_rows"
-COUNT_STATE = "pending_count"
-TIMER_STATE = "flush_timer"
 END_OF_TIME = 2**63 - 1
 FRESHNESS_KEY = "source_kafka_ms"
 
@@ -41,9 +39,13 @@ def _now_ms() -> int:
 
 
 class WriterFunction(KeyedProcessFunction):
-    """State per shard: ``pending_rows`` (JSON ``[table, row]`` entries), ``pending_count``
-    and ``flush_timer`` (the pending processing-time timer); all three are cleared after
-    every successful flush."""
+    """State per shard: ``pending_rows`` (``table<TAB>row JSON`` entries, the only copy of
+    every row not yet inserted), cleared after every successful flush.
+
+    The pending count and the pending processing-time timer are kept in plain dicts: each
+    is derived from state (after a restore the count is recomputed from ``pending_rows`` and
+    Flink re-fires the restored timers), and in thread mode every state call is a trip into
+    the JVM, which is what limits throughput."""
 
     def __init__(self, dsn: str, ddl_dir: Path, flush_rows: int, flush_interval_ms: int,
                  freshness_log: str | None = None):
@@ -57,8 +59,8 @@ class WriterFunction(KeyedProcessFunction):
         self.store = store.get_client(self.dsn)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor(PENDING_STATE, Types.STRING()))
-        self.count = runtime_context.get_state(ValueStateDescriptor(COUNT_STATE, Types.INT()))
-        self.timer = runtime_context.get_state(ValueStateDescriptor(TIMER_STATE, Types.LONG()))
+        self._counts: dict[int, int] = {}   # shard -> rows in pending_rows
+        self._timers: dict[int, int] = {}   # shard -> due time of its flush timer
         metrics = runtime_context.get_metrics_group()
         self.rows_written = metrics.counter("store_rows_written")
         self.rows_rejected = metrics.counter("store_rows_rejected")
@@ -74,31 +76,37 @@ class WriterFunction(KeyedProcessFunction):
         self.store.close()
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        _, table, row_json = value
-        self.pending.add(json.dumps([table, json.loads(row_json)], separators=(",", ":")))
-        count = (self.count.value() or 0) + 1
+        shard, table, row_json = value
+        self.pending.add(f"{table}\t{row_json}")
+        count = self._counts.get(shard)
+        if count is None:  # first row since a (re)start: count what the state already holds
+            count = sum(1 for _ in self.pending.get()) - 1
+        count += 1
         if count >= self.flush_rows:
-            yield from self._flush(ctx)
+            yield from self._flush(shard, ctx)
             return
-        self.count.update(count)
-        if self.timer.value() is None:
+        self._counts[shard] = count
+        if shard not in self._timers:
             due = ctx.timer_service().current_processing_time() + self.flush_interval_ms
             ctx.timer_service().register_processing_time_timer(due)
-            self.timer.update(due)
+            self._timers[shard] = due
             # fires only when a bounded input ends, so its last rows are written too
             ctx.timer_service().register_event_time_timer(END_OF_TIME)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.timer.clear()
-        if self.count.value():
-            yield from self._flush(ctx)
+        shard = ctx.get_current_key()
+        if self._timers.get(shard) == timestamp:
+            del self._timers[shard]
+        yield from self._flush(shard, ctx)
 
-    def _flush(self, ctx):
+    def _flush(self, shard: int, ctx):
         by_table: dict[str, list[dict]] = {}
         for entry in self.pending.get():
-            table, row = json.loads(entry)
-            by_table.setdefault(table, []).append(row)
+            table, _, row_json = entry.partition("\t")
+            by_table.setdefault(table, []).append(orjson.loads(row_json))
+        self._counts.pop(shard, None)
+        if not by_table:
+            return
         sources = [row.pop(FRESHNESS_KEY, -1) for row in by_table.get("customer_profiles", [])]
         for table, rows in by_table.items():
             rejected = write_batch(self.store, table, rows, retry=RetryPolicy(),
@@ -116,11 +124,9 @@ class WriterFunction(KeyedProcessFunction):
         committed = _now_ms()
         self._record_freshness([committed - s for s in sources if s and s > 0])
         self.pending.clear()
-        self.count.clear()
-        due = self.timer.value()
+        due = self._timers.pop(shard, None)
         if due is not None:
             ctx.timer_service().delete_processing_time_timer(due)
-            self.timer.clear()
 
     def _record_freshness(self, samples: list[int]) -> None:
         for sample in samples:

@@ -185,6 +185,28 @@ def test_same_profile_batch_written_twice_reads_back_once_with_exact_values(stor
     assert c1["unsubscribed"] is False
 
 
+@pytest.mark.parametrize("ms", [T0 + 1, T0 + 999, 0, -1, -1_000, -2_208_988_800_000 + 7])
+def test_timestamps_and_text_survive_the_json_transport_exactly(store, ms):
+    odd = 'quote " backslash \\ newline \n tab \t émoji 🛒 <b>'
+    store.insert_rows("customer_profiles", [profile_row(
+        "c1", 1, first_seen=ms, last_purchase_at=ms, first_name=odd, recent_products=[odd, ""])])
+    _, rows = store.query(
+        "SELECT toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_purchase_at), "
+        "first_name, recent_products FROM customer_profiles")
+    assert rows == [(ms, ms, odd, [odd, ""])]
+
+
+def test_every_millisecond_survives_the_json_transport(store):
+    import random
+    rng = random.Random(3)
+    stamps = [rng.randrange(-2_208_988_800_000, 10_000_000_000_000) for _ in range(3000)]
+    store.insert_rows("customer_profiles", [
+        profile_row(f"c{i}", 1, updated_at=ms) for i, ms in enumerate(stamps)])
+    _, rows = store.query("SELECT toUnixTimestamp64Milli(updated_at) FROM customer_profiles "
+                          "ORDER BY toUInt32(substring(customer_id, 2))")
+    assert [r[0] for r in rows] == stamps
+
+
 def test_batches_in_reverse_version_order_keep_the_newest_profile(store):
     for version in (5, 4, 3, 2, 1):
         store.insert_rows("customer_profiles", [profile_row("c1", version), profile_row("c2", 6 - version)])
