@@ -91,31 +91,22 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     return env
 
 
-def _row_field_schema(field: int):
-    from pyflink.common.serialization import SerializationSchema
-    from pyflink.java_gateway import get_gateway
-
-    jvm = get_gateway().jvm
-    return SerializationSchema(
-        j_serialization_schema=jvm.io.inboxflow.flink.RowFieldSerializationSchema(field))
-
-
 def kafka_sink(cfg: JobConfig, topic: str):
-    """A Kafka sink for Row(key, value) streams: key = customer id, value = JSON."""
+    """A Kafka sink for Row(key, value) streams: key = customer id, value = JSON; the record
+    timestamp is the producer's wall clock, not the element's event time
+    (``io.inboxflow.flink.KeyedJsonRecordSerializer``)."""
     from pyflink.datastream.connectors.base import DeliveryGuarantee
-    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+    from pyflink.datastream.connectors.kafka import KafkaSink
+    from pyflink.java_gateway import get_gateway
 
     builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
-        .set_record_serializer(
-            KafkaRecordSerializationSchema.builder()
-            .set_topic(topic)
-            .set_key_serialization_schema(_row_field_schema(0))
-            .set_value_serialization_schema(_row_field_schema(1))
-            .build())
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
+    # PyFlink's set_record_serializer only accepts its own builder's schemas
+    builder._j_builder.setRecordSerializer(
+        get_gateway().jvm.io.inboxflow.flink.KeyedJsonRecordSerializer(topic))
     for key, value in cfg.kafka.sink_properties.items():
         builder = builder.set_property(key, value)
     return builder.build()

@@ -13,9 +13,8 @@ from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
 from udfs.journey import JourneySettings
-from udfs.operators import (DLQ_TAG, KEYED_EVENT, KEYED_JSON, OUTCOME_TAG, RAW_EVENT,
-                            REQUEST_TAG, STORE_ROW, KEYED_STORE_ROW,
-                            CustomerFunction)
+from udfs.operators import (KEYED_EVENT, KEYED_JSON, KEYED_STORE_ROW, KIND_DLQ, KIND_OUTCOME,
+                            KIND_REQUEST, RAW_EVENT, ROUTED, STORE_ROW, CustomerFunction)
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream) -> KeyedStream:
     jvm = get_gateway().jvm
     parallelism = raw._j_data_stream.getParallelism()
     extracted = raw._j_data_stream.process(
-        jvm.io.inboxflow.flink.EnvelopeExtractor(), KEYED_EVENT.get_java_type_info())
+        jvm.io.inboxflow.flink.EnvelopeExtractor(cfg.limits.max_future_ms),
+        KEYED_EVENT.get_java_type_info())
     # Same parallelism as the source so it chains: a rebalance would reorder one
     # customer's events before they are keyed.
     extracted.setParallelism(parallelism).name("extract-key-and-time").uid("extract")
@@ -84,21 +84,29 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outp
                              cfg.clickhouse.shards if store else 0,
                              cfg.schema_dir, cfg.limits.max_event_bytes,
                              cfg.limits.max_future_ms),
-            output_type=KEYED_STORE_ROW,
+            output_type=ROUTED,
         ).name("customers").uid("customers")
     )
-    dlq = customers.get_side_output(DLQ_TAG)
-    requests = customers.get_side_output(REQUEST_TAG)
-    outcomes = customers.get_side_output(OUTCOME_TAG)
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    router = jvm.io.inboxflow.flink.OutputRouter
+    # chained to the customer function (same parallelism, forward): no network hop
+    j_routed = customers._j_data_stream.process(router(), KEYED_STORE_ROW.get_java_type_info())
+    j_routed.setParallelism(customers._j_data_stream.getParallelism())
+    j_routed.name("route-outputs").uid("route-outputs")
+
+    def side(kind: int) -> DataStream:
+        return DataStream(j_routed.getSideOutput(router.tag(kind)))
+
+    dlq = side(KIND_DLQ)
     if store:
         from udfs.writer_operator import WriterFunction
 
-        from pyflink.java_gateway import get_gateway
-
-        j_keyed = customers._j_data_stream.keyBy(
-            get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+        j_keyed = j_routed.keyBy(
+            jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
         rejected = (
-            KeyedStream(j_keyed, STORE_ROW, customers)
+            KeyedStream(j_keyed, STORE_ROW, DataStream(j_routed))
             .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
                                     cfg.clickhouse.flush_rows,
                                     cfg.clickhouse.flush_interval_ms,
@@ -107,4 +115,4 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outp
             .name("clickhouse-writer").uid("clickhouse-writer")
         )
         dlq = dlq.union(rejected)
-    return Outputs(requests=requests, dlq=dlq, outcomes=outcomes)
+    return Outputs(requests=side(KIND_REQUEST), dlq=dlq, outcomes=side(KIND_OUTCOME))

@@ -4,9 +4,11 @@ metrics, the wall clock) and the pure modules, and hold no logic of their own.
 Streams between operators carry plain types declared on every operator:
 ``RAW_EVENT`` = Row(key, event time ms, raw event text, Kafka record time ms), read on the JVM
 by ``io.inboxflow.flink.EnvelopeExtractor`` (key = trimmed customer_id, "" when unreadable),
-``KEYED_JSON`` = Row(key, JSON text) for every Kafka sink,
-``STORE_ROW`` = (shard, table, row JSON) for the ClickHouse writer, sent as
-``KEYED_STORE_ROW`` = Row(shard, STORE_ROW) so the JVM can key it without a Python map.
+``ROUTED`` = (kind, shard, key, table, payload): everything the customer function emits,
+split on the JVM by ``io.inboxflow.flink.OutputRouter`` into ``KEYED_JSON`` = Row(key, JSON
+text) side outputs for the Kafka sinks (kinds ``KIND_REQUEST``, ``KIND_DLQ``,
+``KIND_OUTCOME``) and, for ``KIND_STORE``, ``KEYED_STORE_ROW`` = Row(shard, STORE_ROW) with
+``STORE_ROW`` = (shard, table, row JSON), keyed on the JVM for the ClickHouse writer.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import zlib
 from pathlib import Path
 
 import orjson
-from pyflink.common import Row, Types
-from pyflink.datastream import OutputTag
+from pyflink.common import Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -35,16 +36,14 @@ RAW_EVENT = Types.ROW([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG(
 KEYED_EVENT = Types.ROW([Types.STRING(), RAW_EVENT])
 KEYED_JSON = Types.ROW([Types.STRING(), Types.STRING()])
 STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
-# the customer function's main output: Row(shard, STORE_ROW), keyed on the JVM side
+# OutputRouter's main output: Row(shard, STORE_ROW), keyed on the JVM side
 KEYED_STORE_ROW = Types.ROW([Types.INT(), STORE_ROW])
 
-# Side outputs feed JVM sinks only. A side output is emitted by a call from Python into the
-# JVM that keeps the interpreter lock; if it fed another Python operator across a network
-# edge, backpressure would block the lock holder while the consumer waits for the lock: a
-# deadlock. So the rows for the (Python) ClickHouse writer leave through the main output.
-DLQ_TAG = OutputTag("dlq", KEYED_JSON)
-OUTCOME_TAG = OutputTag("outcomes", KEYED_JSON)
-REQUEST_TAG = OutputTag("email_requests", KEYED_JSON)
+ROUTED = Types.TUPLE([Types.INT(), Types.INT(), Types.STRING(), Types.STRING(), Types.STRING()])
+# Kinds of ROUTED elements; must match io.inboxflow.flink.OutputRouter. No Python side
+# outputs: each one is a separate call into the JVM (~60 us measured, against next to nothing
+# for a main-output element), and one feeding another Python operator can deadlock.
+KIND_STORE, KIND_REQUEST, KIND_DLQ, KIND_OUTCOME = 0, 1, 2, 3
 
 # keyed state names of CustomerFunction
 PROFILE_STATE = "profile"
@@ -69,7 +68,7 @@ def _dumps(obj: object) -> str:
 
 class CustomerFunction(KeyedProcessFunction):
     """Keyed by customer id. Validates each raw event first (invalid input goes to
-    ``DLQ_TAG`` with a reason; nothing raised by bad input can fail the job), then runs the
+    the DLQ with a reason; nothing raised by bad input can fail the job), then runs the
     pure journey logic. Validation lives here rather than in its own operator because in
     thread mode every Python operator costs a trip through one shared interpreter lock.
 
@@ -111,15 +110,15 @@ class CustomerFunction(KeyedProcessFunction):
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         key, _, text, kafka_ts = value
         event = self._validate(key, text)
-        if isinstance(event, Row):
-            yield DLQ_TAG, event
+        if type(event) is tuple:
+            yield event
             return
         state, raw, old_timer = self._load()
         decision = self.logic.on_event(state, event, ctx.timer_service().current_watermark())
         yield from self._apply(state, raw, old_timer, decision, ctx, kafka_ts)
 
-    def _validate(self, key: str, text: str) -> dict | Row:
-        """The normalized event, or the DLQ record Row for it."""
+    def _validate(self, key: str, text: str) -> dict | tuple:
+        """The normalized event, or the ROUTED DLQ element for it."""
         seen_at = now_ms()
         try:
             result = self.validator.validate(text, seen_at)
@@ -135,7 +134,7 @@ class CustomerFunction(KeyedProcessFunction):
             log.warning("invalid event customer=%s event_id=%s reason=%s path=%s",
                         result.customer_id, result.event_id, result.reason, result.path)
             record = dlq_record(text, result, seen_at, self.max_event_bytes)
-            return Row(result.customer_id, _dumps(record))
+            return (KIND_DLQ, 0, result.customer_id, "", _dumps(record))
         self.counts["events_valid"] += 1
         return result
 
@@ -172,15 +171,15 @@ class CustomerFunction(KeyedProcessFunction):
             yield from self._render(trigger, rows)
         for outcome in d.outcomes:
             self.counts[outcome["kind"]] += 1
-            yield OUTCOME_TAG, Row(outcome["customer_id"], _dumps(outcome))
+            yield (KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome))
         if self.store_shards:
             for table, row in rows:
                 if table == "customer_profiles":
                     row["source_kafka_ms"] = kafka_ts
                 elif table == "email_requests" and row["emitted_at"] is None:
                     row["emitted_at"] = now_ms()  # decided (suppressed) now
-                shard = shard_of(row["customer_id"], self.store_shards)
-                yield Row(shard, (shard, table, _dumps(row)))
+                yield (KIND_STORE, shard_of(row["customer_id"], self.store_shards),
+                       row["customer_id"], table, _dumps(row))
 
     def _render(self, trigger: dict, rows: list):
         emitted = now_ms()
@@ -193,13 +192,13 @@ class CustomerFunction(KeyedProcessFunction):
                       trigger["customer_id"], rid, exc)
             self.counts["skipped"] += 1
             row.update(status="suppressed", reason="render_failed")
-            yield OUTCOME_TAG, Row(trigger["customer_id"], _dumps({
+            yield (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
                 "kind": "skipped", "customer_id": trigger["customer_id"],
                 "event_time": trigger["due_at"], "step": trigger["step"],
                 "request_id": rid, "reason": "render_failed"}))
             return
         row.update(subject=request["subject"], emitted_at=emitted)
-        yield REQUEST_TAG, Row(trigger["customer_id"], _dumps(request))
+        yield (KIND_REQUEST, 0, trigger["customer_id"], "", _dumps(request))
 
     @staticmethod
     def _save(handle, old_raw, value, dump) -> None:

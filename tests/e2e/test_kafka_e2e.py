@@ -24,6 +24,7 @@ behind the watermark and the idleness timeout cannot reorder anything (exact out
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def _record(event: dict) -> tuple[str, bytes, int]:
     return event["customer_id"], raw(event).encode(), event["timestamp"] + KAFKA_SKEW_MS
 
 
+FAR_FUTURE = int(time.time() * 1000) + 30 * DAY
+
+
 def _bad(key: str | None, text: str) -> tuple[str | None, bytes, int]:
     return key, text.encode(), T0 + KAFKA_SKEW_MS
 
@@ -70,6 +74,10 @@ PHASE_1A = [
     _record(cart_add(C, T0, cart_id="cart-c")),
     # malformed input; x1 and x2 are the last records of partitions 1 and 0
     _bad(None, "not json at all"),
+    # stamped a month ahead of the wall clock, on both partitions: rejected, and they must not
+    # move the watermark (else every reminder would fire at once, early)
+    _bad(A, raw(page_view(A, FAR_FUTURE, event_id="f1"))),
+    _bad(C, raw(page_view(C, FAR_FUTURE, event_id="f2"))),
     _bad(A, json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": A,
                         "timestamp": T0})),
     _bad(C, json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": C,
@@ -89,6 +97,8 @@ EXPECTED_DLQ = {
     (None, "not_json", "$", None),
     (A, "unknown_event_type", "$.event_type", "x1"),
     (C, "schema_violation", "$.properties.price", "x2"),
+    (A, "future_timestamp", "$.timestamp", "f1"),
+    (C, "future_timestamp", "$.timestamp", "f2"),
 }
 PHASE_1_OUTCOMES = [
     ("cancelled", "shopper-0", "purchased", 1),
@@ -123,6 +133,7 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
         "clickhouse": {"enabled": False},
     })
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
+    started_ms = int(time.time() * 1000)
     try:
         with running_job(cfg, tmp_path / "checkpoints") as alive:
             # phase 1a: all cart activity; the DLQ markers show both partitions were read
@@ -149,6 +160,10 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
 
     (req,) = reader.of(requests)
     assert req.key == A
+    # output records carry the time they were produced, not the (months old) event time
+    finished_ms = int(time.time() * 1000)
+    for record in reader.records:
+        assert started_ms <= record.timestamp_ms <= finished_ms, record.topic
     value = req.value
     assert (value["request_id"], value["campaign"], value["step"], value["customer_id"],
             value["to"], value["subject"]) == (

@@ -27,7 +27,17 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
     private static final long serialVersionUID = 1L;
     public static final long NO_TIME = Long.MIN_VALUE;
 
+    private final long maxFutureMs;
     private transient JsonFactory factory;
+
+    /**
+     * @param maxFutureMs an event stamped further than this ahead of the wall clock gets no
+     *     event time here (the validator rejects it), so it cannot drag the watermark forward
+     *     and make every later event late or fire timers early.
+     */
+    public EnvelopeExtractor(long maxFutureMs) {
+        this.maxFutureMs = maxFutureMs;
+    }
 
     @Override
     public void processElement(String raw, Context ctx, Collector<Row> out) {
@@ -52,6 +62,9 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
             }
         } catch (Exception e) {
             // not JSON or truncated: keep what was read; the validator names the reason
+        }
+        if (eventTime != NO_TIME && eventTime > System.currentTimeMillis() + maxFutureMs) {
+            eventTime = NO_TIME;
         }
         Long kafkaTime = ctx.timestamp();
         out.collect(Row.of(key, Row.of(key, eventTime, raw, kafkaTime == null ? -1L : kafkaTime)));
