@@ -8,7 +8,8 @@ by ``io.inboxflow.flink.EnvelopeExtractor`` (key = trimmed customer_id, "" when 
 split on the JVM by ``io.inboxflow.flink.OutputRouter`` into ``KEYED_JSON`` = Row(key, JSON
 text) side outputs for the Kafka sinks (kinds ``KIND_REQUEST``, ``KIND_DLQ``,
 ``KIND_OUTCOME``) and, for ``KIND_STORE``, ``KEYED_STORE_ROW`` = Row(shard, STORE_ROW) with
-``STORE_ROW`` = (shard, table, row JSON), keyed on the JVM for the ClickHouse writer.
+``STORE_ROW`` = (shard, "", lines), keyed on the JVM for the ClickHouse writer, where lines
+are ``table<TAB>row JSON`` lines, all the rows one event produced.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from udfs.journey import (CustomerLogic, CustomerState, Decision, JourneySetting
                           dump_cart, dump_journey, dump_profile, load_cart, load_journey,
                           load_profile)
 from udfs.render import Renderer, TemplateError
+from udfs.store import json_ready
 from udfs.validation import EventValidator, Invalid, dlq_record
 
 log = logging.getLogger("inboxflow")
@@ -51,6 +53,8 @@ CART_STATE = "cart"
 JOURNEY_STATE = "journey"
 
 NO_KAFKA_TIME = -1
+# appended to each profile row for the writer's freshness measurement, never stored
+FRESHNESS_KEY = "source_kafka_ms"
 
 
 def now_ms() -> int:
@@ -172,14 +176,19 @@ class CustomerFunction(KeyedProcessFunction):
         for outcome in d.outcomes:
             self.counts[outcome["kind"]] += 1
             yield (KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome))
-        if self.store_shards:
+        if self.store_shards and rows:
+            # One element per event with all its rows (one customer, so one shard): every
+            # element is a trip through the JVM into the writer and one ListState entry.
+            lines = []
             for table, row in rows:
-                if table == "customer_profiles":
-                    row["source_kafka_ms"] = kafka_ts
-                elif table == "email_requests" and row["emitted_at"] is None:
+                if table == "email_requests" and row["emitted_at"] is None:
                     row["emitted_at"] = now_ms()  # decided (suppressed) now
-                yield (KIND_STORE, shard_of(row["customer_id"], self.store_shards),
-                       row["customer_id"], table, _dumps(row))
+                json_ready(table, row)
+                if table == "customer_profiles":
+                    row[FRESHNESS_KEY] = kafka_ts  # last key: the writer cuts it off
+                lines.append(f"{table}\t{_dumps(row)}")
+            cid = rows[0][1]["customer_id"]
+            yield (KIND_STORE, shard_of(cid, self.store_shards), cid, "", "\n".join(lines))
 
     def _render(self, trigger: dict, rows: list):
         emitted = now_ms()

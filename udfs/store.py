@@ -424,6 +424,11 @@ _ROW_IDS = {
 
 def row_label(table: str, row: Any) -> str:
     """``customer_id='c1' version=3`` style identification of a row for messages."""
+    if isinstance(row, str):
+        try:
+            row = orjson.loads(row)
+        except orjson.JSONDecodeError:
+            return "row that is not JSON"
     if not isinstance(row, Mapping):
         return f"row of type {type(row).__name__}"
     return " ".join(f"{key}={row.get(key)!r}" for key in _ROW_IDS.get(table, ()))
@@ -468,11 +473,27 @@ def _convert_row_checked(table: str, row: Any) -> tuple[Any, ...]:
     return tuple(values)
 
 
+_NAMES = {table: [c.name for c in columns] for table, columns in COLUMNS.items()}
 _CONVERTERS = {table: tuple((c.name, c.convert) for c in columns) for table, columns in COLUMNS.items()}
 
 
 _TS_INDEXES = {table: tuple(i for i, c in enumerate(columns) if _TS in c.ch_type)
                for table, columns in COLUMNS.items()}
+# Columns holding epoch milliseconds in row dicts; as JSON lines (insert_json_lines) they
+# are numbers of seconds with a fraction, see json_ready.
+TIMESTAMP_COLUMNS = {table: tuple(c.name for c in columns if _TS in c.ch_type)
+                     for table, columns in COLUMNS.items()}
+
+
+def json_ready(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a dict with every column of ``table``, times in epoch ms) made ready for
+    :meth:`Store.insert_json_lines`, in place: times become seconds (the engine reads a
+    DateTime64 JSON number as seconds; ms / 1000 has an exact 3-decimal repr)."""
+    for name in TIMESTAMP_COLUMNS[table]:
+        value = row[name]
+        if value is not None:
+            row[name] = value / 1000
+    return row
 
 
 def _json_line(table: str, values: tuple[Any, ...]) -> bytes:
@@ -821,6 +842,17 @@ class Store:
         self._call(lambda client: client.raw_insert(
             table, column_names=names, insert_block=body, fmt="JSONCompactEachRow"))
 
+    def insert_json_lines(self, table: str, lines: Sequence[str]) -> None:
+        """Insert rows given as JSON objects (one per line, from :func:`json_ready`) in one
+        batch, parsed by the engine: no per-row work in Python. The engine checks every
+        value; it rejects the whole batch for one bad row (``write_batch`` then bisects)."""
+        _columns(table)
+        if not lines:
+            return
+        body = "\n".join(lines).encode()
+        self._call(lambda client: client.raw_insert(
+            table, column_names=_NAMES[table], insert_block=body, fmt="JSONEachRow"))
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a SELECT-like statement; return (column names, rows). UTC datetimes come back naive."""
 
@@ -904,8 +936,11 @@ def write_batch(
     sleep: Callable[[float], None] = time.sleep,
     rand: Callable[[], float] = random.random,
     on_retry: OnRetry | None = None,
+    json_lines: bool = False,
 ) -> list[tuple[Any, str]]:
     """Insert ``rows`` into ``table``; return the rejected rows as ``[(row, reason)]``.
+    ``rows`` are dicts (:meth:`Store.insert_rows`) or, with ``json_lines``, JSON texts
+    (:meth:`Store.insert_json_lines`).
 
     Transient errors are retried with backoff (``on_retry(attempt, delay_s, error)`` is told
     before each sleep) until ``retry.max_attempts``, then re-raised: nothing is dropped.
@@ -921,7 +956,7 @@ def write_batch(
         if not batch:
             continue
         try:
-            _insert_retrying(store, table, batch, retry, sleep, rand, on_retry)
+            _insert_retrying(store, table, batch, retry, sleep, rand, on_retry, json_lines)
         except RowRejected as exc:
             if exc.row_errors:
                 # The bad rows are known and nothing was written: drop them, retry the rest.
@@ -946,12 +981,14 @@ def _insert_retrying(
     sleep: Callable[[float], None],
     rand: Callable[[], float],
     on_retry: OnRetry | None,
+    json_lines: bool = False,
 ) -> None:
+    insert = store.insert_json_lines if json_lines else store.insert_rows
     attempt = 0
     while True:
         attempt += 1
         try:
-            store.insert_rows(table, batch)
+            insert(table, batch)
             return
         except TransientStoreError as exc:
             if policy.max_attempts is not None and attempt >= policy.max_attempts:

@@ -31,16 +31,26 @@ log = logging.getLogger("inboxflow")
 
 PENDING_STATE = "pending_rows"
 END_OF_TIME = 2**63 - 1
-FRESHNESS_KEY = "source_kafka_ms"
+FRESHNESS_FIELD = ',"source_kafka_ms":'  # the last field of a profile row (operators)
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _customer_of(row_json: str) -> str | None:
+    try:
+        row = orjson.loads(row_json)
+    except orjson.JSONDecodeError:
+        return None
+    return row.get("customer_id") if isinstance(row, dict) else None
+
+
 class WriterFunction(KeyedProcessFunction):
-    """State per shard: ``pending_rows`` (``table<TAB>row JSON`` entries, the only copy of
-    every row not yet inserted), cleared after every successful flush.
+    """State per shard: ``pending_rows`` (one entry per event: its ``table<TAB>row JSON``
+    lines; the only copy of every row not yet inserted), cleared after every successful
+    flush. Rows go to ClickHouse as the JSON the customer function wrote, parsed by the
+    engine (``Store.insert_json_lines``): no per-row work in Python.
 
     The pending count and the pending processing-time timer are kept in plain dicts: each
     is derived from state (after a restore the count is recomputed from ``pending_rows`` and
@@ -76,12 +86,13 @@ class WriterFunction(KeyedProcessFunction):
         self.store.close()
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        shard, table, row_json = value
-        self.pending.add(f"{table}\t{row_json}")
+        shard, _, lines = value
+        self.pending.add(lines)
         count = self._counts.get(shard)
-        if count is None:  # first row since a (re)start: count what the state already holds
-            count = sum(1 for _ in self.pending.get()) - 1
-        count += 1
+        if count is None:  # first element since a (re)start: count what the state holds
+            count = sum(entry.count("\n") + 1 for entry in self.pending.get())
+        else:
+            count += lines.count("\n") + 1
         if count >= self.flush_rows:
             yield from self._flush(shard, ctx)
             return
@@ -100,29 +111,34 @@ class WriterFunction(KeyedProcessFunction):
         yield from self._flush(shard, ctx)
 
     def _flush(self, shard: int, ctx):
-        by_table: dict[str, list[dict]] = {}
+        by_table: dict[str, list[str]] = {}
+        sources: list[int] = []
         for entry in self.pending.get():
-            table, _, row_json = entry.partition("\t")
-            by_table.setdefault(table, []).append(orjson.loads(row_json))
+            for line in entry.split("\n"):
+                table, _, row_json = line.partition("\t")
+                if table == "customer_profiles":
+                    cut = row_json.rfind(FRESHNESS_FIELD)
+                    if cut > 0:
+                        sources.append(int(row_json[cut + len(FRESHNESS_FIELD):-1]))
+                        row_json = row_json[:cut] + "}"
+                by_table.setdefault(table, []).append(row_json)
         self._counts.pop(shard, None)
         if not by_table:
             return
-        sources = [row.pop(FRESHNESS_KEY, -1) for row in by_table.get("customer_profiles", [])]
         for table, rows in by_table.items():
             rejected = write_batch(self.store, table, rows, retry=RetryPolicy(),
-                                   on_retry=self._on_retry)
+                                   on_retry=self._on_retry, json_lines=True)
             self.rows_written.inc(len(rows) - len(rejected))
-            for row, message in rejected:
+            for row_json, message in rejected:
                 self.rows_rejected.inc()
-                customer = row.get("customer_id") if isinstance(row, dict) else None
+                customer = _customer_of(row_json)
                 log.error("store rejected row table=%s customer=%s reason=%s",
                           table, customer, message)
                 yield Row(customer, json.dumps({
                     "reason": "store_rejected", "path": f"$.{table}", "message": message,
-                    "customer_id": customer, "payload": json.dumps(row, default=str),
-                    "seen_at": _now_ms()}))
+                    "customer_id": customer, "payload": row_json, "seen_at": _now_ms()}))
         committed = _now_ms()
-        self._record_freshness([committed - s for s in sources if s and s > 0])
+        self._record_freshness([committed - s for s in sources if s > 0])
         self.pending.clear()
         due = self._timers.pop(shard, None)
         if due is not None:

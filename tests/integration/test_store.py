@@ -297,6 +297,13 @@ class FlakyStore:
             raise st.TransientStoreError("Connection reset by peer")
         self.inner.insert_rows(table, rows)
 
+    def insert_json_lines(self, table, lines):
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise st.TransientStoreError("Connection reset by peer")
+        self.inner.insert_json_lines(table, lines)
+
 
 def test_write_batch_backs_off_on_transient_errors_and_loses_nothing(store):
     flaky = FlakyStore(store, failures=4)
@@ -325,6 +332,25 @@ def test_bad_rows_are_returned_and_the_good_ones_inserted(store):
     ]
     _, ids = store.query("SELECT request_id FROM email_requests FINAL ORDER BY request_id")
     assert ids == [("r0",), ("r2",), ("r4",)]
+
+
+def test_json_lines_rejected_by_the_engine_are_isolated_and_the_rest_inserted(store):
+    """The writer's path: rows as JSON lines, checked by ClickHouse only. Bisection finds
+    each row the engine refuses; every other row of the batch is written."""
+    import orjson
+    rows = [st.json_ready("email_requests", email_row(f"r{i}", f"c{i}")) for i in range(6)]
+    rows[1]["step"] = "not a number"
+    rows[4]["due_at"] = "yesterday-ish"
+    lines = [orjson.dumps(r).decode() for r in rows]
+    flaky = FlakyStore(store, failures=2)
+    rejected = st.write_batch(flaky, "email_requests", lines, retry=NO_WAIT, sleep=lambda s: None,
+                              json_lines=True)
+    assert [line for line, _ in rejected] == [lines[1], lines[4]]
+    assert all(reason.startswith("email_requests request_id=") for _, reason in rejected)
+    assert "customer_id='c1'" in rejected[0][1] and "customer_id='c4'" in rejected[1][1]
+    _, got = store.query("SELECT request_id, toUnixTimestamp64Milli(due_at), step "
+                         "FROM email_requests FINAL ORDER BY request_id")
+    assert got == [(f"r{i}", T0, 1) for i in (0, 2, 3, 5)]
 
 
 def test_profile_without_customer_id_is_rejected_alone(store):

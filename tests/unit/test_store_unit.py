@@ -347,3 +347,20 @@ def test_badly_named_or_duplicate_migration_files_are_refused(tmp_path):
     (tmp_path / "0001_c.sql").write_text("SELECT 1")
     with pytest.raises(st.StoreError, match="migration version 1 of 001_a.sql is 0 or used twice"):
         st.discover_migrations(tmp_path)
+
+
+def test_job_rows_carry_exactly_the_store_columns():
+    """The writer sends the customer function's rows to ClickHouse as JSON, where a missing
+    key would silently become the column default: the keys must be exactly the columns."""
+    from tests.conftest import DAY, HOUR, T0, cart_add, identify, purchase
+    from udfs.journey import CustomerLogic, CustomerState, JourneySettings
+
+    logic = CustomerLogic(JourneySettings(
+        campaign="abandoned_cart", schedule=((HOUR, "abandoned_cart_1"), (DAY, "abandoned_cart_2"))))
+    state, rows = CustomerState(), []
+    for event in (identify("c", T0), cart_add("c", T0), purchase("c", T0 + 2 * HOUR)):
+        rows += logic.on_event(state, event, -(2**63)).rows
+    tables = {table for table, _ in rows}
+    assert tables == set(st.TABLES)
+    for table, row in rows:
+        assert list(row) == [c.name for c in st.COLUMNS[table]], table
