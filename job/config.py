@@ -109,7 +109,7 @@ class LinksConfig:
 
 @dataclass(frozen=True)
 class ClickHouseConfig:
-    enabled: bool = False
+    enabled: bool = True
     dsn: str = "chdb://var/clickhouse"
     flush_rows: int = 5000
     flush_interval_ms: int = duration("500ms")

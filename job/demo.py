@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--events", type=int, default=40000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--parallelism", type=int, default=2)
-    p.add_argument("--store", action="store_true",
-                   help="also run the ClickHouse writer (experimental: see README, issue 3)")
+    p.add_argument("--no-store", dest="store", action="store_false",
+                   help="skip the ClickHouse writer (on by default, embedded chdb in var/demo)")
     p.set_defaults(func=run_demo)
 
 
