@@ -280,6 +280,7 @@ class CustomerLogic:
             "customer_id": p.customer_id, "status": status, "reason": reason,
             "subject": "", "due_at": j.due_at, "emitted_at": None, "cart_id": j.cart_id,
             "cart_value": cart.value, "currency": cart.currency or "USD",
+            "product_ids": [i.product_id for i in cart.items],
         }))
         if j.step < len(self.s.schedule):
             j.step += 1

@@ -400,6 +400,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         _col("cart_id", "Nullable(String)"),
         _col("cart_value", "Float64"),
         _col("currency", "String"),
+        _col("product_ids", "Array(String)"),
     ),
     "cart_recoveries": (
         _col("customer_id", "String"),

@@ -22,7 +22,7 @@ from udfs import store as st
 
 ROOT = Path(__file__).resolve().parents[2]
 DDL_DIR = ROOT / "conf" / "clickhouse"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -71,6 +71,7 @@ def email_row(request_id: str, customer_id: str, *, campaign="cart_abandon", ste
         "cart_id": f"cart-{customer_id}",
         "cart_value": 42.5,
         "currency": "EUR",
+        "product_ids": ["p1", "p2"],
     }
 
 
@@ -123,7 +124,8 @@ def test_migrations_from_empty_database_twice_reach_the_same_version(migrated):
     assert versions == (0, SCHEMA_VERSION, SCHEMA_VERSION)
     assert handle.schema_version() == SCHEMA_VERSION
     _, rows = handle.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
-    assert rows == [(1, "customer_profiles"), (2, "email_requests"), (3, "cart_recoveries"), (4, "views")]
+    assert rows == [(1, "customer_profiles"), (2, "email_requests"), (3, "cart_recoveries"), (4, "views"),
+                    (5, "email_request_products")]
     _, objects = handle.query(
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name"
     )
@@ -152,15 +154,16 @@ def test_a_new_migration_file_is_applied_once(migrated, tmp_path):
     handle, _ = migrated
     for path in DDL_DIR.glob("*.sql"):
         (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "005_probe.sql").write_text(
+    probe = SCHEMA_VERSION + 1
+    (tmp_path / f"{probe:03d}_probe.sql").write_text(
         "-- a; comment\nCREATE TABLE IF NOT EXISTS migration_probe (s String DEFAULT 'a;b') ENGINE = Memory;\n"
         "INSERT INTO migration_probe VALUES ('x;y');\n"
     )
-    assert handle.migrate(tmp_path) == 5
-    assert handle.migrate(tmp_path) == 5
+    assert handle.migrate(tmp_path) == probe
+    assert handle.migrate(tmp_path) == probe
     assert handle.query("SELECT s FROM migration_probe")[1] == [("x;y",)]
     handle.command("DROP TABLE migration_probe")
-    handle.command("DELETE FROM schema_migrations WHERE version = 5")
+    handle.command(f"DELETE FROM schema_migrations WHERE version = {probe}")
     assert handle.schema_version() == SCHEMA_VERSION
 
 
@@ -441,7 +444,7 @@ def test_query_command_reports_sql_errors_without_traceback(migrated, chdb_dsn):
 def test_migrate_command_prints_the_version(migrated, chdb_dsn):
     out = io.StringIO()
     assert db.cmd_migrate(argparse.Namespace(dsn=chdb_dsn, ddl_dir=DDL_DIR), out=out) == 0
-    assert out.getvalue() == "schema version 4 (was 4)\n"
+    assert out.getvalue() == f"schema version {SCHEMA_VERSION} (was {SCHEMA_VERSION})\n"
 
 
 def test_profile_command_shows_profile_emails_and_recoveries(store, chdb_dsn):

@@ -89,7 +89,8 @@ def expected(events: list[dict]) -> dict:
                     break
                 rid = request_id(CAMPAIGN, cid, adds[-1]["properties"]["cart_id"], armed, step)
                 requests.add((rid, cid, step, "sent" if email else "suppressed",
-                              "" if email else "no_email", due))
+                              "" if email else "no_email", due,
+                              tuple(a["properties"]["product_id"] for a in adds)))
                 if email:
                     sent.append((step, rid, due))
             if buys and sent and buys[0]["timestamp"] - sent[-1][2] <= ATTRIBUTION_MS:
@@ -135,7 +136,7 @@ SELECT customer_id, email, first_name,
 FROM customer_profiles_latest ORDER BY customer_id"""
 REQUEST_SQL = """
 SELECT request_id, customer_id, step, status, reason, toUnixTimestamp64Milli(due_at) AS due_at,
-       count() AS copies
+       product_ids, count() AS copies
 FROM email_requests FINAL GROUP BY ALL ORDER BY request_id"""
 RECOVERY_SQL = """
 SELECT customer_id, cart_id, order_id, reminder_step, reminder_request_id, revenue,
@@ -179,8 +180,8 @@ def test_email_requests_hold_every_decision_once(store_run, scenario):
     dsn, outputs = store_run
     rows = query(dsn, REQUEST_SQL)
     assert [r["copies"] for r in rows] == [1] * len(rows)
-    got = {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"], r["due_at"])
-           for r in rows}
+    got = {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"], r["due_at"],
+            tuple(r["product_ids"])) for r in rows}
     assert got == scenario[1]["requests"]
     # what went to Kafka is exactly what the table calls sent
     assert {req["request_id"] for _, req in outputs["requests"]} == {

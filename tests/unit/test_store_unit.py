@@ -33,6 +33,7 @@ def email_row(request_id: str, **overrides):
         "cart_id": "cart-1",
         "cart_value": 10.0,
         "currency": "EUR",
+        "product_ids": ["p1"],
     }
     row.update(overrides)
     return row
@@ -221,7 +222,7 @@ def test_write_batch_of_nothing_makes_no_call():
 
 def test_convert_row_orders_values_like_the_table_columns():
     values = st.convert_row("email_requests", email_row("r1", cart_id=None, cart_value=3))
-    assert values == ("r1", "cart_abandon", 1, "c-r1", "sent", "", "You left something", T0, T0 + 5, None, 3.0, "EUR")
+    assert values == ("r1", "cart_abandon", 1, "c-r1", "sent", "", "You left something", T0, T0 + 5, None, 3.0, "EUR", ["p1"])
     assert type(values[10]) is float
 
 
@@ -328,13 +329,14 @@ def test_split_sql_ignores_semicolons_in_strings_and_comments():
     ]
 
 
-def test_repository_migrations_are_numbered_1_to_4():
+def test_repository_migrations_are_numbered_1_to_5():
     migrations = st.discover_migrations(ROOT / "conf" / "clickhouse")
     assert [(m.version, m.name) for m in migrations] == [
         (1, "customer_profiles"),
         (2, "email_requests"),
         (3, "cart_recoveries"),
         (4, "views"),
+        (5, "email_request_products"),
     ]
 
 
