@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -74,3 +77,16 @@ def raw(event: dict, iso: bool = False) -> str:
         out["timestamp"] = datetime.fromtimestamp(event["timestamp"] / 1000, tz).isoformat(
             timespec="milliseconds")
     return json.dumps(out)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def query_cli(dsn: str, sql: str) -> list[dict]:
+    """Rows of ``sql`` through the analyst CLI (`inboxflow query --format json`), in a process
+    of its own: chdb lets one process open a path, and the test process must not hold it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "job.cli", "query", sql, "--format", "json", "--dsn", dsn],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)

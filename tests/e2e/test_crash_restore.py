@@ -33,6 +33,7 @@ from kafka import KafkaAdminClient, TopicPartition
 
 from job.gen import generate
 from job.kafka_io import create_topics, end_offsets_from_deliveries, produce
+from tests.conftest import query_cli
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +48,6 @@ TABLES = {
                       "ORDER BY request_id",
     "cart_recoveries": "SELECT * FROM cart_recoveries FINAL ORDER BY customer_id, order_id",
 }
-
-
-def query(dsn: str, sql: str) -> list[dict]:
-    done = subprocess.run(
-        [sys.executable, "-m", "job.cli", "query", sql, "--format", "json", "--dsn", dsn],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
 
 
 class Run:
@@ -132,7 +125,7 @@ class Run:
         return sorted(done, key=lambda p: int(p.name.removeprefix("chk-")))
 
     def tables(self) -> dict[str, list[dict]]:
-        return {name: query(self.dsn, sql) for name, sql in TABLES.items()}
+        return {name: query_cli(self.dsn, sql) for name, sql in TABLES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +158,7 @@ def test_kill_and_restore_from_checkpoint_equals_an_uninterrupted_run(
 
     # mid-stream: the profiles the killed run wrote reflect only part of the input
     counted = "SELECT sum(arraySum(mapValues(event_counts))) AS n FROM customer_profiles_latest"
-    partial, full = query(crashed.dsn, counted)[0]["n"], query(reference.dsn, counted)[0]["n"]
+    partial, full = query_cli(crashed.dsn, counted)[0]["n"], query_cli(reference.dsn, counted)[0]["n"]
     assert 0 < partial < full
 
     crashed.run_to_end(crashed.start(restore_from=checkpoint))

@@ -286,25 +286,25 @@ def test_two_threads_with_their_own_handles_share_the_engine(store, chdb_dsn):
 
 
 class FlakyStore:
-    """Wraps the real store; its first ``failures`` insert_rows calls raise a transient error."""
+    """Wraps the real store; its first ``failures`` insert calls raise a transient error."""
 
     def __init__(self, inner, failures: int):
         self.inner = inner
         self.failures = failures
         self.calls = 0
 
-    def insert_rows(self, table, rows):
+    def _attempt(self) -> None:
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise st.TransientStoreError("Connection reset by peer")
+
+    def insert_rows(self, table, rows):
+        self._attempt()
         self.inner.insert_rows(table, rows)
 
     def insert_json_lines(self, table, lines):
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise st.TransientStoreError("Connection reset by peer")
+        self._attempt()
         self.inner.insert_json_lines(table, lines)
 
 

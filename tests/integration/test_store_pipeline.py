@@ -13,7 +13,6 @@ fires before the customer's next event is applied, whichever of watermark or eve
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
@@ -22,7 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DAY, HOUR, MINUTE, T0, cart_add, identify, page_view, purchase, raw
+from tests.conftest import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    identify,
+    page_view,
+    purchase,
+    query_cli,
+    raw,
+)
 from tests.integration.conftest import run_bounded
 from udfs.journey import request_id
 
@@ -117,15 +127,6 @@ def expected(events: list[dict]) -> dict:
     return {"profiles": profiles, "requests": requests, "recoveries": recoveries}
 
 
-def query(dsn: str, sql: str) -> list[dict]:
-    """Through the analyst CLI, in its own process: the test process never opens the path."""
-    done = subprocess.run(
-        [sys.executable, "-m", "job.cli", "query", sql, "--format", "json", "--dsn", dsn],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
-
-
 PROFILE_SQL = """
 SELECT customer_id, email, first_name,
        toUnixTimestamp64Milli(first_seen) AS first_seen,
@@ -168,7 +169,7 @@ def store_run(request, scenario, tmp_path_factory):
 
 def test_latest_profiles_match_the_events(store_run, scenario):
     dsn, _ = store_run
-    got = {r["customer_id"]: r for r in query(dsn, PROFILE_SQL)}
+    got = {r["customer_id"]: r for r in query_cli(dsn, PROFILE_SQL)}
     want = scenario[1]["profiles"]
     assert sorted(got) == sorted(want)
     for cid, profile in want.items():
@@ -178,7 +179,7 @@ def test_latest_profiles_match_the_events(store_run, scenario):
 
 def test_email_requests_hold_every_decision_once(store_run, scenario):
     dsn, outputs = store_run
-    rows = query(dsn, REQUEST_SQL)
+    rows = query_cli(dsn, REQUEST_SQL)
     assert [r["copies"] for r in rows] == [1] * len(rows)
     got = {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"], r["due_at"],
             tuple(r["product_ids"])) for r in rows}
@@ -192,7 +193,7 @@ def test_cart_recoveries_credit_the_last_reminder(store_run, scenario):
     dsn, _ = store_run
     got = {(r["customer_id"], r["cart_id"], r["order_id"], r["reminder_step"],
             r["reminder_request_id"], r["revenue"], r["seconds_to_purchase"])
-           for r in query(dsn, RECOVERY_SQL)}
+           for r in query_cli(dsn, RECOVERY_SQL)}
     assert got == scenario[1]["recoveries"]
     assert {r[3] for r in got} == {1, 2}  # both steps recover something
 
@@ -208,4 +209,4 @@ def test_recovery_summary_by_step(store_run, scenario):
                         "carts_recovered": len(recovered),
                         "recovery_rate": pytest.approx(len(recovered) / sent),
                         "revenue_recovered": pytest.approx(sum(r[5] for r in recovered))})
-    assert query(dsn, SUMMARY_SQL) == summary
+    assert query_cli(dsn, SUMMARY_SQL) == summary
