@@ -17,6 +17,12 @@ from udfs.operators import (KEYED_EVENT, KEYED_JSON, KEYED_STORE_ROW, KIND_DLQ, 
                             KIND_REQUEST, RAW_EVENT, ROUTED, STORE_ROW, CustomerFunction)
 
 
+# StoreRowBatcher: events per writer element, and how long the first one may wait (adds at
+# most this much to profile freshness)
+STORE_BATCH_EVENTS = 500
+STORE_BATCH_DELAY_MS = 50
+
+
 @dataclass(frozen=True)
 class Outputs:
     """Every stream is ``KEYED_JSON`` = Row(key, JSON): ready for a Kafka sink."""
@@ -103,10 +109,16 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outp
     if store:
         from udfs.writer_operator import WriterFunction
 
-        j_keyed = j_routed.keyBy(
+        # many events' rows per writer element, flushed before every checkpoint barrier
+        j_batched = j_routed.transform(
+            "batch-store-rows", KEYED_STORE_ROW.get_java_type_info(),
+            jvm.io.inboxflow.flink.StoreRowBatcher(STORE_BATCH_EVENTS, STORE_BATCH_DELAY_MS))
+        j_batched.setParallelism(customers._j_data_stream.getParallelism())
+        j_batched.uid("batch-store-rows")
+        j_keyed = j_batched.keyBy(
             jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
         rejected = (
-            KeyedStream(j_keyed, STORE_ROW, DataStream(j_routed))
+            KeyedStream(j_keyed, STORE_ROW, DataStream(j_batched))
             .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
                                     cfg.clickhouse.flush_rows,
                                     cfg.clickhouse.flush_interval_ms,
