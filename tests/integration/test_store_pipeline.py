@@ -160,9 +160,13 @@ def store_run(request, scenario, tmp_path_factory):
     migrate = subprocess.run([sys.executable, "-m", "job.cli", "db", "migrate", "--dsn", dsn],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
-    outputs = run_bounded([raw(e) for e in events], request.param, store=True,
-                          overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                    "flush_rows": 7}})
+    # Neither the batcher's timer nor the writer's size limit fires during the run: every row
+    # reaches the writer only as the input ends, and must still be written.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("job.pipeline.STORE_BATCH_DELAY_MS", 3_600_000)
+        outputs = run_bounded([raw(e) for e in events], request.param, store=True,
+                              overrides={"clickhouse": {"enabled": True, "dsn": dsn,
+                                                        "flush_rows": 100_000}})
     assert outputs["dlq"] == []  # no row rejected by ClickHouse
     return dsn, outputs
 

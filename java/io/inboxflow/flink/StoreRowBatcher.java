@@ -8,6 +8,7 @@ import org.apache.flink.api.java.tuple.Tuple3;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.types.Row;
 
@@ -20,8 +21,8 @@ import org.apache.flink.types.Row;
  * makes, is a trip between the JVM and the one shared interpreter; per event that cost halved
  * the job's throughput. Nothing is held across a checkpoint: the buffers are emitted in
  * {@link #prepareSnapshotPreBarrier}, before the barrier goes downstream, so every row is in
- * the writer's state (or already in ClickHouse) when the checkpoint covers its event; and at
- * the end of a bounded input.
+ * the writer's state (or already in ClickHouse) when the checkpoint covers its event; and
+ * before the final watermark of a bounded input.
  */
 public class StoreRowBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
@@ -72,6 +73,19 @@ public class StoreRowBatcher extends AbstractStreamOperator<Row>
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         super.prepareSnapshotPreBarrier(checkpointId);
         emitAll();
+    }
+
+    /**
+     * The end of a bounded input reaches this operator as the final watermark before
+     * {@link #endInput}; the writer flushes on that watermark and its processing-time timers
+     * never fire once the input has ended, so the buffers must go downstream first.
+     */
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        if (mark.getTimestamp() == Long.MAX_VALUE) {
+            emitAll();
+        }
+        super.processWatermark(mark);
     }
 
     @Override
