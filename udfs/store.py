@@ -590,16 +590,24 @@ class _Connection:
     The client is created lazily under ``lock`` (so an unreachable server is a transient error
     inside the retry loop, not a crash at start-up) and every call on it holds ``lock``: in
     Flink thread mode two writer subtasks share this process and this connection.
+
+    ``hosted``: a chdb engine runs in a child process (:mod:`udfs.store_host`) instead of
+    this one; the writer inside the Flink JVM needs that. A host that died is replaced on
+    the next call.
     """
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, hosted: bool = False):
         self.dsn = dsn
+        self.hosted = hosted
         self.lock = threading.Lock()
         self.refs = 0
         self.client: Any = None
 
     def acquire(self) -> Any:
         """Return the client, connecting first if needed; the caller holds ``lock``."""
+        if self.client is not None and getattr(self.client, "dead", False):
+            logger.warning("the chdb host process for %s is gone; starting a new one", self.dsn)
+            self.close()
         if self.client is None:
             self.client = self._connect()
         return self.client
@@ -609,6 +617,10 @@ class _Connection:
 
         chdb_path = _chdb_path(self.dsn)
         try:
+            if chdb_path is not None and self.hosted:
+                from udfs.store_host import HostedClient
+
+                return HostedClient(chdb_path)
             if chdb_path is not None:
                 with _host_fatal_signal_handlers_kept():
                     return clickhouse_connect.get_client(dsn="chdb://" + chdb_path)
@@ -622,6 +634,8 @@ class _Connection:
                 # sharing the client; nothing here needs session state.
                 autogenerate_session_id=False,
             )
+        except StoreError:
+            raise
         except Exception as exc:
             if chdb_path is not None:
                 raise _chdb_open_error(chdb_path, exc) from exc
@@ -714,21 +728,24 @@ def _redact(dsn: str) -> str:
     return dsn
 
 
-_REGISTRY: dict[str, _Connection] = {}
+_REGISTRY: dict[tuple[str, bool], _Connection] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def get_client(dsn: str) -> Store:
+def get_client(dsn: str, hosted: bool = False) -> Store:
     """A Store handle on the process-wide connection for ``dsn`` (created on first use).
 
     Every handle must be closed once; the shared connection (and for chdb the directory lock)
-    is released when the last handle closes.
+    is released when the last handle closes. ``hosted=True`` runs a chdb engine in a child
+    process (:mod:`udfs.store_host`): required inside the Flink JVM, whose own use of
+    SIGSEGV cannot coexist with chdb's signal handlers. It changes nothing for a server DSN.
     """
     key = _registry_key(dsn)
+    hosted = hosted and _chdb_path(key) is not None
     with _REGISTRY_LOCK:
-        connection = _REGISTRY.get(key)
+        connection = _REGISTRY.get((key, hosted))
         if connection is None:
-            connection = _REGISTRY[key] = _Connection(key)
+            connection = _REGISTRY[(key, hosted)] = _Connection(key, hosted)
         connection.refs += 1
     return Store(connection)
 
@@ -865,8 +882,8 @@ class Store:
             connection.refs -= 1
             if connection.refs > 0:
                 return
-            if _REGISTRY.get(connection.dsn) is connection:
-                del _REGISTRY[connection.dsn]
+            if _REGISTRY.get((connection.dsn, connection.hosted)) is connection:
+                del _REGISTRY[(connection.dsn, connection.hosted)]
         with connection.lock:
             connection.close()
 

@@ -66,7 +66,8 @@ class WriterFunction(KeyedProcessFunction):
         self.freshness_log = freshness_log
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.store = store.get_client(self.dsn)
+        # hosted: the chdb engine must not run inside the JVM (udfs/store_host.py)
+        self.store = store.get_client(self.dsn, hosted=True)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor(PENDING_STATE, Types.STRING()))
         self._counts: dict[int, int] = {}   # shard -> rows in pending_rows

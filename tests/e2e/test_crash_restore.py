@@ -97,10 +97,14 @@ class Run:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="crash-test")
         want = {TopicPartition("crash-events", p): o for p, o in self.end_offsets.items()}
         deadline = time.monotonic() + JOB_TIMEOUT_S
+        committed: dict = {}
         try:
             while True:
                 assert proc.poll() is None, f"{self.name} job died:\n{self.tail()}"
-                assert time.monotonic() < deadline, f"{self.name} never committed the end"
+                assert time.monotonic() < deadline, (
+                    f"{self.name} never committed the end offsets {want}; last committed "
+                    f"{committed}; checkpoints {[p.name for p in self.completed_checkpoints()]}"
+                    f"\n{self.tail()}")
                 committed = admin.list_group_offsets({self.name: list(want)})[self.name]
                 if all(p in committed and committed[p].offset == o for p, o in want.items()):
                     break

@@ -1,5 +1,7 @@
 """The real topology with the ClickHouse writer on Flink's mini-cluster (parallelism 1 and 2,
-embedded chdb engine), read back through the analyst views with `inboxflow query`.
+embedded chdb engine), read back through the analyst views with `inboxflow query`. A third
+run at parallelism 2 has its chdb host processes killed twice while the job writes: the
+writer retries and the tables come out the same.
 
 Every expected figure is computed here from the event set with plain arithmetic over the
 events (counts, sums, times), not by the job's own code: which reminders a cart earns follows
@@ -13,9 +15,14 @@ fires before the customer's next event is applied, whichever of watermark or eve
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -153,10 +160,41 @@ def scenario():
     return events, expected(events)
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["parallelism-1", "parallelism-2"])
+class HostKiller(threading.Thread):
+    """Fault injection inside the running job: SIGKILLs the first ``kills`` chdb host
+    processes (udfs/store_host.py) that serve ``path``, each as soon as it appears, whatever
+    it is doing (opening the engine, inserting). The writer must retry and lose nothing."""
+
+    def __init__(self, path: str, kills: int):
+        super().__init__(daemon=True)
+        self.path, self.kills = path.encode(), kills
+        self.killed: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.killed) < self.kills:
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    args = (proc / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"udfs.store_host" in args and self.path in args and \
+                        int(proc.name) not in self.killed:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(proc.name), signal.SIGKILL)
+                        self.killed.append(int(proc.name))
+            time.sleep(0.01)
+
+
+RUNS = {"parallelism-1": (1, 0), "parallelism-2": (2, 0), "parallelism-2-hosts-killed": (2, 2)}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
 def store_run(request, scenario, tmp_path_factory):
     events, _ = scenario
-    dsn = "chdb://" + str(tmp_path_factory.mktemp(f"chdb-p{request.param}") / "clickhouse")
+    parallelism, kills = RUNS[request.param]
+    path = str(tmp_path_factory.mktemp(f"chdb-{request.param}") / "clickhouse")
+    dsn = "chdb://" + path
     migrate = subprocess.run([sys.executable, "-m", "job.cli", "db", "migrate", "--dsn", dsn],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
@@ -164,9 +202,16 @@ def store_run(request, scenario, tmp_path_factory):
     # reaches the writer only as the input ends, and must still be written.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("job.pipeline.STORE_BATCH_DELAY_MS", 3_600_000)
-        outputs = run_bounded([raw(e) for e in events], request.param, store=True,
-                              overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                        "flush_rows": 100_000}})
+        killer = HostKiller(path, kills)
+        if kills:
+            killer.start()
+        try:
+            outputs = run_bounded([raw(e) for e in events], parallelism, store=True,
+                                  overrides={"clickhouse": {"enabled": True, "dsn": dsn,
+                                                            "flush_rows": 100_000}})
+        finally:
+            killer.stop.set()
+    assert len(killer.killed) == kills  # the faults happened inside the run
     assert outputs["dlq"] == []  # no row rejected by ClickHouse
     return dsn, outputs
 
