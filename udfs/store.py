@@ -20,7 +20,6 @@ Failures are sorted into three kinds so the Flink writer can act on them:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
@@ -30,7 +29,6 @@ import random
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -622,8 +620,9 @@ class _Connection:
 
                 return HostedClient(chdb_path)
             if chdb_path is not None:
-                with _host_fatal_signal_handlers_kept():
-                    return clickhouse_connect.get_client(dsn="chdb://" + chdb_path)
+                # In-process: the CLI, the tests, the host process. Never inside the JVM
+                # (udfs/store_host.py says why).
+                return clickhouse_connect.get_client(dsn="chdb://" + chdb_path)
             parts = urlsplit(self.dsn)
             return clickhouse_connect.get_client(
                 dsn=self.dsn,
@@ -648,40 +647,6 @@ class _Connection:
                 client.close()
             except Exception:  # closing must not mask the job's own shutdown
                 logger.warning("closing the ClickHouse client for %s failed", _redact(self.dsn), exc_info=True)
-
-
-_FATAL_SIGNALS = (4, 7, 8, 11)  # SIGILL, SIGBUS, SIGFPE, SIGSEGV
-
-
-@contextlib.contextmanager
-def _host_fatal_signal_handlers_kept():
-    """chdb installs ClickHouse's fatal-error handlers for SIGSEGV/SIGBUS/SIGILL/SIGFPE when
-    the engine starts, bypassing libjsig. Inside the Flink JVM (thread mode) the JVM uses
-    SIGSEGV itself (safepoint polls, implicit null checks); a Java thread that then lands in
-    ClickHouse's handler never returns and the whole TaskManager deadlocks. Put back the
-    host's handlers (raw rt_sigaction, so libjsig cannot intercept) when there were any."""
-    import platform
-
-    # 13 is rt_sigaction on x86_64 Linux only; elsewhere leave the handlers alone.
-    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
-        yield
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def get(sig):
-        buf = (ctypes.c_ulong * 4)()
-        libc.syscall(13, sig, None, buf, 8)  # rt_sigaction(sig, NULL, &old, sizeof(sigset))
-        return buf
-
-    saved = {sig: get(sig) for sig in _FATAL_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, buf in saved.items():
-            if buf[0] > 1:  # neither SIG_DFL (0) nor SIG_IGN (1): the host had a handler
-                libc.syscall(13, sig, buf, None, 8)
 
 
 def _chdb_open_error(path: str, exc: Exception) -> StoreError:
