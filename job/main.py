@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with job/ on the path
     sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
+import yaml
 
-from job.config import DEFAULT_CONFIG, JobConfig, load_config  # noqa: E402
-from job.jars import jar_paths  # noqa: E402
+from job.config import DEFAULT_CONFIG, JobConfig, load_config
+from job.jars import jar_paths
 
 DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
 _PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
@@ -117,8 +117,11 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None)
     makes the read bounded; it must come from delivery reports, since Tansu's "latest"
     offsets are wrong (DESIGN trap 6)."""
     from pyflink.common.serialization import SimpleStringSchema
-    from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy,
-                                                     KafkaOffsetsInitializer, KafkaSource)
+    from pyflink.datastream.connectors.kafka import (
+        KafkaOffsetResetStrategy,
+        KafkaOffsetsInitializer,
+        KafkaSource,
+    )
 
     topic = cfg.kafka.topics.events
     start = {

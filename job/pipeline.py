@@ -13,9 +13,18 @@ from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
 from udfs.journey import JourneySettings
-from udfs.operators import (KEYED_EVENT, KEYED_JSON, KEYED_STORE_ROW, KIND_DLQ, KIND_OUTCOME,
-                            KIND_REQUEST, RAW_EVENT, ROUTED, STORE_ROW, CustomerFunction)
-
+from udfs.operators import (
+    KEYED_EVENT,
+    KEYED_JSON,
+    KEYED_STORE_ROW,
+    KIND_DLQ,
+    KIND_OUTCOME,
+    KIND_REQUEST,
+    RAW_EVENT,
+    ROUTED,
+    STORE_ROW,
+    CustomerFunction,
+)
 
 # StoreRowBatcher: events per writer element, and how long the first one may wait (adds at
 # most this much to profile freshness)

@@ -25,10 +25,10 @@ must be registered after the call (``None``: none), and the wrapper deletes the 
 from __future__ import annotations
 
 import hashlib
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 # Outcome kinds, also the names of the job's counters.
 LATE = "late"

@@ -24,9 +24,18 @@ from pyflink.common import Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from udfs.journey import (CustomerLogic, CustomerState, Decision, JourneySettings,
-                          dump_cart, dump_journey, dump_profile, load_cart, load_journey,
-                          load_profile)
+from udfs.journey import (
+    CustomerLogic,
+    CustomerState,
+    Decision,
+    JourneySettings,
+    dump_cart,
+    dump_journey,
+    dump_profile,
+    load_cart,
+    load_journey,
+    load_profile,
+)
 from udfs.render import Renderer, TemplateError
 from udfs.store import json_ready
 from udfs.validation import EventValidator, Invalid, dlq_record
@@ -126,7 +135,7 @@ class CustomerFunction(KeyedProcessFunction):
         seen_at = now_ms()
         try:
             result = self.validator.validate(text, seen_at)
-        except Exception as exc:  # a validator bug must not take the job down
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not take the job down
             result = Invalid("internal_error", "$", f"validator failed: {type(exc).__name__}")
         if not isinstance(result, Invalid) and result["customer_id"] != key:
             # the JVM-side key extraction read the id differently (exotic white space)

@@ -79,7 +79,9 @@ class WriterFunction(KeyedProcessFunction):
         self.freshness = metrics.distribution("profile_freshness_ms")
         self._last_freshness = 0
         metrics.gauge("profile_freshness_last_ms", lambda: self._last_freshness)
-        self._freshness_out = open(self.freshness_log, "a") if self.freshness_log else None
+        # open for the operator's lifetime, closed in close()
+        self._freshness_out = (open(self.freshness_log, "a")  # noqa: SIM115
+                               if self.freshness_log else None)
 
     def close(self) -> None:
         if self._freshness_out:

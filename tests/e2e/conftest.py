@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +150,8 @@ def running_job(cfg, checkpoint_dir: Path, parallelism: int = 2) -> Iterator[Cal
     try:
         yield alive
     finally:
-        try:
+        with suppress(Exception):  # the job already ended (e.g. it failed)
             client.cancel().result()
-        except Exception:  # noqa: BLE001 - the job already ended (e.g. it failed)
-            pass
         # wait until it is really gone, so the broker is not stopped under a running job
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -34,8 +34,17 @@ import pytest
 from job.broker import TansuBroker
 from job.config import load_config
 from job.kafka_io import consume, create_topics, produce
-from tests.conftest import (DAY, HOUR, MINUTE, T0, cart_add, identify, page_view,
-                            purchase, raw)
+from tests.conftest import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    identify,
+    page_view,
+    purchase,
+    raw,
+)
 from tests.e2e.conftest import OutputReader, running_job
 from udfs.journey import request_id
 from udfs.render import iso_ms

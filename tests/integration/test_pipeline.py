@@ -9,8 +9,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.conftest import (DAY, HOUR, MINUTE, T0, cart_add, cart_remove, ev, identify,
-                            purchase, raw, unsubscribe)
+from tests.conftest import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    cart_remove,
+    identify,
+    purchase,
+    raw,
+    unsubscribe,
+)
 from tests.integration.conftest import run_bounded
 from udfs.journey import request_id
 

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from tests.conftest import (DAY, HOUR, MINUTE, T0, cart_add, cart_remove, identify,
-                            page_view, purchase, unsubscribe)
-from udfs.journey import (CustomerLogic, CustomerState, JourneySettings, Decision,
-                          dump_cart, dump_journey, dump_profile, load_cart, load_journey,
-                          load_profile, request_id)
+from tests.conftest import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    cart_remove,
+    identify,
+    page_view,
+    purchase,
+    unsubscribe,
+)
+from udfs.journey import (
+    CustomerLogic,
+    CustomerState,
+    Decision,
+    JourneySettings,
+    dump_cart,
+    dump_journey,
+    dump_profile,
+    load_cart,
+    load_journey,
+    load_profile,
+    request_id,
+)
 
 ABANDON_AFTER = HOUR
 STEP_2_AFTER = DAY
@@ -207,7 +227,7 @@ def test_purchase_arriving_before_its_cart_event_still_prevents_the_reminder():
 
 
 def test_an_older_purchase_does_not_block_a_newer_cart():
-    state, ds = run([identify(C, T0), purchase(C, T0), cart_add(C, T0 + MINUTE)])
+    _state, ds = run([identify(C, T0), purchase(C, T0), cart_add(C, T0 + MINUTE)])
     assert ds[-1].timer == T0 + MINUTE + ABANDON_AFTER
 
 
