@@ -113,15 +113,18 @@ def kafka_sink(cfg: JobConfig, topic: str):
 
 
 def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None):
-    """Reads raw event strings. ``stopping_offsets`` (partition -> exclusive end offset)
-    makes the read bounded; it must come from delivery reports, since Tansu's "latest"
-    offsets are wrong (DESIGN trap 6)."""
-    from pyflink.common.serialization import SimpleStringSchema
+    """Reads events as ``KEYED_EVENT`` envelopes (key, event time and Kafka append time read
+    on the JVM by ``io.inboxflow.flink.EnvelopeDeserializer``). ``stopping_offsets``
+    (partition -> exclusive end offset) makes the read bounded; it must come from delivery
+    reports, since Tansu's "latest" offsets are wrong (DESIGN trap 6)."""
     from pyflink.datastream.connectors.kafka import (
         KafkaOffsetResetStrategy,
         KafkaOffsetsInitializer,
         KafkaSource,
     )
+    from pyflink.java_gateway import get_gateway
+
+    from udfs.operators import KEYED_EVENT
 
     topic = cfg.kafka.topics.events
     start = {
@@ -136,8 +139,9 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None)
         .set_topics(topic)
         .set_group_id(cfg.kafka.group_id)
         .set_starting_offsets(start)
-        .set_value_only_deserializer(SimpleStringSchema())
     )
+    builder._j_builder.setDeserializer(get_gateway().jvm.io.inboxflow.flink.EnvelopeDeserializer(
+        cfg.limits.max_future_ms, KEYED_EVENT.get_java_type_info()))
     for key, value in cfg.kafka.source_properties.items():
         builder = builder.set_property(key, value)
     if stopping_offsets is not None:
@@ -159,17 +163,19 @@ def _explicit_offsets(topic: str, offsets: dict[int, int]):
 
 def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
                     store: bool | None = None) -> None:
-    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.common import WatermarkStrategy
 
-    from job.pipeline import build
+    from job.pipeline import build, event_time_strategy
+    from udfs.operators import KEYED_EVENT
 
-    # No watermarks at the source: event time is assigned from the payload after
-    # validation. A timestamp assigner on from_source left Kafka's record time in place
-    # (DESIGN trap 1).
+    # Event time and watermarks at the source, one watermark per Kafka partition: a subtask
+    # reading several partitions emits the minimum, so a partition that runs ahead cannot
+    # make another's events late. The timestamp is the event's own (a Java assigner; a
+    # Python one on from_source left Kafka's record time in place, DESIGN trap 1).
     raw = env.from_source(kafka_source(cfg, stopping_offsets),
-                          WatermarkStrategy.no_watermarks(), "kafka-events",
-                          type_info=Types.STRING()).uid("kafka-events")
-    out = build(cfg, raw, store=store)
+                          WatermarkStrategy(event_time_strategy(cfg)), "kafka-events",
+                          type_info=KEYED_EVENT).uid("kafka-events")
+    out = build(cfg, raw, store=store, enveloped=True)
     topics = cfg.kafka.topics
     out.requests.sink_to(kafka_sink(cfg, topics.email_requests)).name("email-requests") \
         .uid("sink-email-requests")

@@ -52,47 +52,62 @@ def journey_settings(cfg: JobConfig) -> JourneySettings:
     )
 
 
-def keyed_by_customer(cfg: JobConfig, raw: DataStream) -> KeyedStream:
-    """Key and event time for each raw event, read on the JVM without a Python operator.
-
-    ``io.inboxflow.flink.EnvelopeExtractor`` reads the top-level ``customer_id`` and
-    ``timestamp`` and emits ``Row(key, RAW_EVENT)``, the shape PyFlink's own ``key_by``
-    builds with a Python map. ``io.inboxflow.flink.EventTimeAssigner`` then makes the event's
-    own timestamp the event time, never Kafka's record time (DESIGN trap 1; PyFlink's Python
-    assigner is also silently dropped by ``with_idleness``). In thread mode all Python
-    operators share one interpreter lock, so every Python operator removed from the
-    per-event path is throughput gained.
-    """
+def event_time_strategy(cfg: JobConfig):
+    """The Java WatermarkStrategy for ``KEYED_EVENT`` envelopes: bounded out-of-orderness and
+    idleness from conf, the event's own ``timestamp`` as event time via
+    ``io.inboxflow.flink.EventTimeAssigner``, never Kafka's record time (DESIGN trap 1;
+    PyFlink's Python assigner is also silently dropped by ``with_idleness``)."""
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    parallelism = raw._j_data_stream.getParallelism()
-    extracted = raw._j_data_stream.process(
-        jvm.io.inboxflow.flink.EnvelopeExtractor(cfg.limits.max_future_ms),
-        KEYED_EVENT.get_java_type_info())
-    # Same parallelism as the source so it chains: a rebalance would reorder one
-    # customer's events before they are keyed.
-    extracted.setParallelism(parallelism).name("extract-key-and-time").uid("extract")
     j_strategy = jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy \
         .forBoundedOutOfOrderness(
             jvm.java.time.Duration.ofMillis(cfg.watermarks.out_of_orderness_ms))
     if cfg.watermarks.idleness_ms > 0:
         j_strategy = j_strategy.withIdleness(
             jvm.java.time.Duration.ofMillis(cfg.watermarks.idleness_ms))
-    j_strategy = j_strategy.withTimestampAssigner(jvm.io.inboxflow.flink.EventTimeAssigner())
-    timed = extracted.assignTimestampsAndWatermarks(j_strategy)
-    timed.setParallelism(parallelism).name("event-time").uid("event-time")
+    return j_strategy.withTimestampAssigner(jvm.io.inboxflow.flink.EventTimeAssigner())
+
+
+def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) -> KeyedStream:
+    """Key and event time for each event, read on the JVM without a Python operator.
+
+    ``enveloped``: ``raw`` already holds ``KEYED_EVENT`` envelopes stamped with event time
+    and watermarks at the source (the Kafka source does this per partition with
+    ``io.inboxflow.flink.EnvelopeDeserializer`` and :func:`event_time_strategy`). Otherwise
+    ``raw`` holds raw strings (bounded test inputs): ``io.inboxflow.flink.EnvelopeExtractor``
+    reads the top-level ``customer_id`` and ``timestamp`` and emits ``Row(key, RAW_EVENT)``,
+    the shape PyFlink's own ``key_by`` builds with a Python map, and the same strategy
+    assigns event time right after it. In thread mode all Python operators share one
+    interpreter lock, so every Python operator kept off the per-event path is throughput.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    timed = raw._j_data_stream
+    if not enveloped:
+        parallelism = timed.getParallelism()
+        extracted = timed.process(
+            jvm.io.inboxflow.flink.EnvelopeExtractor(cfg.limits.max_future_ms),
+            KEYED_EVENT.get_java_type_info())
+        # Same parallelism as the source so it chains: a rebalance would reorder one
+        # customer's events before they are keyed.
+        extracted.setParallelism(parallelism).name("extract-key-and-time").uid("extract")
+        timed = extracted.assignTimestampsAndWatermarks(event_time_strategy(cfg))
+        timed.setParallelism(parallelism).name("event-time").uid("event-time")
     j_keyed = timed.keyBy(
         jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, RAW_EVENT, DataStream(timed))
 
 
-def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None) -> Outputs:
-    """``raw`` must carry no event-time timestamps of its own that matter: event time is
-    assigned here, after validation, from each event's ``timestamp`` (DESIGN trap 1)."""
+def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
+          enveloped: bool = False) -> Outputs:
+    """``raw``: raw event strings whose stream timestamps do not matter (event time is
+    assigned here from each event's ``timestamp``, DESIGN trap 1), or with ``enveloped``
+    ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
     store = cfg.clickhouse.enabled if store is None else store
     customers = (
-        keyed_by_customer(cfg, raw)
+        keyed_by_customer(cfg, raw, enveloped)
         .process(
             CustomerFunction(journey_settings(cfg), cfg.template_dir,
                              cfg.links.cart_base_url,

@@ -200,3 +200,63 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     stored = consume(broker.bootstrap, events, until_count=len(sent), max_wait_s=30)
     assert sorted((r.value, r.timestamp_ms) for r in stored) == sorted(
         (text, ts) for _, text, ts in sent)
+
+
+@pytest.mark.slow
+def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
+        broker: TansuBroker, tmp_path: Path) -> None:
+    """Parallelism 1: one source subtask reads both partitions. Partition 0 is read first
+    and runs ten hours ahead in event time; partition 1's events, read later, are not late,
+    because the source keeps one watermark per partition and emits their minimum (idleness
+    off, so the empty partition 1 holds the watermark back until it has data). A single
+    watermark over the merged stream would count every partition-1 event as late."""
+    run = uuid.uuid4().hex[:8]
+    events, dlq, requests, outcomes = (f"wm-{run}.{t}" for t in
+                                       ("events", "dlq", "requests", "outcomes"))
+    create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 1, outcomes: 1})
+    cfg = load_config(env={}, overrides={
+        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
+                  "group_id": f"wm-{run}",
+                  "topics": {"events": events, "dlq": dlq, "email_requests": requests,
+                             "outcomes": outcomes}},
+        "watermarks": {"out_of_orderness": "5m", "idleness": "0s"},
+        "clickhouse": {"enabled": False},
+    })
+    ahead = [  # partition 0
+        _record(identify(C, T0, email="cy@example.com", first_name="Cy")),
+        _record(cart_add(C, T0, cart_id="cart-c")),
+        _record(page_view("shopper-1", T0 + 10 * HOUR)),
+        _bad(C, json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": C,
+                            "timestamp": T0, "properties": {"product_id": "p1", "price": -3}})),
+    ]
+    behind = [  # partition 1
+        _record(identify(A, T0, email="ann@example.com", first_name="Ann")),
+        _record(cart_add(A, T0 + MINUTE, cart_id="cart-a")),
+        _record(purchase(A, T0 + 30 * MINUTE, cart_id="cart-a", order_id="o-a")),
+        _record(page_view("shopper-0", T0 + 10 * HOUR)),
+    ]
+    reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
+    try:
+        with running_job(cfg, tmp_path / "checkpoints", parallelism=1) as alive:
+            _send(broker.bootstrap, events, ahead)
+            reader.wait_for(lambda r: len(r.of(dlq)) == 1, "partition 0's DLQ marker",
+                            WAIT_FOR_JOB_S, alive)
+            reader.drain(QUIET_S, alive)
+            # partition 1 has no data yet: the watermark has not moved, C's step is not due
+            assert reader.of(requests) == []
+            assert _outcomes(reader, outcomes) == []
+
+            _send(broker.bootstrap, events, behind)
+            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "C's reminder",
+                            WAIT_FOR_JOB_S, alive)
+            reader.drain(QUIET_S, alive)
+    finally:
+        reader.close()
+
+    assert [(r.key, r.value["step"], r.value["metadata"]["cart_id"])
+            for r in reader.of(requests)] == [(C, 1, "cart-c")]
+    # no "late" outcome: A's purchase, 9.5 hours behind partition 0, cancels A's cart
+    assert _outcomes(reader, outcomes) == sorted([
+        ("abandoned", C, None, None), ("sent", C, None, 1),
+        ("cancelled", A, "purchased", 1)])
+    assert [(r.key, r.value["event_id"]) for r in reader.of(dlq)] == [(C, "x2")]

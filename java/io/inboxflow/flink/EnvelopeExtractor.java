@@ -20,8 +20,9 @@ import org.apache.flink.util.Collector;
  * with the precise reason. Doing this in Java saves a whole Python operator per event (in
  * thread mode all Python operators of a TaskManager share one interpreter lock).
  *
- * <p>{@code ctx.timestamp()} is still the Kafka record time here (event time is assigned after
- * this function); it is carried along only to measure freshness, never used as event time.
+ * <p>The Kafka source builds the same envelope in {@link EnvelopeDeserializer}, with the Kafka
+ * append time (carried only to measure freshness, never used as event time); this operator
+ * serves sources of raw strings (bounded test inputs), whose stream timestamp it carries.
  */
 public class EnvelopeExtractor extends ProcessFunction<String, Row> {
     private static final long serialVersionUID = 1L;
@@ -44,6 +45,12 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
         if (factory == null) {
             factory = new JsonFactory();
         }
+        Long kafkaTime = ctx.timestamp();
+        out.collect(envelope(factory, raw, kafkaTime == null ? -1L : kafkaTime, maxFutureMs));
+    }
+
+    /** {@code Row(key, Row(key, event_time_ms, raw, kafka_record_ms))} for one raw event. */
+    static Row envelope(JsonFactory factory, String raw, long kafkaTime, long maxFutureMs) {
         String key = "";
         long eventTime = NO_TIME;
         try (JsonParser parser = factory.createParser(raw)) {
@@ -66,8 +73,7 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
         if (eventTime != NO_TIME && eventTime > System.currentTimeMillis() + maxFutureMs) {
             eventTime = NO_TIME;
         }
-        Long kafkaTime = ctx.timestamp();
-        out.collect(Row.of(key, Row.of(key, eventTime, raw, kafkaTime == null ? -1L : kafkaTime)));
+        return Row.of(key, Row.of(key, eventTime, raw, kafkaTime));
     }
 
     static long parseTime(JsonParser parser, JsonToken token) {

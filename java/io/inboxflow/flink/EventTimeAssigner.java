@@ -5,7 +5,8 @@ import org.apache.flink.api.java.tuple.Tuple;
 import org.apache.flink.types.Row;
 
 /**
- * Reads the event time that the Python validator put into the element, on the JVM side.
+ * Reads the event time that {@link EnvelopeExtractor} / {@link EnvelopeDeserializer} put into
+ * the envelope, on the JVM side.
  *
  * <p>Elements are {@code Row(customer_id, Tuple(customer_id, event_time_ms, json, kafka_ms))}
  * (the shape PyFlink's own key_by produces). PyFlink's Python TimestampAssigner costs an extra
