@@ -68,6 +68,12 @@ class WriterFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         # hosted: the chdb engine must not run inside the JVM (udfs/store_host.py)
         self.store = store.get_client(self.dsn, hosted=True)
+        try:
+            # Open the engine now, not with the first rows: starting the chdb host takes
+            # about a second, which would otherwise age the first second of profiles.
+            self.store.schema_version()
+        except store.TransientStoreError as exc:  # the first flush retries it
+            log.warning("ClickHouse not reachable at start-up, will retry: %s", exc)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor(PENDING_STATE, Types.STRING()))
         self._counts: dict[int, int] = {}   # shard -> rows in pending_rows
