@@ -88,7 +88,11 @@ class HostedClient:
             message = self._conn.recv()
         except (EOFError, OSError) as exc:
             self.dead = True
-            code = self._proc.wait(timeout=_CLOSE_TIMEOUT_S)
+            try:
+                code = self._proc.wait(timeout=_CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # its socket is gone: it is of no use any more
+                self._proc.kill()
+                code = self._proc.wait()
             raise self._errors["TransientStoreError"](
                 f"the chdb host process (pid {self._proc.pid}) exited with code {code}") from exc
         if message[0] == "ok":
