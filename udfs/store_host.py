@@ -146,6 +146,14 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bytes, list, tuple, type(None))) else None
 
 
+def _error_reply(exc: Exception) -> tuple[str, str, str]:
+    """``("error", kind, message)``: the failure as ``udfs.store`` classifies it."""
+    from udfs import store
+
+    error = store.classify_error(exc)
+    return ("error", type(error).__name__, str(error))
+
+
 def serve(conn: Connection, chdb_path: str) -> None:
     from udfs import store
 
@@ -153,8 +161,7 @@ def serve(conn: Connection, chdb_path: str) -> None:
     try:
         client = connection.acquire()
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
-        error = store.classify_error(exc)
-        conn.send(("error", type(error).__name__, str(error)))
+        conn.send(_error_reply(exc))
         return
     conn.send(("ok", None))
     try:
@@ -178,8 +185,7 @@ def serve(conn: Connection, chdb_path: str) -> None:
                 else:
                     raise store.StoreError(f"unknown chdb host request {method!r}")
             except Exception as exc:  # noqa: BLE001 - classified and sent to the parent
-                error = store.classify_error(exc)
-                conn.send(("error", type(error).__name__, str(error)))
+                conn.send(_error_reply(exc))
             else:
                 conn.send(("ok", value))
     finally:
