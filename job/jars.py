@@ -104,10 +104,13 @@ def build_helper_jar(lib_dir: Path) -> None:
         return
     target.unlink(missing_ok=True)  # never compile against a stale copy of itself
     flink_lib = Path(pyflink.__file__).parent / "lib"
+    # flink-python (the embedded Python operators io.inboxflow.flink.CustomerOperator extends)
+    flink_python = sorted((Path(pyflink.__file__).parent / "opt").glob("flink-python-*.jar"))
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run(
             ["javac", "--release", "11", "-nowarn", "-d", classes,
-             "-cp", f"{flink_lib}/*{os.pathsep}{lib_dir}/*", *map(str, sources)],
+             "-cp", os.pathsep.join([f"{flink_lib}/*", f"{lib_dir}/*", *map(str, flink_python)]),
+             *map(str, sources)],
             check=True,
         )
         subprocess.run(["jar", "cf", str(target), "-C", classes, "."], check=True)

@@ -26,10 +26,9 @@ from udfs.operators import (
     CustomerFunction,
 )
 
-# StoreRowBatcher: events per writer element, and how long the first one may wait (adds at
-# most this much to profile freshness)
-STORE_BATCH_EVENTS = 500
-STORE_BATCH_DELAY_MS = 50
+# io.inboxflow.flink.CustomerOperator drains the customer function's ClickHouse row buffer
+# this often (adds at most this much to profile freshness)
+STORE_DRAIN_INTERVAL_MS = 50
 
 
 @dataclass(frozen=True)
@@ -100,23 +99,44 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
     return KeyedStream(j_keyed, RAW_EVENT, DataStream(timed))
 
 
+def process_customers(keyed: KeyedStream, function: CustomerFunction) -> DataStream:
+    """``keyed.process(function, ROUTED)``; in thread mode with
+    ``io.inboxflow.flink.CustomerOperator``, PyFlink's own embedded keyed process operator
+    plus the draining of the function's ClickHouse row buffer (before every checkpoint
+    barrier, every ``STORE_DRAIN_INTERVAL_MS``, at the end of the input). In process mode
+    nothing drains it and the function emits every event's rows at once."""
+    from pyflink.datastream.data_stream import _create_j_data_stream_python_function_info
+    from pyflink.fn_execution.flink_fn_execution_pb2 import UserDefinedDataStreamFunction
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    jvm = get_gateway().jvm
+    j_stream = keyed._j_data_stream
+    j_conf = get_j_env_configuration(j_stream.getExecutionEnvironment())
+    if j_conf.get(jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE) != "thread":
+        return keyed.process(function, output_type=ROUTED)
+    j_operator = jvm.io.inboxflow.flink.CustomerOperator(
+        j_conf,
+        _create_j_data_stream_python_function_info(
+            function, UserDefinedDataStreamFunction.KEYED_PROCESS),
+        j_stream.getTransformation().getOutputType(),
+        ROUTED.get_java_type_info(),
+        STORE_DRAIN_INTERVAL_MS)
+    return DataStream(j_stream.transform("KEYED PROCESS", ROUTED.get_java_type_info(), j_operator))
+
+
 def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
           enveloped: bool = False) -> Outputs:
     """``raw``: raw event strings whose stream timestamps do not matter (event time is
     assigned here from each event's ``timestamp``, DESIGN trap 1), or with ``enveloped``
     ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
     store = cfg.clickhouse.enabled if store is None else store
-    customers = (
-        keyed_by_customer(cfg, raw, enveloped)
-        .process(
-            CustomerFunction(journey_settings(cfg), cfg.template_dir,
-                             cfg.links.cart_base_url,
-                             cfg.clickhouse.shards if store else 0,
-                             cfg.schema_dir, cfg.limits.max_event_bytes,
-                             cfg.limits.max_future_ms),
-            output_type=ROUTED,
-        ).name("customers").uid("customers")
-    )
+    customers = process_customers(
+        keyed_by_customer(cfg, raw, enveloped),
+        CustomerFunction(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url,
+                         cfg.clickhouse.shards if store else 0, cfg.schema_dir,
+                         cfg.limits.max_event_bytes, cfg.limits.max_future_ms),
+    ).name("customers").uid("customers")
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -133,16 +153,10 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
     if store:
         from udfs.writer_operator import WriterFunction
 
-        # many events' rows per writer element, flushed before every checkpoint barrier
-        j_batched = j_routed.transform(
-            "batch-store-rows", KEYED_STORE_ROW.get_java_type_info(),
-            jvm.io.inboxflow.flink.StoreRowBatcher(STORE_BATCH_EVENTS, STORE_BATCH_DELAY_MS))
-        j_batched.setParallelism(customers._j_data_stream.getParallelism())
-        j_batched.uid("batch-store-rows")
-        j_keyed = j_batched.keyBy(
+        j_keyed = j_routed.keyBy(
             jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
         rejected = (
-            KeyedStream(j_keyed, STORE_ROW, DataStream(j_batched))
+            KeyedStream(j_keyed, STORE_ROW, DataStream(j_routed))
             .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
                                     cfg.clickhouse.flush_rows,
                                     cfg.clickhouse.flush_interval_ms,

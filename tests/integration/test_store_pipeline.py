@@ -199,10 +199,11 @@ def store_run(request, scenario, tmp_path_factory):
                              cwd=ROOT, capture_output=True, text=True, timeout=120,
                              check=False)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
-    # Neither the batcher's timer nor the writer's size limit fires during the run: every row
-    # reaches the writer only as the input ends, and must still be written.
+    # Neither the customer operator's drain timer nor the writer's size limit fires during the
+    # run (and the scenario has fewer events than a row buffer holds): every row reaches the
+    # writer only as the input ends, and must still be written.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("job.pipeline.STORE_BATCH_DELAY_MS", 3_600_000)
+        patch.setattr("job.pipeline.STORE_DRAIN_INTERVAL_MS", 3_600_000)
         killer = HostKiller(path, kills)
         if kills:
             killer.start()
