@@ -114,6 +114,9 @@ class ClickHouseConfig:
     dsn: str = "chdb://var/clickhouse"
     flush_rows: int = 5000
     flush_interval_ms: int = duration("500ms")
+    # how long the customer function may hold an event's rows before they go to the writer
+    # (they also go before every checkpoint barrier and when 200 events are buffered)
+    buffer_interval_ms: int = duration("50ms")
     shards: int = 2
     attribution_window_ms: int = duration("7d")
     # When set, the writer appends one line per profile row it commits: milliseconds from

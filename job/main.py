@@ -45,11 +45,11 @@ def flink_settings(path: Path = DEFAULT_FLINK_CONF,
 
 
 def _preload_jsig() -> None:
-    """Thread mode loads chdb (embedded ClickHouse) into the JVM process. ClickHouse installs
-    its own SIGSEGV/SIGBUS handlers, which then catch the signals the JVM uses internally
-    and abort the engine ("server is shutting down due to a fatal error"). The JVM's
-    libjsig chains signal handlers so both work; it must be preloaded into the JVM that
-    PyFlink launches."""
+    """Preload the JVM's libjsig into the JVM that PyFlink launches, so a native library
+    loaded by a UDF in the embedded interpreter that installs signal handlers chains to the
+    JVM's instead of replacing them. chdb needed it once; chdb installs its handlers with raw
+    system calls that libjsig cannot see, so its engine now runs outside the JVM
+    (udfs/store_host.py). The preload stays as a guard for other native libraries."""
     if not sys.platform.startswith("linux"):
         return
     import shutil

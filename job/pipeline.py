@@ -26,10 +26,6 @@ from udfs.operators import (
     CustomerFunction,
 )
 
-# io.inboxflow.flink.CustomerOperator drains the customer function's ClickHouse row buffer
-# this often (adds at most this much to profile freshness)
-STORE_DRAIN_INTERVAL_MS = 50
-
 
 @dataclass(frozen=True)
 class Outputs:
@@ -99,14 +95,19 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
     return KeyedStream(j_keyed, RAW_EVENT, DataStream(timed))
 
 
-def process_customers(keyed: KeyedStream, function: CustomerFunction) -> DataStream:
+def process_customers(keyed: KeyedStream, function: CustomerFunction,
+                      drain_interval_ms: int) -> DataStream:
     """``keyed.process(function, ROUTED)``; in thread mode with
     ``io.inboxflow.flink.CustomerOperator``, PyFlink's own embedded keyed process operator
     plus the draining of the function's ClickHouse row buffer (before every checkpoint
-    barrier, every ``STORE_DRAIN_INTERVAL_MS``, at the end of the input). In process mode
-    nothing drains it and the function emits every event's rows at once."""
-    from pyflink.datastream.data_stream import _create_j_data_stream_python_function_info
-    from pyflink.fn_execution.flink_fn_execution_pb2 import UserDefinedDataStreamFunction
+    barrier, every ``drain_interval_ms``, at the end of the input). In process mode nothing
+    drains it and the function emits every event's rows at once."""
+    from pyflink.datastream.data_stream import (
+        _create_j_data_stream_python_function_info,
+    )
+    from pyflink.fn_execution.flink_fn_execution_pb2 import (
+        UserDefinedDataStreamFunction,
+    )
     from pyflink.java_gateway import get_gateway
     from pyflink.util.java_utils import get_j_env_configuration
 
@@ -121,7 +122,7 @@ def process_customers(keyed: KeyedStream, function: CustomerFunction) -> DataStr
             function, UserDefinedDataStreamFunction.KEYED_PROCESS),
         j_stream.getTransformation().getOutputType(),
         ROUTED.get_java_type_info(),
-        STORE_DRAIN_INTERVAL_MS)
+        drain_interval_ms)
     return DataStream(j_stream.transform("KEYED PROCESS", ROUTED.get_java_type_info(), j_operator))
 
 
@@ -136,6 +137,7 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
         CustomerFunction(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url,
                          cfg.clickhouse.shards if store else 0, cfg.schema_dir,
                          cfg.limits.max_event_bytes, cfg.limits.max_future_ms),
+        cfg.clickhouse.buffer_interval_ms,
     ).name("customers").uid("customers")
     from pyflink.java_gateway import get_gateway
 

@@ -111,7 +111,7 @@ class CustomerFunction(KeyedProcessFunction):
 
     def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
                  store_shards: int, schema_dir: Path, max_event_bytes: int,
-                 max_future_ms: int):
+                 max_future_ms: int, store_buffer_events: int = STORE_BUFFER_EVENTS):
         self.schema_dir = str(schema_dir)
         self.max_event_bytes = max_event_bytes
         self.max_future_ms = max_future_ms
@@ -119,6 +119,7 @@ class CustomerFunction(KeyedProcessFunction):
         self.template_dir = str(template_dir)
         self.cart_base_url = cart_base_url
         self.store_shards = store_shards  # 0: no profile store
+        self.store_buffer_events = store_buffer_events
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.validator = EventValidator(Path(self.schema_dir), self.max_event_bytes,
@@ -194,8 +195,8 @@ class CustomerFunction(KeyedProcessFunction):
         Every element handed to the JVM is a round trip through the shared interpreter
         (about 35 us here, against 2 us to build an event's rows); one per event cut the
         job's throughput by a fifth with the store on. So once a ``CustomerOperator`` has
-        called this (it does in ``open``), the rows of up to ``STORE_BUFFER_EVENTS`` events
-        per shard travel as one element. The operator calls this before every checkpoint
+        called this (it does in ``open``), the rows of up to ``store_buffer_events`` events
+        travel as one element per shard. The operator calls this before every checkpoint
         barrier, so no checkpoint covers an event whose rows exist only here."""
         self._drained = True
         flat: list = []
@@ -241,8 +242,7 @@ class CustomerFunction(KeyedProcessFunction):
             self.counts[outcome["kind"]] += 1
             yield (KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome))
         if self.store_shards and rows:
-            # One element per event with all its rows (one customer, so one shard): every
-            # element is a trip through the JVM into the writer and one ListState entry.
+            # All the rows of one event (one customer, so one shard) as one buffer entry.
             lines = []
             for table, row in rows:
                 if table == "email_requests" and row["emitted_at"] is None:
@@ -258,7 +258,7 @@ class CustomerFunction(KeyedProcessFunction):
                 return
             self._store_buffer.setdefault(shard, []).append("\n".join(lines))
             self._buffered_events += 1
-            if self._buffered_events >= STORE_BUFFER_EVENTS:
+            if self._buffered_events >= self.store_buffer_events:
                 yield from self._emit_store_buffer()
 
     def _render(self, trigger: dict, rows: list):

@@ -67,8 +67,11 @@ class Run:
             "config": {
                 "kafka": {"bootstrap_servers": bootstrap, "group_id": name,
                           "starting_offsets": "earliest", "topics": self.topics},
+                # rows leave the customer function's buffer only when 200 events are
+                # buffered or a checkpoint barrier passes: a barrier that did not drain it
+                # would lose the rows of the events the checkpoint covers
                 "clickhouse": {"enabled": True, "dsn": self.dsn, "flush_rows": 500,
-                               "flush_interval": "200ms"},
+                               "flush_interval": "200ms", "buffer_interval": "1h"},
                 "watermarks": {"idleness": "0s"},
             },
             "flink": {

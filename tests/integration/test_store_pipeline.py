@@ -202,17 +202,16 @@ def store_run(request, scenario, tmp_path_factory):
     # Neither the customer operator's drain timer nor the writer's size limit fires during the
     # run (and the scenario has fewer events than a row buffer holds): every row reaches the
     # writer only as the input ends, and must still be written.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("job.pipeline.STORE_DRAIN_INTERVAL_MS", 3_600_000)
-        killer = HostKiller(path, kills)
-        if kills:
-            killer.start()
-        try:
-            outputs = run_bounded([raw(e) for e in events], parallelism, store=True,
-                                  overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                            "flush_rows": 100_000}})
-        finally:
-            killer.stop.set()
+    killer = HostKiller(path, kills)
+    if kills:
+        killer.start()
+    try:
+        outputs = run_bounded([raw(e) for e in events], parallelism, store=True,
+                              overrides={"clickhouse": {"enabled": True, "dsn": dsn,
+                                                        "flush_rows": 100_000,
+                                                        "buffer_interval": "1h"}})
+    finally:
+        killer.stop.set()
     assert len(killer.killed) == kills  # the faults happened inside the run
     assert outputs["dlq"] == []  # no row rejected by ClickHouse
     return dsn, outputs
