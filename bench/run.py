@@ -495,16 +495,17 @@ def run_child(spec: dict, name: str, work_root: Path, timeout_s: float) -> dict:
 
 def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
           tiny_stops: dict[int, int]) -> Iterator[tuple[str, str, dict, float]]:
-    """(group, run name, spec, timeout) in execution order; tiny and full runs alternate so
-    that both see the same machine load."""
+    """(group, run name, spec, timeout) in execution order. Tiny and full runs alternate, and
+    so do store-off and store-on runs of the same parallelism, so that the runs compared
+    with each other see the same machine load (it drifts on a shared machine)."""
     # A healthy run processes well over 500 events/s; a hung one (see the README) is
     # killed instead of holding the bench for long.
     full_timeout = 180 + plan.events / 500
-    for store, group in ((False, "throughput"), (True, "store")):
-        if group not in plan.measurements:
-            continue
+    groups = [(store, group) for store, group in ((False, "throughput"), (True, "store"))
+              if group in plan.measurements]
+    for i in range(plan.runs):
         for p in (1, 2):
-            for i in range(plan.runs):
+            for store, group in groups:
                 base = {"kind": "throughput", "bootstrap": bootstrap, "parallelism": p,
                         "store": store}
                 yield (f"{group}-p{p}-tiny", f"{group}-p{p}-tiny-{i + 1}",
@@ -545,6 +546,22 @@ def _rate(value: float | None, unit: str = "ev/s") -> str:
     return "n/a" if value is None else f"{value:,.0f} {unit}"
 
 
+def paired_ratios(off: list[dict], off_tiny: list[dict], on: list[dict], on_tiny: list[dict],
+                  events: int) -> list[float]:
+    """Store on / store off events/s of the runs made one after the other (repetition i of
+    each), each adjusted by its own tiny run: on a machine whose load drifts these pairs are
+    fairer than the ratio of the medians. Pairs with a failed run are left out."""
+    ratios = []
+    for runs in zip(off, off_tiny, on, on_tiny):
+        if any("error" in r for r in runs):
+            continue
+        rate_off = adjusted_rate(events - TINY_EVENTS, runs[0]["seconds"], runs[1]["seconds"])
+        rate_on = adjusted_rate(events - TINY_EVENTS, runs[2]["seconds"], runs[3]["seconds"])
+        if rate_off and rate_on:
+            ratios.append(rate_on / rate_off)
+    return ratios
+
+
 def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict]:
     """Medians per measurement group from the individual run results."""
     ok = {g: [r for r in rs if "error" not in r] for g, rs in results.items()}
@@ -568,6 +585,13 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
                 entry["raw_rows_per_s"] = rows / seconds if rows and seconds else None
                 entry["rows_per_s"] = adjusted_rate((rows or 0) - tiny_rows, seconds, fixed)
             summary[f"{group}-p{p}"] = entry
+    for p in (1, 2):
+        ratios = paired_ratios(results.get(f"throughput-p{p}", []),
+                               results.get(f"throughput-p{p}-tiny", []),
+                               results.get(f"store-p{p}", []),
+                               results.get(f"store-p{p}-tiny", []), plan.events)
+        if ratios and f"store-p{p}" in summary:
+            summary[f"store-p{p}"]["paired_ratios"] = ratios
     for group, key in (("lateness", "lateness_ms"), ("freshness", "freshness_ms")):
         runs = ok.get(group, [])
         if not runs:
@@ -602,8 +626,10 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
         if off and on and off["events_per_s"] and on["events_per_s"]:
             ratio = on["events_per_s"] / off["events_per_s"]
             verdict = "ok" if ratio >= STORE_TARGET_RATIO else "BELOW TARGET"
+            pairs = ", ".join(f"{r:.0%}" for r in on.get("paired_ratios", []))
             lines.append(f"store on / store off, p{p}   {ratio:.0%} "
-                         f"(target >= {STORE_TARGET_RATIO:.0%}: {verdict})")
+                         f"(target >= {STORE_TARGET_RATIO:.0%}: {verdict}; "
+                         f"runs made in pairs: {pairs or 'n/a'})")
     s = summary.get("lateness")
     if s:
         lines.append(
