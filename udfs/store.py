@@ -131,6 +131,7 @@ _REJECT_CODES = frozenset(
         190,  # SIZES_OF_ARRAYS_DONT_MATCH
         321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
         349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        469,  # VIOLATED_CONSTRAINT: a CHECK constraint on the table refuses the row
         691,  # UNKNOWN_ELEMENT_OF_ENUM
     }
 )

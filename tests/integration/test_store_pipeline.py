@@ -16,6 +16,7 @@ fires before the customer's next event is applied, whichever of watermark or eve
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -260,3 +261,64 @@ def test_recovery_summary_by_step(store_run, scenario):
                         "recovery_rate": pytest.approx(len(recovered) / sent),
                         "revenue_recovered": pytest.approx(sum(r[5] for r in recovered))})
     assert query_cli(dsn, SUMMARY_SQL) == summary
+
+
+# --------------------------------------------------------------------------- rejected rows
+
+REJECTED = "cust-004"  # recover_1: events, a step-1 reminder and a recovery
+
+
+@pytest.fixture(scope="module")
+def rejecting_run(scenario, tmp_path_factory):
+    """The job at parallelism 2 against a database whose ``customer_profiles`` carries a CHECK
+    constraint (as an analyst might add one) that refuses every row of one customer: the
+    server rejects those inserts for their content (VIOLATED_CONSTRAINT) while the job runs."""
+    events, _ = scenario
+    dsn = "chdb://" + str(tmp_path_factory.mktemp("chdb-rejecting") / "clickhouse")
+    constraint = ("ALTER TABLE customer_profiles ADD CONSTRAINT no_rejected "
+                  f"CHECK customer_id != '{REJECTED}'")
+    for args in (["db", "migrate"], ["query", constraint]):
+        done = subprocess.run([sys.executable, "-m", "job.cli", *args, "--dsn", dsn], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+    outputs = run_bounded([raw(e) for e in events], 2, store=True,
+                          overrides={"clickhouse": {"enabled": True, "dsn": dsn,
+                                                    "flush_rows": 100_000,
+                                                    "buffer_interval": "1h"}})
+    return dsn, outputs
+
+
+def test_rows_clickhouse_rejects_go_to_the_dlq_and_the_rest_of_the_batch_is_written(
+        rejecting_run, scenario):
+    dsn, outputs = rejecting_run
+    events, want = scenario
+    # One profile snapshot per event of the customer and per reminder step that fired (sent
+    # or suppressed), versions 1.. in event-time order: every one of them is in the DLQ,
+    # keyed and labelled by the customer, with the row itself for a replay.
+    times = sorted([e["timestamp"] for e in events if e["customer_id"] == REJECTED]
+                   + [r[5] for r in want["requests"] if r[1] == REJECTED])
+    assert len(times) > len([e for e in events if e["customer_id"] == REJECTED])  # a step fired
+    dlq = sorted(((key, record) for key, record in outputs["dlq"]),
+                 key=lambda kr: json.loads(kr[1]["payload"])["version"])
+    assert [key for key, _ in dlq] == [REJECTED] * len(times)
+    assert {(r["reason"], r["path"], r["customer_id"]) for _, r in dlq} == {
+        ("store_rejected", "$.customer_profiles", REJECTED)}
+    assert all("no_rejected" in r["message"] for _, r in dlq)  # the server's reason
+    rows = [json.loads(r["payload"]) for _, r in dlq]  # as inserted: times in seconds
+    assert [(row["version"], round(row["updated_at"] * 1000)) for row in rows] == list(
+        zip(range(1, len(times) + 1), times, strict=True))
+    # every other profile, and every email request and recovery (the rejected customer's
+    # included: only its profile rows were refused), is written exactly
+    got = {r["customer_id"]: r for r in query_cli(dsn, PROFILE_SQL)}
+    assert sorted(got) == sorted(cid for cid in want["profiles"] if cid != REJECTED)
+    for cid, row in got.items():
+        row["event_counts"] = {k: int(v) for k, v in row["event_counts"].items()}
+        assert row == want["profiles"][cid], cid
+    requests = query_cli(dsn, REQUEST_SQL)
+    assert {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"],
+             r["due_at"], tuple(r["product_ids"])) for r in requests} == want["requests"]
+    recoveries = {(r["customer_id"], r["cart_id"], r["order_id"], r["reminder_step"],
+                   r["reminder_request_id"], r["revenue"], r["seconds_to_purchase"])
+                  for r in query_cli(dsn, RECOVERY_SQL)}
+    assert recoveries == want["recoveries"]
+    assert REJECTED in {r[0] for r in recoveries}

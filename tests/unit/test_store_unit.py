@@ -289,6 +289,8 @@ def test_unknown_table_is_a_store_error():
         (DatabaseError("Code: 252. DB::Exception: Too many parts"), st.TransientStoreError),
         (DatabaseError("Code: 27. DB::Exception: Cannot parse input"), st.RowRejected),
         (DatabaseError("bad", code=53), st.RowRejected),
+        (DatabaseError("Code: 469. DB::Exception: Constraint `c` for table x is violated"),
+         st.RowRejected),
         (DataError("Invalid None value in non-Nullable column"), st.RowRejected),
         (ConnectionResetError(104, "Connection reset by peer"), st.TransientStoreError),
         (TimeoutError("timed out"), st.TransientStoreError),
@@ -366,3 +368,21 @@ def test_job_rows_carry_exactly_the_store_columns():
     assert tables == set(st.TABLES)
     for table, row in rows:
         assert list(row) == [c.name for c in st.COLUMNS[table]], table
+
+
+# --------------------------------------------------------------------------- freshness gauges
+
+
+def test_freshness_window_summarizes_the_last_rows_by_nearest_rank():
+    from udfs.writer_operator import FreshnessWindow
+
+    window = FreshnessWindow(size=100)
+    assert [window.stat(s) for s in FreshnessWindow.STATS] == [0, 0, 0, 0]  # nothing yet
+    window.add([5000] * 50)  # pushed out of the window below
+    window.add(list(range(100, 0, -1)))  # 100 .. 1 ms
+    window.add([])
+    assert (window.count, window.last, len(window.samples)) == (150, 1, 100)
+    assert {s: window.stat(s) for s in FreshnessWindow.STATS} == {
+        "p50": 50, "p95": 95, "p99": 99, "max": 100}
+    window.add([7])  # the 100 ms row leaves, a second 7 arrives: the summary follows
+    assert (window.stat("max"), window.stat("p50"), window.last) == (99, 49, 7)
