@@ -51,8 +51,8 @@ class FreshnessWindow:
     """Profile freshness samples (ms) of the last ``size`` profile rows, summarized when the
     metric reporter reads a gauge. A Flink distribution metric was updated once per row, and
     in thread mode each update is a call into the JVM made while holding the interpreter
-    lock that the customer function needs: with one row per event that cost more than the
-    inserts. Adding samples here is a list append."""
+    lock that the customer function needs (one call per event). Adding samples here is a
+    deque extend per flush."""
 
     STATS = ("p50", "p95", "p99", "max")
 
