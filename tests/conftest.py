@@ -82,11 +82,15 @@ def raw(event: dict, iso: bool = False) -> str:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def query_cli(dsn: str, sql: str) -> list[dict]:
-    """Rows of ``sql`` through the analyst CLI (`inboxflow query --format json`), in a process
-    of its own: chdb lets one process open a path, and the test process must not hold it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "job.cli", "query", sql, "--format", "json", "--dsn", dsn],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+def run_cli(dsn: str, *args: str) -> str:
+    """Standard output of ``inboxflow ARGS --dsn DSN``, which must succeed, in a process of
+    its own: chdb lets one process open a path, and the test process must not hold it."""
+    done = subprocess.run([sys.executable, "-m", "job.cli", *args, "--dsn", dsn],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def query_cli(dsn: str, sql: str) -> list[dict]:
+    """Rows of ``sql`` through the analyst CLI (`inboxflow query --format json`)."""
+    return json.loads(run_cli(dsn, "query", sql, "--format", "json"))

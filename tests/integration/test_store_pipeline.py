@@ -20,8 +20,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,11 +38,11 @@ from tests.conftest import (
     purchase,
     query_cli,
     raw,
+    run_cli,
 )
 from tests.integration.conftest import run_bounded
 from udfs.journey import request_id
 
-ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = "abandoned_cart"
 STEP_AFTER = {1: HOUR, 2: DAY}
 ATTRIBUTION_MS = 7 * DAY
@@ -187,6 +185,17 @@ class HostKiller(threading.Thread):
             time.sleep(0.01)
 
 
+def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
+    """The bounded job with the writer on. Neither the customer operator's drain timer nor the
+    writer's size limit fires during the run (and the scenario has fewer events than a row
+    buffer holds): every row reaches the writer only as the input ends, and must still be
+    written."""
+    return run_bounded([raw(e) for e in events], parallelism, store=True,
+                       overrides={"clickhouse": {"enabled": True, "dsn": dsn,
+                                                 "flush_rows": 100_000,
+                                                 "buffer_interval": "1h"}})
+
+
 RUNS = {"parallelism-1": (1, 0), "parallelism-2": (2, 0), "parallelism-2-hosts-killed": (2, 2)}
 
 
@@ -196,21 +205,12 @@ def store_run(request, scenario, tmp_path_factory):
     parallelism, kills = RUNS[request.param]
     path = str(tmp_path_factory.mktemp(f"chdb-{request.param}") / "clickhouse")
     dsn = "chdb://" + path
-    migrate = subprocess.run([sys.executable, "-m", "job.cli", "db", "migrate", "--dsn", dsn],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120,
-                             check=False)
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    # Neither the customer operator's drain timer nor the writer's size limit fires during the
-    # run (and the scenario has fewer events than a row buffer holds): every row reaches the
-    # writer only as the input ends, and must still be written.
+    run_cli(dsn, "db", "migrate")
     killer = HostKiller(path, kills)
     if kills:
         killer.start()
     try:
-        outputs = run_bounded([raw(e) for e in events], parallelism, store=True,
-                              overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                        "flush_rows": 100_000,
-                                                        "buffer_interval": "1h"}})
+        outputs = run_job(events, parallelism, dsn)
     finally:
         killer.stop.set()
     assert len(killer.killed) == kills  # the faults happened inside the run
@@ -277,15 +277,9 @@ def rejecting_run(scenario, tmp_path_factory):
     dsn = "chdb://" + str(tmp_path_factory.mktemp("chdb-rejecting") / "clickhouse")
     constraint = ("ALTER TABLE customer_profiles ADD CONSTRAINT no_rejected "
                   f"CHECK customer_id != '{REJECTED}'")
-    for args in (["db", "migrate"], ["query", constraint]):
-        done = subprocess.run([sys.executable, "-m", "job.cli", *args, "--dsn", dsn], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-    outputs = run_bounded([raw(e) for e in events], 2, store=True,
-                          overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                    "flush_rows": 100_000,
-                                                    "buffer_interval": "1h"}})
-    return dsn, outputs
+    run_cli(dsn, "db", "migrate")
+    run_cli(dsn, "query", constraint)
+    return dsn, run_job(events, 2, dsn)
 
 
 def test_rows_clickhouse_rejects_go_to_the_dlq_and_the_rest_of_the_batch_is_written(
