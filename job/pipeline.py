@@ -12,14 +12,12 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
+from udfs.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST
 from udfs.journey import JourneySettings
 from udfs.operators import (
     KEYED_EVENT,
     KEYED_JSON,
     KEYED_STORE_ROW,
-    KIND_DLQ,
-    KIND_OUTCOME,
-    KIND_REQUEST,
     RAW_EVENT,
     ROUTED,
     STORE_ROW,

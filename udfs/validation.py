@@ -22,6 +22,14 @@ Decisions worth knowing:
   value; rejecting them would cost an ``object_pairs_hook`` on every object.
 * ``NaN``/``Infinity`` literals and numbers that overflow a double are ``not_json``:
   they cannot be written back out as JSON.
+* A string (value or object key) holding an unpaired UTF-16 surrogate, which JSON can
+  spell as an escape (``"\\ud800"``) in perfectly valid syntax, is rejected as
+  ``unpaired_surrogate`` with the path of the first such string in document order. It
+  cannot be encoded as UTF-8, so every encoder downstream (state, Kafka, ClickHouse, the
+  hand-over to the JVM) would raise on it. Rejected rather than repaired to U+FFFD: a
+  repaired id could collide with another customer's, product or cart id, and the producer
+  gets to see its bug in the DLQ. Ids taken from such an event for the DLQ record are
+  left out (``None``) when they are not encodable.
 * Timestamps: RFC 3339 ``YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`` (``T``/``Z`` in
   either case, up to 9 fraction digits truncated to ms, no leap second ``:60``), or an
   integer of epoch milliseconds. Floats, numeric strings and booleans are rejected.
@@ -62,6 +70,7 @@ class Reason:
     FUTURE_TIMESTAMP: Final = "future_timestamp"
     SCHEMA_VIOLATION: Final = "schema_violation"
     BAD_CURRENCY: Final = "bad_currency"
+    UNPAIRED_SURROGATE: Final = "unpaired_surrogate"
 
 
 ENVELOPE_FILE: Final = "envelope.json"
@@ -294,8 +303,9 @@ class EventValidator:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
             doc = _NOT_PARSED
+        from_fallback = doc is _NOT_PARSED
         try:
-            if doc is _NOT_PARSED:
+            if from_fallback:
                 doc = self._decoder.decode(text)
         except _Rejected as rej:
             return Invalid(rej.reason, rej.path, rej.message)
@@ -314,6 +324,17 @@ class EventValidator:
             return Invalid(Reason.NOT_OBJECT, "$", "event must be a JSON object")
         event_id = _extract_id(doc.get("event_id"))
         customer_id = _extract_id(doc.get("customer_id"))
+        if from_fallback:
+            # orjson refuses unpaired surrogate escapes; the stdlib decoder keeps them.
+            bad = _first_surrogate_path(doc)
+            if bad is not None:
+                return Invalid(
+                    Reason.UNPAIRED_SURROGATE,
+                    bad,
+                    "string holds an unpaired UTF-16 surrogate (not encodable as UTF-8)",
+                    event_id,
+                    customer_id,
+                )
         try:
             return self._check(doc, seen_at_ms)
         except _Rejected as rej:
@@ -447,9 +468,40 @@ def _extract_id(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    if not value or len(value) > _MAX_EXTRACTED_ID_CHARS:
+    if not value or len(value) > _MAX_EXTRACTED_ID_CHARS or not _encodable(value):
         return None
     return value
+
+
+def _encodable(text: str) -> bool:
+    """True unless ``text`` holds an unpaired surrogate (the only ``str`` content that
+    UTF-8 cannot encode)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_surrogate_path(doc: Any) -> str | None:
+    """Path of the first string (object key or value, document order) that UTF-8 cannot
+    encode, or None. Iterative: the document may be nested as deep as the parser allows."""
+    stack: list[tuple[bool, Any, tuple[Any, ...]]] = [(False, doc, ())]
+    while stack:
+        is_key, value, path = stack.pop()
+        if type(value) is str:
+            if not _encodable(value):
+                return _render_path(path)
+        elif not is_key and type(value) is dict:
+            for key, child in reversed(list(value.items())):
+                stack.append((False, child, (*path, key)))
+                stack.append((True, key, (*path, key)))
+        elif not is_key and type(value) is list:
+            for index in range(len(value) - 1, -1, -1):
+                stack.append((False, value[index], (*path, index)))
+    return None
 
 
 def _parse_rfc3339(text: str) -> int | None:

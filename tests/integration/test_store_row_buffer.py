@@ -28,7 +28,8 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
     from job.config import load_config
     from job.main import create_env
     from job.pipeline import journey_settings, keyed_by_customer, process_customers
-    from udfs.operators import KIND_STORE, ROUTED, CustomerFunction
+    from udfs.customer import KIND_STORE
+    from udfs.operators import ROUTED, CustomerFunction
 
     cfg = load_config(overrides={"clickhouse": {"enabled": True, "shards": SHARDS}})
     env = create_env(bounded_settings(1))
@@ -58,7 +59,7 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
 def expected(chunk: int) -> list[tuple[int, list[tuple[str, int]]]]:
     """Events in chunks of ``chunk``, one element per shard per chunk (shards in order of
     their first event in the chunk), the rows of that shard's events in order."""
-    from udfs.operators import shard_of
+    from udfs.customer import shard_of
 
     versions: dict[str, int] = {}
     out = []

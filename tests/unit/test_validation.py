@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.unit.malformed_corpus import (
@@ -97,6 +98,21 @@ def test_rejects_malformed_event_with_reason_and_path(
 
     assert isinstance(result, Invalid)
     assert (result.reason, result.path) == (case.reason, case.path)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda case: case.id)
+def test_dlq_record_of_every_malformed_event_encodes_as_utf8_json(
+    validator: EventValidator, case: Case
+) -> None:
+    result = validator.validate(case.raw, SEEN_AT)
+    assert isinstance(result, Invalid)
+
+    encoded = orjson.dumps(dlq_record(case.raw, result, SEEN_AT, 65_536))
+
+    back = orjson.loads(encoded)
+    assert (back["reason"], back["path"]) == (case.reason, case.path)
+    for key in ("event_id", "customer_id"):
+        assert back[key] is None or back[key].encode("utf-8")
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,14 @@ public class EnvelopeDeserializer implements KafkaRecordDeserializationSchema<Ro
         }
         byte[] value = record.value();
         String raw = value == null ? "" : new String(value, StandardCharsets.UTF_8);
-        out.collect(EnvelopeExtractor.envelope(factory, raw, record.timestamp(), maxFutureMs));
+        Row envelope;
+        try {
+            envelope = EnvelopeExtractor.envelope(factory, raw, record.timestamp(), maxFutureMs);
+        } catch (RuntimeException | StackOverflowError e) {
+            // defensive (envelope() catches what parsing throws): never fail the source
+            envelope = Row.of("", Row.of("", EnvelopeExtractor.NO_TIME, raw, record.timestamp()));
+        }
+        out.collect(envelope);
     }
 
     @Override

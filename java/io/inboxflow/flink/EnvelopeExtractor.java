@@ -17,7 +17,12 @@ import org.apache.flink.util.Collector;
  *
  * <p>It validates nothing and never fails: anything it cannot read gets key "" and event time
  * {@code Long.MIN_VALUE}, and the Python validator in the keyed function sends it to the DLQ
- * with the precise reason. Doing this in Java saves a whole Python operator per event (in
+ * with the precise reason. A key holding an unpaired UTF-16 surrogate (JSON can spell one as
+ * an escape, {@code "\ud800"}) is unreadable too: handing such a string to the Python
+ * interpreter fails the task (pemja cannot convert it), and the validator rejects the event
+ * as {@code unpaired_surrogate}. For the same reason unpaired surrogates in the raw text (only
+ * possible from non-Kafka sources: Kafka bytes are decoded with U+FFFD replacement) are
+ * replaced with U+FFFD. Doing this in Java saves a whole Python operator per event (in
  * thread mode all Python operators of a TaskManager share one interpreter lock).
  *
  * <p>The Kafka source builds the same envelope in {@link EnvelopeDeserializer}, with the Kafka
@@ -51,9 +56,10 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
 
     /** {@code Row(key, Row(key, event_time_ms, raw, kafka_record_ms))} for one raw event. */
     static Row envelope(JsonFactory factory, String raw, long kafkaTime, long maxFutureMs) {
+        String text = raw == null ? "" : withoutUnpairedSurrogates(raw);
         String key = "";
         long eventTime = NO_TIME;
-        try (JsonParser parser = factory.createParser(raw)) {
+        try (JsonParser parser = factory.createParser(text)) {
             if (parser.nextToken() == JsonToken.START_OBJECT) {
                 while (parser.nextToken() == JsonToken.FIELD_NAME) {
                     String name = parser.getCurrentName();
@@ -67,13 +73,48 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
                     }
                 }
             }
-        } catch (Exception e) {
+        } catch (Exception | StackOverflowError e) {
             // not JSON or truncated: keep what was read; the validator names the reason
+        }
+        if (hasUnpairedSurrogate(key)) {
+            key = "";
         }
         if (eventTime != NO_TIME && eventTime > System.currentTimeMillis() + maxFutureMs) {
             eventTime = NO_TIME;
         }
-        return Row.of(key, Row.of(key, eventTime, raw, kafkaTime));
+        return Row.of(key, Row.of(key, eventTime, text, kafkaTime));
+    }
+
+    /** True when {@code s} holds a surrogate that is not part of a high-low pair. */
+    static boolean hasUnpairedSurrogate(String s) {
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (Character.isHighSurrogate(c) && i + 1 < s.length()
+                    && Character.isLowSurrogate(s.charAt(i + 1))) {
+                i++;
+            } else if (Character.isSurrogate(c)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** {@code s} with every unpaired surrogate replaced by U+FFFD ({@code s} itself if none). */
+    static String withoutUnpairedSurrogates(String s) {
+        if (!hasUnpairedSurrogate(s)) {
+            return s;
+        }
+        StringBuilder out = new StringBuilder(s.length());
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (Character.isHighSurrogate(c) && i + 1 < s.length()
+                    && Character.isLowSurrogate(s.charAt(i + 1))) {
+                out.append(c).append(s.charAt(++i));
+            } else {
+                out.append(Character.isSurrogate(c) ? '\uFFFD' : c);
+            }
+        }
+        return out.toString();
     }
 
     static long parseTime(JsonParser parser, JsonToken token) {

@@ -49,14 +49,50 @@ public class OutputRouter extends ProcessFunction<Tuple5<Integer, Integer, Strin
         }
     }
 
+    /**
+     * Never fails on an element's content: an element of an unknown kind (or with a null kind
+     * or shard) becomes a DLQ record with reason {@code processing_error}, so a bug in what
+     * the Python function emits cannot restart the job.
+     */
     @Override
     public void processElement(Tuple5<Integer, Integer, String, String, String> in, Context ctx,
                                Collector<Row> out) {
-        int kind = in.f0;
-        if (kind == STORE) {
+        Integer kind = in.f0;
+        if (kind != null && kind == STORE && in.f1 != null) {
             out.collect(Row.of(in.f1, Tuple3.of(in.f1, in.f3, in.f4)));
-        } else {
+        } else if (kind != null && (kind == REQUEST || kind == DLQ || kind == OUTCOME)) {
             ctx.output(tag(kind), Row.of(in.f2, in.f4));
+        } else {
+            ctx.output(DLQ_RECORDS, Row.of(in.f2, malformed(in)));
         }
+    }
+
+    /** The DLQ record for an element this router cannot route (JSON, built by hand). */
+    static String malformed(Tuple5<Integer, Integer, String, String, String> in) {
+        String payload = in.f4 == null ? "" : in.f4;
+        return "{\"reason\":\"processing_error\",\"path\":\"$\",\"message\":"
+                + "\"output element of unknown kind " + in.f0 + " (OutputRouter)\","
+                + "\"customer_id\":" + quote(in.f2) + ",\"event_id\":null,"
+                + "\"payload\":" + quote(payload) + ",\"seen_at\":" + System.currentTimeMillis()
+                + "}";
+    }
+
+    /** A JSON string literal (or null), ASCII only: every non-ASCII char escaped. */
+    static String quote(String s) {
+        if (s == null) {
+            return "null";
+        }
+        StringBuilder out = new StringBuilder(s.length() + 2).append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (c == '"' || c == '\\') {
+                out.append('\\').append(c);
+            } else if (c < 0x20 || c > 0x7e) {
+                out.append(String.format("\\u%04x", (int) c));
+            } else {
+                out.append(c);
+            }
+        }
+        return out.append('"').toString();
     }
 }

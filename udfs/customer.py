@@ -1,0 +1,271 @@
+"""One customer event or timer, end to end, as pure Python (no pyflink import): validate,
+load state, journey logic, render, dump state, build the ClickHouse rows, and the firewall
+around all of it.
+
+The Flink wrapper (``udfs.operators.CustomerFunction``) reads the customer's raw state,
+calls :meth:`CustomerCore.on_event` / :meth:`CustomerCore.on_timer` and commits the
+returned :class:`Step`: timer changes, state writes, outputs, store rows. Everything that
+can fail because of what a record holds happens here, before the commit, so a failure
+leaves the customer's state and timer exactly as they were.
+
+Firewall (the content of one record can never stop the job):
+
+* **Event**: whatever raises while one event is applied, the event goes to the DLQ with
+  reason ``processing_error``, a message naming the exception type and the code location
+  (never the exception's text, which may quote the payload), and :attr:`Step.state` is
+  ``None`` (nothing written) and no timer moves. The job goes on with the next event.
+* **Timer**: a step that raises while it fires would raise again on every later event of
+  that customer (an event first fires a due step). So the journey is dropped instead (its
+  state cleared, no timer left), profile and cart are kept as they were, a DLQ record
+  describes the timer, and a ``skipped`` outcome with reason ``processing_error`` says
+  which reminder was not sent.
+* Both count ``processing_errors``. A DLQ record itself is always encodable (ids that are
+  not encodable are left out by the validator; the last resort is ASCII JSON).
+
+The outputs are ``ROUTED`` tuples ``(kind, shard, key, table, payload)``; see
+``udfs.operators``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from udfs.journey import (
+    CustomerLogic,
+    CustomerState,
+    Decision,
+    JourneySettings,
+    dump_cart,
+    dump_journey,
+    dump_profile,
+    load_cart,
+    load_journey,
+    load_profile,
+)
+from udfs.render import Renderer, TemplateError
+from udfs.store import json_ready
+from udfs.validation import EventValidator, Invalid, dlq_record, format_epoch_ms
+
+log = logging.getLogger("inboxflow")
+
+# Kinds of ROUTED elements; must match io.inboxflow.flink.OutputRouter.
+KIND_STORE, KIND_REQUEST, KIND_DLQ, KIND_OUTCOME = 0, 1, 2, 3
+PROCESSING_ERROR: Final = "processing_error"
+# appended to each profile row for the writer's freshness measurement, never stored
+FRESHNESS_KEY = "source_kafka_ms"
+NO_KAFKA_TIME = -1
+COUNTERS: Final = ("events_valid", "events_invalid", "processing_errors", "late", "duplicate",
+                   "abandoned", "sent", "skipped", "cancelled", "completed", "recovered")
+_OWN_CODE: Final = (f"{Path(__file__).parent.name}/", "job/")
+
+RawState = tuple[str | None, str | None, str | None]  # profile, cart, journey (JSON)
+
+
+@dataclass
+class Step:
+    """What the wrapper commits after one event or timer, in this order: delete the timer
+    ``timers[0]`` and register ``timers[1]`` (either may be None; ``timers`` None: no
+    change), write ``state`` (None: nothing to write; else the new raw profile, cart and
+    journey, where None clears that part), emit ``outputs``, buffer ``store`` rows
+    (``(shard, lines)``)."""
+
+    outputs: list[tuple] = field(default_factory=list)
+    state: RawState | None = None
+    timers: tuple[int | None, int | None] | None = None
+    store: tuple[int, str] | None = None
+
+
+def shard_of(customer_id: str, shards: int) -> int:
+    # crc32, not hash(): Python's str hash is salted per process.
+    return zlib.crc32(customer_id.encode()) % shards
+
+
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def safe_dumps(obj: object) -> str:
+    """JSON text that never raises for str content: orjson, or, for text that UTF-8 cannot
+    encode (unpaired surrogates), ASCII JSON with escapes."""
+    try:
+        return _dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=True, default=repr)
+
+
+def where(exc: BaseException) -> str:
+    """``file.py:LINE in function`` of the deepest frame of this project's code in the
+    traceback (the deepest frame at all when there is none)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown location"
+    own = [f for f in frames if any(part in f.filename.replace("\\", "/") for part in _OWN_CODE)]
+    frame = (own or frames)[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+class CustomerCore:
+    """Per-subtask processing of customer events and timers. Holds no per-customer state:
+    the raw state is passed in and the new one returned. ``counts`` are plain counters the
+    wrapper exposes as gauges. ``on_event`` / ``on_timer`` never raise."""
+
+    def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
+                 store_shards: int, schema_dir: Path, max_event_bytes: int,
+                 max_future_ms: int) -> None:
+        self.validator = EventValidator(Path(schema_dir), max_event_bytes, max_future_ms)
+        self.logic = CustomerLogic(settings)
+        self.renderer = Renderer(Path(template_dir), cart_base_url)
+        self.store_shards = store_shards  # 0: no profile store
+        self.max_event_bytes = max_event_bytes
+        self.counts = dict.fromkeys(COUNTERS, 0)
+
+    # entry points --------------------------------------------------------------------------
+
+    def validate(self, key: str, text: str, now: int) -> dict | Step:
+        """The normalized event, or the Step that sends it to the DLQ."""
+        try:
+            result = self.validator.validate(text, now)
+            if not isinstance(result, Invalid) and result["customer_id"] != key:
+                # the JVM-side key extraction read the id differently (exotic white space)
+                result = Invalid("key_mismatch", "$.customer_id",
+                                 "customer_id could not be used as the partition key",
+                                 result["event_id"], result["customer_id"])
+        except Exception as exc:  # noqa: BLE001 - the firewall: a validator bug is one DLQ record
+            return self._event_failed(key, text, None, exc, now)
+        if isinstance(result, Invalid):
+            self.counts["events_invalid"] += 1
+            log.warning("invalid event customer=%s event_id=%s reason=%s path=%s",
+                        result.customer_id, result.event_id, result.reason, result.path)
+            return Step(outputs=[self._dlq(text, result, now)])
+        self.counts["events_valid"] += 1
+        return result
+
+    def on_event(self, event: dict, text: str, raw: RawState, watermark: int, kafka_ts: int,
+                 now: int) -> Step:
+        """Apply one validated event to the customer's raw state."""
+        try:
+            state, old_timer = self._load(raw)
+            decision = self.logic.on_event(state, event, watermark)
+            return self._step(state, raw, old_timer, decision, kafka_ts, now)
+        except Exception as exc:  # noqa: BLE001 - the firewall, see the module docstring
+            return self._event_failed(event["customer_id"], text, event, exc, now)
+
+    def on_timer(self, key: str, timestamp: int, raw: RawState, now: int) -> Step:
+        """The customer's journey timer at ``timestamp`` (event time)."""
+        try:
+            state, old_timer = self._load(raw)
+            decision = self.logic.on_timer(state, timestamp)
+            return self._step(state, raw, old_timer, decision, NO_KAFKA_TIME, now)
+        except Exception as exc:  # noqa: BLE001 - the firewall, see the module docstring
+            return self._timer_failed(key, timestamp, raw, exc, now)
+
+    # the work ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(raw: RawState) -> tuple[CustomerState, int | None]:
+        """The state and the registered timer (read before the logic mutates the journey)."""
+        journey = load_journey(raw[2]) if raw[2] else None
+        state = CustomerState(
+            profile=load_profile(raw[0]) if raw[0] else None,
+            cart=load_cart(raw[1]) if raw[1] else None,
+            journey=journey,
+        )
+        return state, journey.due_at if journey else None
+
+    def _step(self, state: CustomerState, raw: RawState, old_timer: int | None, d: Decision,
+              kafka_ts: int, now: int) -> Step:
+        """Everything the decision leads to, built (and encoded) before anything is
+        committed. Counters move only once nothing can raise any more."""
+        new_raw = (
+            dump_profile(state.profile) if state.profile is not None else None,
+            dump_cart(state.cart) if state.cart is not None else None,
+            dump_journey(state.journey) if state.journey is not None else None,
+        )
+        counted: list[str] = []
+        outputs: list[tuple] = []
+        rows = d.rows
+        for trigger in d.triggers:
+            outputs.append(self._render(trigger, rows, now, counted))
+        for outcome in d.outcomes:
+            counted.append(outcome["kind"])
+            outputs.append((KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome)))
+        store = None
+        if self.store_shards and rows:
+            lines = []
+            for table, row in rows:
+                if table == "email_requests" and row["emitted_at"] is None:
+                    row["emitted_at"] = now  # decided (suppressed) now
+                json_ready(table, row)
+                if table == "customer_profiles":
+                    row[FRESHNESS_KEY] = kafka_ts  # last key: the writer cuts it off
+                lines.append(f"{table}\t{_dumps(row)}")
+            cid = rows[0][1]["customer_id"]
+            store = (shard_of(cid, self.store_shards), "\n".join(lines))
+        for name in counted:
+            self.counts[name] += 1
+        timers = None if old_timer == d.timer else (old_timer, d.timer)
+        return Step(outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers,
+                    store=store)
+
+    def _render(self, trigger: dict, rows: list, now: int, counted: list[str]) -> tuple:
+        rid = trigger["request_id"]
+        row = next(r for t, r in rows if t == "email_requests" and r["request_id"] == rid)
+        try:
+            request = self.renderer.render(trigger, now)
+        except TemplateError as exc:
+            log.error("render failed customer=%s request_id=%s reason=%s",
+                      trigger["customer_id"], rid, exc)
+            counted.append("skipped")
+            row.update(status="suppressed", reason="render_failed")
+            return (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
+                "kind": "skipped", "customer_id": trigger["customer_id"],
+                "event_time": trigger["due_at"], "step": trigger["step"],
+                "request_id": rid, "reason": "render_failed"}))
+        row.update(subject=request["subject"], emitted_at=now)
+        return (KIND_REQUEST, 0, trigger["customer_id"], "", _dumps(request))
+
+    # the firewall --------------------------------------------------------------------------
+
+    def _event_failed(self, key: str, text: str, event: dict | None, exc: Exception,
+                      now: int) -> Step:
+        self.counts["processing_errors"] += 1
+        location = where(exc)
+        event_id = event["event_id"] if event else None
+        customer_id = event["customer_id"] if event else (key or None)
+        log.error("processing failed customer=%s event_id=%s reason=%s error=%s at %s",
+                  customer_id, event_id, PROCESSING_ERROR, type(exc).__name__, location)
+        invalid = Invalid(PROCESSING_ERROR, "$",
+                          f"{type(exc).__name__} in {location} while applying the event",
+                          event_id, customer_id)
+        return Step(outputs=[self._dlq(text, invalid, now)])
+
+    def _timer_failed(self, key: str, timestamp: int, raw: RawState, exc: Exception,
+                      now: int) -> Step:
+        self.counts["processing_errors"] += 1
+        self.counts["skipped"] += 1
+        location = where(exc)
+        log.error("timer failed customer=%s timer=%s reason=%s error=%s at %s; journey dropped",
+                  key, timestamp, PROCESSING_ERROR, type(exc).__name__, location)
+        description = safe_dumps({"timer": timestamp, "timer_iso": format_epoch_ms(timestamp),
+                                  "customer_id": key})
+        invalid = Invalid(PROCESSING_ERROR, "$",
+                          f"{type(exc).__name__} in {location} while firing the journey timer; "
+                          "the journey was dropped", None, key)
+        outcome = safe_dumps({"kind": "skipped", "customer_id": key, "event_time": timestamp,
+                              "reason": PROCESSING_ERROR})
+        return Step(outputs=[self._dlq(description, invalid, now),
+                             (KIND_OUTCOME, 0, key, "", outcome)],
+                    state=(raw[0], raw[1], None) if raw[2] is not None else None)
+
+    def _dlq(self, text: str, invalid: Invalid, now: int) -> tuple:
+        record = dlq_record(text, invalid, now, self.max_event_bytes)
+        return (KIND_DLQ, 0, invalid.customer_id, "", safe_dumps(record))
+
