@@ -198,14 +198,52 @@ def prepare_store(cfg: JobConfig) -> None:
         client.close()
 
 
+def with_rest_endpoint(settings: dict[str, str]) -> tuple[dict[str, str], str]:
+    """``settings`` with a REST endpoint on 127.0.0.1 for the local mini-cluster (a free
+    port unless ``rest.port`` is set), and its URL: the job's status, restart count and
+    web UI are read there."""
+    settings = dict(settings)
+    if "rest.port" not in settings:
+        from job.broker import free_port
+
+        settings["rest.port"] = str(free_port())
+    settings.setdefault("rest.bind-port", settings["rest.port"])
+    settings.setdefault("rest.address", "127.0.0.1")
+    settings.setdefault("rest.bind-address", settings["rest.address"])
+    return settings, f"http://{settings['rest.address']}:{settings['rest.port']}"
+
+
 def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
         job_name: str = "inboxflow", wait: bool = True):
+    """Submit the job. ``wait``: block until it ends (its JobExecutionResult; raises when
+    it fails) while a watcher logs every restart loudly; else return its JobClient."""
     prepare_store(cfg)
+    settings, rest_url = with_rest_endpoint(settings)
     env = create_env(settings)
     build_kafka_job(env, cfg, stopping_offsets)
-    if wait:
-        return env.execute(job_name)
-    return env.execute_async(job_name)
+    client = env.execute_async(job_name)
+    if not wait:
+        return client
+    import threading
+
+    from job.monitor import JobMonitor, log_restart
+
+    job_id = str(client.get_job_id())
+    log.info("job %s submitted; REST API and web UI: %s", job_id, rest_url)
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=JobMonitor(rest_url, job_id).wait_until_terminal,
+        kwargs={"on_restart": log_restart, "stop": done.is_set},
+        name="inboxflow-job-watch", daemon=True)
+    watcher.start()
+    try:
+        return client.get_job_execution_result().result()
+    except KeyboardInterrupt:
+        log.warning("interrupted: cancelling job %s", job_id)
+        client.cancel().result()
+        raise
+    finally:
+        done.set()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

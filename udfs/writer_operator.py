@@ -162,33 +162,55 @@ class WriterFunction(KeyedProcessFunction):
         for entry in self.pending.get():
             for line in entry.split("\n"):
                 table, _, row_json = line.partition("\t")
+                if table not in store.TABLES:
+                    # never written by the customer function; a bug must not stop the job
+                    yield self._dead(table, row_json, "processing_error",
+                                     "writer element line names no known table")
+                    continue
                 if table == "customer_profiles":
                     cut = row_json.rfind(FRESHNESS_FIELD)
                     if cut > 0:
-                        sources.append(int(row_json[cut + len(FRESHNESS_FIELD):-1]))
+                        source = row_json[cut + len(FRESHNESS_FIELD):-1]
+                        if source.lstrip("-").isdigit():
+                            sources.append(int(source))
                         row_json = row_json[:cut] + "}"
                 by_table.setdefault(table, []).append(row_json)
         self._counts.pop(shard, None)
         if not by_table:
             return
         for table, rows in by_table.items():
-            rejected = write_batch(self.store, table, rows, retry=RetryPolicy(),
-                                   on_retry=self._on_retry, json_lines=True)
+            try:
+                rejected = write_batch(self.store, table, rows, retry=RetryPolicy(),
+                                       on_retry=self._on_retry, json_lines=True)
+            except store.StoreError:
+                raise  # the store itself failed (not a row): restart from the checkpoint
+            except Exception as exc:  # noqa: BLE001 - the firewall: content, not infrastructure
+                log.error("writing %d rows failed table=%s error=%s; rows sent to the DLQ",
+                          len(rows), table, type(exc).__name__)
+                rejected = [(row_json, f"{type(exc).__name__} while writing to ClickHouse")
+                            for row_json in rows]
+                reason = "processing_error"
+            else:
+                reason = "store_rejected"
             self.rows_written.inc(len(rows) - len(rejected))
             for row_json, message in rejected:
-                self.rows_rejected.inc()
-                customer = _customer_of(row_json)
-                log.error("store rejected row table=%s customer=%s reason=%s",
-                          table, customer, message)
-                yield Row(customer, json.dumps({
-                    "reason": "store_rejected", "path": f"$.{table}", "message": message,
-                    "customer_id": customer, "payload": row_json, "seen_at": _now_ms()}))
+                yield self._dead(table, row_json, reason, message)
         committed = _now_ms()
         self._record_freshness([committed - s for s in sources if s > 0])
         self.pending.clear()
         due = self._timers.pop(shard, None)
         if due is not None:
             ctx.timer_service().delete_processing_time_timer(due)
+
+    def _dead(self, table: str, row_json: str, reason: str, message: str) -> Row:
+        """The DLQ record for a row that was not written (the row itself is the payload,
+        for a replay)."""
+        self.rows_rejected.inc()
+        customer = _customer_of(row_json)
+        log.error("store rejected row table=%s customer=%s reason=%s", table, customer, reason)
+        return Row(customer, json.dumps({
+            "reason": reason, "path": f"$.{table}", "message": message,
+            "customer_id": customer, "payload": row_json, "seen_at": _now_ms()}))
 
     def _record_freshness(self, samples: list[int]) -> None:
         self.freshness.add(samples)

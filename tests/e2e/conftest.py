@@ -114,41 +114,83 @@ class OutputReader:
         self._consumer.close(autocommit=False)
 
 
+class RunningJob:
+    """The job submitted by :func:`running_job`. Calling it is the liveness check: it raises
+    :class:`JobFailed` with the job's own error once the job is no longer running, or as
+    soon as a task has failed (a restart), unless ``allow_restarts``."""
+
+    def __init__(self, client, rest_url: str, allow_restarts: bool) -> None:
+        from job.monitor import JobMonitor
+
+        self.client = client
+        self.monitor = JobMonitor(rest_url, str(client.get_job_id()))
+        self.allow_restarts = allow_restarts
+        self._checked = 0.0
+
+    def __call__(self) -> None:
+        from pyflink.common.job_status import JobStatus
+
+        status = self.client.get_job_status().result()
+        if status in (JobStatus.FAILING, JobStatus.FAILED, JobStatus.CANCELED,
+                      JobStatus.FINISHED) or (
+                status == JobStatus.RESTARTING and not self.allow_restarts):
+            error = None
+            if status.is_globally_terminal_state():
+                try:
+                    self.client.get_job_execution_result().result()
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    error = exc
+            raise JobFailed(f"job is {status.name}: {error or self.failures()}")
+        if not self.allow_restarts and time.monotonic() - self._checked > 1.0:
+            self._checked = time.monotonic()
+            failures = self.failures()
+            if failures:
+                raise JobFailed(f"a task failed (the job restarts): {failures}")
+
+    def failures(self) -> list:
+        """Every task failure so far (Flink's exception history), oldest first."""
+        try:
+            return self.monitor.failures()
+        except OSError:  # the REST server is not up yet
+            return []
+
+    def restarts(self, settle_s: float = 5.0) -> int:
+        """How often the job restarted: Flink's ``numRestarts`` metric, which the REST server
+        refreshes every ``metrics.fetcher.update-interval``, so wait for a fresh value; never
+        fewer than the failures in the exception history."""
+        deadline = time.monotonic() + settle_s
+        value = None
+        while time.monotonic() < deadline:
+            with suppress(OSError, ValueError):
+                value = self.monitor.restarts()
+            time.sleep(0.5)
+        assert value is not None, "Flink's numRestarts metric was never available"
+        return max(value, len(self.failures()))
+
+
 @contextmanager
-def running_job(cfg, checkpoint_dir: Path, parallelism: int = 2) -> Iterator[Callable[[], None]]:
+def running_job(cfg, checkpoint_dir: Path, parallelism: int = 2, *,
+                allow_restarts: bool = False,
+                flink_overrides: dict[str, str] | None = None) -> Iterator[RunningJob]:
     """Submits the real Kafka job (unbounded source, no profile store) to a local mini-cluster
-    and cancels it on exit. Yields a liveness check that raises :class:`JobFailed` with the
-    job's own error once it is no longer running."""
-    from pyflink.common.job_status import JobStatus
+    with the shipped restart strategy and cancels it on exit. Yields a :class:`RunningJob`:
+    call it between polls (it raises once the job failed or, unless ``allow_restarts``,
+    restarted); ``restarts()`` reads Flink's restart count."""
+    from job.main import build_kafka_job, create_env, flink_settings, with_rest_endpoint
 
-    from job.main import build_kafka_job, create_env, flink_settings
-
-    settings = flink_settings(overrides={
+    settings, rest_url = with_rest_endpoint(flink_settings(overrides={
         "parallelism.default": str(parallelism),
         # checkpoints make the AT_LEAST_ONCE Kafka sinks flush regularly
         "execution.checkpointing.interval": "2s",
         "execution.checkpointing.dir": checkpoint_dir.as_uri(),
-        # a restart would replay input and duplicate outputs: fail loudly instead
-        "restart-strategy.type": "none",
-    })
+        **(flink_overrides or {}),
+    }))
     env = create_env(settings)
     build_kafka_job(env, cfg, None, store=False)
     client = env.execute_async("inboxflow-e2e")
-
-    def alive() -> None:
-        status = client.get_job_status().result()
-        if status in (JobStatus.FAILING, JobStatus.FAILED, JobStatus.RESTARTING,
-                      JobStatus.CANCELED, JobStatus.FINISHED):
-            error = None
-            if status.is_globally_terminal_state():
-                try:
-                    client.get_job_execution_result().result()
-                except Exception as exc:  # noqa: BLE001 - reported below
-                    error = exc
-            raise JobFailed(f"job is {status.name}: {error}")
-
+    job = RunningJob(client, rest_url, allow_restarts)
     try:
-        yield alive
+        yield job
     finally:
         with suppress(Exception):  # the job already ended (e.g. it failed)
             client.cancel().result()

@@ -144,17 +144,17 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
     started_ms = int(time.time() * 1000)
     try:
-        with running_job(cfg, tmp_path / "checkpoints") as alive:
+        with running_job(cfg, tmp_path / "checkpoints") as job:
             # phase 1a: all cart activity; the DLQ markers show both partitions were read
             _send(broker.bootstrap, events, PHASE_1A)
             reader.wait_for(lambda r: len(r.of(dlq)) >= len(EXPECTED_DLQ),
-                            "the phase 1a DLQ records", WAIT_FOR_JOB_S, alive)
+                            "the phase 1a DLQ records", WAIT_FOR_JOB_S, job)
 
             # phase 1b: the watermark reaches T0+58m; then C's purchase arrives out of order
             _send(broker.bootstrap, events, PHASE_1B)
             reader.wait_for(lambda r: len(r.of(outcomes)) >= len(PHASE_1_OUTCOMES),
-                            "the phase 1b cancellations", WAIT_FOR_JOB_S, alive)
-            reader.drain(QUIET_S, alive)
+                            "the phase 1b cancellations", WAIT_FOR_JOB_S, job)
+            reader.drain(QUIET_S, job)
             # A's reminder is due at T0+1h, the watermark is at most T0+58m: not yet
             assert reader.of(requests) == []
             assert _outcomes(reader, outcomes) == sorted(PHASE_1_OUTCOMES)
@@ -162,8 +162,9 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
             # phase 2: the watermark reaches T0+1h03m: A's step 1 is due, B's is not
             _send(broker.bootstrap, events, PHASE_2)
             reader.wait_for(lambda r: len(r.of(requests)) >= 1, "A's reminder",
-                            WAIT_FOR_JOB_S, alive)
-            reader.drain(QUIET_S, alive)  # B's or C's reminder would arrive meanwhile
+                            WAIT_FOR_JOB_S, job)
+            reader.drain(QUIET_S, job)  # B's or C's reminder would arrive meanwhile
+            assert job.restarts() == 0
     finally:
         reader.close()
 
@@ -237,19 +238,20 @@ def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
     ]
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
     try:
-        with running_job(cfg, tmp_path / "checkpoints", parallelism=1) as alive:
+        with running_job(cfg, tmp_path / "checkpoints", parallelism=1) as job:
             _send(broker.bootstrap, events, ahead)
             reader.wait_for(lambda r: len(r.of(dlq)) == 1, "partition 0's DLQ marker",
-                            WAIT_FOR_JOB_S, alive)
-            reader.drain(QUIET_S, alive)
+                            WAIT_FOR_JOB_S, job)
+            reader.drain(QUIET_S, job)
             # partition 1 has no data yet: the watermark has not moved, C's step is not due
             assert reader.of(requests) == []
             assert _outcomes(reader, outcomes) == []
 
             _send(broker.bootstrap, events, behind)
             reader.wait_for(lambda r: len(r.of(requests)) >= 1, "C's reminder",
-                            WAIT_FOR_JOB_S, alive)
-            reader.drain(QUIET_S, alive)
+                            WAIT_FOR_JOB_S, job)
+            reader.drain(QUIET_S, job)
+            assert job.restarts() == 0
     finally:
         reader.close()
 
