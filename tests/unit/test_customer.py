@@ -1,0 +1,160 @@
+"""The firewall around one event or timer (udfs/customer.py): whatever raises while a record
+is applied becomes one DLQ record, the customer's state and timer stay as they were (event)
+or the journey is dropped (timer), and nothing raises out of CustomerCore."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+
+from job.config import load_config
+from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
+from udfs.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST, CustomerCore, Step, where
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = T0 + 2 * HOUR
+MIN_WATERMARK = -(2**63)
+SECRET = "ann.secret@example.com"
+
+
+@pytest.fixture
+def core() -> CustomerCore:
+    from job.pipeline import journey_settings
+
+    cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False}})
+    return CustomerCore(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 2,
+                        cfg.schema_dir, cfg.limits.max_event_bytes, cfg.limits.max_future_ms)
+
+
+def apply(core: CustomerCore, state: tuple, event: dict) -> tuple[Step, tuple]:
+    """Validate and apply ``event`` (a normalized event dict) the way the wrapper does."""
+    text = raw(event)
+    validated = core.validate(event["customer_id"], text, NOW)
+    assert not isinstance(validated, Step), validated
+    step = core.on_event(validated, text, state, MIN_WATERMARK, -1, NOW)
+    return step, (step.state if step.state is not None else state)
+
+
+def abandoned(core: CustomerCore) -> tuple:
+    """Ann's raw state with a cart and step 1 pending at T0 + 1h."""
+    state: tuple = (None, None, None)
+    for event in (identify("A", T0, email=SECRET, first_name="Ann"),
+                  cart_add("A", T0, "p1", 12.5, 2, "cart-a", name="Mug")):
+        _, state = apply(core, state, event)
+    assert json.loads(state[2])["due_at"] == T0 + HOUR
+    return state
+
+
+def dlq_of(step: Step) -> dict:
+    (dlq,) = [o for o in step.outputs if o[0] == KIND_DLQ]
+    return json.loads(dlq[4])
+
+
+def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
+        core: CustomerCore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    state = abandoned(core)
+
+    def explode(*args, **kwargs):
+        raise KeyError(SECRET)  # an exception whose text quotes personal data
+
+    monkeypatch.setattr(core.logic, "on_event", explode)
+    event = page_view("A", T0 + 10 * MINUTE, event_id="pv-1")
+    with caplog.at_level(logging.ERROR, logger="inboxflow"):
+        step, after = apply(core, state, event)
+
+    assert (step.state, step.timers, step.store) == (None, None, None)
+    assert after == state
+    record = dlq_of(step)
+    assert (record["reason"], record["event_id"], record["customer_id"], record["path"]) == (
+        "processing_error", "pv-1", "A", "$")
+    assert record["message"].startswith("KeyError in customer.py:")
+    assert record["payload"] == raw(event)
+    assert core.counts["processing_errors"] == 1
+    assert core.counts["events_valid"] == 3  # identify, cart_add, the page view
+    assert SECRET not in caplog.text and SECRET not in record["message"]
+    assert "customer=A event_id=pv-1 reason=processing_error error=KeyError" in caplog.text
+
+
+def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(
+        core: CustomerCore) -> None:
+    """The class of the original poison pill: text UTF-8 cannot encode reaching the state
+    encoder. The validator now rejects it; this drives it past the validator."""
+    state = abandoned(core)
+    event = cart_add("A", T0 + 5 * MINUTE, "p2", 3.0, 1, "cart-a", name="\ud800")
+
+    step = core.on_event(event, "{}", state, MIN_WATERMARK, -1, NOW)
+
+    assert (step.state, step.timers) == (None, None)
+    record = dlq_of(step)
+    assert record["reason"] == "processing_error"
+    assert record["message"].startswith("TypeError in journey.py:")
+    assert [o[0] for o in step.outputs] == [KIND_DLQ]
+
+
+def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
+        core: CustomerCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = abandoned(core)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(core.renderer, "render", explode)
+    step = core.on_timer("A", T0 + HOUR, state, NOW)
+
+    assert step.timers is None  # the fired timer is gone; none is registered
+    assert step.state == (state[0], state[1], None)
+    record = dlq_of(step)
+    assert (record["reason"], record["customer_id"], json.loads(record["payload"])) == (
+        "processing_error", "A",
+        {"timer": T0 + HOUR, "timer_iso": "2026-01-05T09:00:00.000Z", "customer_id": "A"})
+    assert "RuntimeError" in record["message"] and "journey was dropped" in record["message"]
+    (outcome,) = [json.loads(o[4]) for o in step.outputs if o[0] == KIND_OUTCOME]
+    assert outcome == {"kind": "skipped", "customer_id": "A", "event_time": T0 + HOUR,
+                       "reason": "processing_error"}
+    assert core.counts["processing_errors"] == 1
+
+    # the next event of the customer applies normally and fires nothing
+    monkeypatch.undo()
+    later, after = apply(core, step.state, page_view("A", T0 + 2 * HOUR, event_id="pv-2"))
+    assert [o[0] for o in later.outputs if o[0] in (KIND_DLQ, KIND_REQUEST)] == []
+    assert later.timers is None and after[2] is None
+    assert json.loads(after[0])["version"] == json.loads(state[0])["version"] + 1
+
+
+def test_validator_that_raises_is_one_dlq_record(core: CustomerCore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args, **kwargs):
+        raise ValueError("bug")
+
+    monkeypatch.setattr(core.validator, "validate", explode)
+    step = core.validate("A", "{}", NOW)
+
+    assert isinstance(step, Step) and step.state is None
+    record = dlq_of(step)
+    assert (record["reason"], record["customer_id"], record["event_id"]) == (
+        "processing_error", "A", None)
+
+
+def test_every_output_of_a_normal_step_is_utf8_json(core: CustomerCore) -> None:
+    state = abandoned(core)
+    step = core.on_timer("A", T0 + HOUR, state, NOW)
+
+    kinds = sorted(o[0] for o in step.outputs)
+    assert kinds == [KIND_REQUEST, KIND_OUTCOME, KIND_OUTCOME]
+    for output in step.outputs:
+        orjson.loads(output[4].encode("utf-8"))
+    assert step.timers == (T0 + HOUR, T0 + 24 * HOUR)
+
+
+def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None:
+    from udfs.journey import load_profile
+
+    with pytest.raises(ValueError) as caught:
+        load_profile('{"customer_id": ')  # raises inside orjson, called from journey.py
+    assert where(caught.value).startswith("journey.py:")
+    assert where(caught.value).endswith(" in load_profile")
