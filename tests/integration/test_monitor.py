@@ -51,7 +51,7 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
     assert status not in ("FINISHED", "FAILED")  # it kept restarting
     assert len(seen) >= 2 and seen[0][0] >= 1
     failures = monitor.failures()
-    assert len(failures) >= 2
+    assert len(failures) >= 1
     assert all("PythonException" in f.exception or "ValueError" in f.summary
                for f in failures), failures
     assert "JOB RESTART #1: task " in caplog.text
