@@ -39,7 +39,7 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
             status = monitor.wait_until_terminal(
                 interval_s=0.5, on_restart=lambda n, new: (seen.append((n, new)),
                                                            log_restart(n, new)),
-                stop=lambda: len(seen) >= 2 or time.monotonic() > deadline)
+                stop=lambda: any(new for _, new in seen) or time.monotonic() > deadline)
         restarts = None
         while restarts is None or restarts < 2:
             assert time.monotonic() < deadline, f"numRestarts stayed at {restarts}"
@@ -49,10 +49,10 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
         client.cancel().result()
 
     assert status not in ("FINISHED", "FAILED")  # it kept restarting
-    assert len(seen) >= 2 and seen[0][0] >= 1
+    assert seen[0][0] >= 1 and any(new for _, new in seen)
     failures = monitor.failures()
     assert len(failures) >= 1
     assert all("PythonException" in f.exception or "ValueError" in f.summary
                for f in failures), failures
-    assert "JOB RESTART #1: task " in caplog.text
+    assert "JOB RESTART #" in caplog.text and ": task " in caplog.text
     assert f"failed with {failures[0].exception}" in caplog.text
