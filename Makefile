@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JARS   := lib/.jars-stamp
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast fuzz bench lint clean
 
 install: $(STAMP) $(JARS)
 
@@ -27,6 +27,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# The property-based fuzz tests with 20x the examples of `make test` and a new random seed
+# each run (failing examples are kept in var/hypothesis and replayed first next time).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/unit/test_fuzz.py --hypothesis-show-statistics
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -12,7 +12,15 @@ Measurements (each run ``--runs`` times, median reported):
    clock, abandon_after 5 s, out-of-orderness 2 s; lateness = time the request was read
    from ``email.requests`` minus its due time;
 4. profile freshness: as 3 with the store on; the writer logs, per profile row, ms from the
-   event's append to Kafka until its insert committed.
+   event's append to Kafka until its insert committed;
+5. burst: as 3 (store off), scripted "units" (one new customer each, outcome known in
+   advance) at ``--rate``, then ``--burst-events`` sent at once through librdkafka (several
+   times the job's capacity: Kafka holds the backlog while the source reads what the job
+   can take), then ``--rate`` again: events produced vs accounted for (every event is in a
+   predicted output: a reminder, a cancellation or the DLQ), the backlog (send -> output
+   delay of each cancellation), restarts, and the seconds after the burst until reminder
+   lateness is back to normal (p95 of a 2 s sliding window of reminders at most the
+   out-of-orderness bound + 1 s, for good).
 
 Every run is a child process (``--child``) in its own process group: chdb hosts one path
 per process (DESIGN trap 8) and a fresh JVM per run keeps runs independent; the group is
@@ -61,7 +69,14 @@ STORE_TARGET_RATIO = 0.8  # issue 3: writer on within 20% of the spine's events/
 NOISY_LOGGERS = ("kafka", "py4j", "apache_beam")
 # kafka-python also warns at WARNING about its own event loop while producing in bulk
 KAFKA_LOG_LEVEL = logging.ERROR
-MEASUREMENTS = ("throughput", "store", "lateness", "freshness")
+MEASUREMENTS = ("throughput", "store", "lateness", "freshness", "burst")
+BURST_EVENTS, BURST_EVENTS_QUICK = 50_000, 10_000
+# steady --rate before and after the burst (after: the backlog drains, lateness recovers)
+# (the first reminders arrive abandon_after + out-of-orderness after the start)
+BURST_STEADY_S, BURST_STEADY_S_QUICK = (20, 40), (12, 25)
+LATENESS_WINDOW_MS = 2000
+NORMAL_LATENESS_SLACK_MS = 1000  # "normal": sliding p95 <= out-of-orderness bound + 1 s
+BURST_DRAIN_TIMEOUT_S = 120  # after the clock: every unit's output must have arrived by then
 
 log = logging.getLogger("inboxflow.bench")
 
@@ -77,6 +92,7 @@ class Plan:
     clock_seconds: int
     measurements: tuple[str, ...]
     quick: bool
+    burst_events: int = BURST_EVENTS
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -132,6 +148,103 @@ def quiet_logging() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(KAFKA_LOG_LEVEL)
+
+
+def recovered_after(samples: Sequence[tuple[int, float]], since_ms: int, bound_ms: float,
+                    window_ms: int = LATENESS_WINDOW_MS, q: float = 95,
+                    min_count: int = 5) -> float | None:
+    """Seconds from ``since_ms`` until the lateness is back to normal for good.
+
+    ``samples`` are (received_ms, lateness_ms) of reminders. At each reminder received at
+    t >= ``since_ms`` a window holds the reminders received in (t - window_ms, t]; its
+    ``q``-percentile is judged once it holds ``min_count`` of them. The result is measured to
+    the end of the first window that is within ``bound_ms`` after the last one that was not
+    (0.0 when none was above); None when the last judged window is still above the bound or
+    no window after ``since_ms`` could be judged (the run ended before it recovered)."""
+    ordered = sorted(samples)
+    received = [r for r, _ in ordered]
+    start = 0
+    last_bad: int | None = None
+    judged: list[tuple[int, bool]] = []  # (window end, within bound)
+    for i, (t, _) in enumerate(ordered):
+        while received[start] <= t - window_ms:
+            start += 1
+        if t < since_ms or i + 1 - start < min_count:
+            continue
+        ok = percentile([lat for _, lat in ordered[start:i + 1]], q) <= bound_ms
+        judged.append((t, ok))
+        if not ok:
+            last_bad = len(judged) - 1
+    if not judged or not judged[-1][1]:
+        return None
+    if last_bad is None:
+        return 0.0
+    return max(0.0, (judged[last_bad + 1][0] - since_ms) / 1000)
+
+
+BURST_PREFIX = "bu-"
+UNIT_EVENTS = {"bad": 1, "buy": 2, "abandon": 2}
+EVENTS_PER_UNIT = 1.9  # the mean over the cycle of unit_kind (1 bad, 4 buy, 5 abandon)
+
+
+def unit_kind(j: int) -> str:
+    """Burst unit ``j`` is one new customer whose output is known in advance: "bad" (one
+    record of an unknown event type: the DLQ), "buy" (cart_add + purchase of that cart: one
+    "cancelled" outcome) or "abandon" (identify + cart_add: one reminder, abandon_after
+    later). Cycle of 10: 1 bad, 4 buy, 5 abandon."""
+    r = j % 10
+    return "bad" if r == 0 else "buy" if r <= 4 else "abandon"
+
+
+def unit_records(j: int, now_ms: int) -> list[tuple[str, bytes]]:
+    """(key, value) of unit ``j``'s records, stamped ``now_ms``."""
+    cid = f"{BURST_PREFIX}{j}"
+    kind = unit_kind(j)
+    base = {"customer_id": cid, "timestamp": now_ms}
+    if kind == "bad":
+        return [(cid, json.dumps({**base, "event_id": f"{cid}-bad",
+                                  "event_type": "bench_unknown"}).encode())]
+    cart = {**base, "event_id": f"{cid}-cart", "event_type": "cart_add",
+            "properties": {"product_id": f"p{j % 50}", "price": 19.5, "quantity": 1,
+                           "currency": "EUR", "cart_id": f"c{j}", "name": "Mug",
+                           "category": "kitchen"}}
+    if kind == "buy":
+        second = {**base, "event_id": f"{cid}-buy", "event_type": "purchase",
+                  "properties": {"order_id": f"o{j}", "revenue": 19.5, "currency": "EUR",
+                                 "cart_id": f"c{j}"}}
+        return [(cid, json.dumps(cart).encode()), (cid, json.dumps(second).encode())]
+    identify = {**base, "event_id": f"{cid}-id", "event_type": "identify",
+                "traits": {"email": f"{cid}@example.com", "first_name": "Sam"}}
+    return [(cid, json.dumps(identify).encode()), (cid, json.dumps(cart).encode())]
+
+
+def unit_count(events: int) -> int:
+    return max(1, round(events / EVENTS_PER_UNIT))
+
+
+def account_units(units: range, requests: Sequence[dict], outcomes: Sequence[dict],
+                  dlq: Sequence[dict]) -> dict[str, int]:
+    """Every event of ``units`` accounted for by the output it must produce: a reminder per
+    "abandon" unit (2 events), a purchase cancellation per "buy" unit (2), a DLQ record per
+    "bad" unit (1). ``lost`` = events without their output; ``unexpected`` = outputs of unit
+    customers that their kind does not explain (e.g. a reminder to a buyer); ``late`` =
+    "late" outcomes (an event behind the watermark: its reminder would be wrong)."""
+    kinds = {f"{BURST_PREFIX}{j}": unit_kind(j) for j in units}
+    reminded = {r["customer_id"] for r in requests if r.get("customer_id") in kinds}
+    cancelled = {o["customer_id"] for o in outcomes if o.get("customer_id") in kinds
+                 and o.get("kind") == "cancelled" and o.get("reason") == "purchased"}
+    rejected = {d.get("customer_id") for d in dlq if d.get("customer_id") in kinds
+                and str(d.get("event_id", "")).endswith("-bad")}
+    got = {"abandon": reminded, "buy": cancelled, "bad": rejected}
+    events = sum(UNIT_EVENTS[k] for k in kinds.values())
+    accounted = sum(UNIT_EVENTS[k] for cid, k in kinds.items() if cid in got[k])
+    unexpected = sum(1 for k, cids in got.items() for cid in cids if kinds[cid] != k)
+    missing = sorted((cid for cid, k in kinds.items() if cid not in got[k]),
+                     key=lambda cid: int(cid[len(BURST_PREFIX):]))
+    return {"units": len(kinds), "events": events, "accounted": accounted,
+            "lost": events - accounted, "unexpected": unexpected,
+            "late": sum(1 for o in outcomes if o.get("kind") == "late"),
+            "missing_units": missing[:10]}
 
 
 # --------------------------------------------------------------------------- child runs
@@ -206,12 +319,14 @@ def child_throughput(spec: dict) -> dict:
 
 class RequestReader(threading.Thread):
     """Reads a topic from the beginning of every partition and keeps (received_at_ms, value)
-    per record until ``stop()``."""
+    per record until ``stop()``; ``timestamps`` holds each record's Kafka timestamp (the
+    job's sinks stamp the wall clock when they produce it), in the same order."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int):
         super().__init__(name="bench-reader", daemon=True)
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.records: list[tuple[int, bytes]] = []
+        self.timestamps: list[int] = []
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
 
@@ -222,6 +337,7 @@ class RequestReader(threading.Thread):
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                      enable_auto_commit=False, auto_offset_reset="earliest",
                                      fetch_max_wait_ms=50, client_id="inboxflow-bench-reader",
+                                     max_poll_records=10_000,
                                      max_partition_fetch_bytes=10 * 1024 * 1024)
             assigned = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             consumer.assign(assigned)
@@ -231,6 +347,7 @@ class RequestReader(threading.Thread):
                     batches = consumer.poll(timeout_ms=100)
                     received = wall_ms()
                     for records in batches.values():
+                        self.timestamps.extend(r.timestamp for r in records)
                         self.records.extend((received, r.value) for r in records)
             finally:
                 consumer.close(autocommit=False)
@@ -405,6 +522,231 @@ def child_live(spec: dict) -> dict:
     return out
 
 
+def _unit_stream(units: range, watch: JobWatch) -> Iterator[tuple[str, bytes, None]]:
+    """The records of ``units``, each unit stamped with the wall clock when it is pulled."""
+    for j in units:
+        watch.check()
+        for key, value in unit_records(j, wall_ms()):
+            yield key, value, None
+
+
+def _blast(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes, None]]) -> int:
+    """Sends ``records`` as fast as possible through librdkafka (confluent-kafka, dev
+    extras): kafka-python sends ~15,000 records/s on an idle core and a few thousand while
+    the job takes both cores, about what the job reads, so it could not make a burst. Waits
+    for every delivery report; raises on the first failed one. Returns the count sent."""
+    from confluent_kafka import Producer
+
+    errors: list[str] = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "batch.size": 262_144, "acks": "all",
+                         "client.id": "inboxflow-bench-burst"})
+    for key, value, _ in records:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.01)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or errors:
+        raise RuntimeError(f"burst: {remaining} records undelivered, {len(errors)} failed "
+                           f"(first: {errors[:1]})")
+    return len(records)
+
+
+def child_burst(spec: dict) -> dict:
+    """Unbounded job (store off), warm-up, then units at ``rate`` for ``before_s``, a burst
+    of ``burst_events`` sent as fast as possible, units at ``rate`` for ``after_s``, the
+    watermark clock; then waits until every unit's output has arrived (or the timeout) and
+    accounts for every event."""
+    from kafka import KafkaProducer
+
+    from job import kafka_io
+    from job.main import run, with_rest_endpoint
+    from job.monitor import JobMonitor
+
+    work = Path(spec["work_dir"])
+    bootstrap, suffix, rate = spec["bootstrap"], spec["suffix"], spec["rate"]
+    topics = {"events": f"events.{suffix}", "dlq": f"events.dlq.{suffix}",
+              "email_requests": f"email.requests.{suffix}",
+              "outcomes": f"inboxflow.outcomes.{suffix}"}
+    kafka_io.create_topics(bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
+                                       topics["email_requests"]: PARTITIONS,
+                                       topics["outcomes"]: 1})
+    cfg = _job_config({**spec, "topics": topics}, work, {
+        "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
+        "journey": {"abandon_after": ABANDON_AFTER, "steps": []}})
+    settings, rest_url = with_rest_endpoint(_settings(LIVE_PARALLELISM, work, checkpoints=True))
+    keys = partition_keys(PARTITIONS)
+    readers = {"requests": RequestReader(bootstrap, topics["email_requests"], PARTITIONS),
+               "outcomes": RequestReader(bootstrap, topics["outcomes"], 1),
+               "dlq": RequestReader(bootstrap, topics["dlq"], 1)}
+    for reader in readers.values():
+        reader.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                             client_id="inboxflow-bench-clock")
+    n_before = unit_count(rate * spec["before_s"])
+    n_burst = unit_count(spec["burst_events"])
+    n_after = unit_count(rate * spec["after_s"])
+    phases = {"before": range(n_before),
+              "burst": range(n_before, n_before + n_burst),
+              "after": range(n_before + n_burst, n_before + n_burst + n_after)}
+    units = range(n_before + n_burst + n_after)
+    client = None
+    watch: JobWatch | None = None
+    cancelled = False
+    out: dict[str, Any] = {"phases": {}}
+
+    def parsed(name: str) -> list[dict]:
+        return [json.loads(value) for _, value in list(readers[name].records)]
+
+    try:
+        started = time.monotonic()
+        client = run(cfg, settings, job_name="inboxflow-bench-burst", wait=False)
+        _wait_running(client, timeout_s=180)
+        job_id = str(client.get_job_id())
+        _send_to_every_partition(producer, topics["events"], keys, "bench_warmup", 0)
+        seen = kafka_io.consume(bootstrap, topics["dlq"], until_count=len(keys),
+                                idle_timeout_s=180, max_wait_s=180)
+        if len(seen) < len(keys):
+            raise TimeoutError(f"warm-up: {len(seen)} of {len(keys)} DLQ records in 180 s")
+        out["startup_seconds"] = time.monotonic() - started
+        watch = JobWatch(client)
+        watch.start()
+        for name, phase in phases.items():
+            if name == "burst":
+                # built beforehand, stamped now: a fraction of a second before they are sent
+                burst_records = list(_unit_stream(phase, watch))
+                t0, t0_ms = time.monotonic(), wall_ms()
+                sent = _blast(bootstrap, topics["events"], burst_records)
+            else:
+                t0, t0_ms = time.monotonic(), wall_ms()
+                sent = len(kafka_io.produce(bootstrap, topics["events"],
+                                            _unit_stream(phase, watch), rate=rate, linger_ms=5))
+            seconds = time.monotonic() - t0
+            out["phases"][name] = {"units": len(phase), "events": sent,
+                                   "seconds": seconds, "events_per_s": sent / seconds,
+                                   "start_ms": t0_ms, "end_ms": wall_ms()}
+        # the clock: page views on every partition move the watermark past the last units'
+        # due times (abandon_after + out-of-orderness)
+        clock_end = time.monotonic() + spec["clock_seconds"]
+        n = 0
+        while time.monotonic() < clock_end:
+            watch.check()
+            n += 1
+            _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
+            time.sleep(CLOCK_INTERVAL_S)
+        # every unit's output, or nothing new for a while (then what is missing is lost)
+        deadline = time.monotonic() + BURST_DRAIN_TIMEOUT_S
+        accounted, progress_at = -1, time.monotonic()
+        while True:
+            watch.check()
+            counts = account_units(units, parsed("requests"), parsed("outcomes"),
+                                   parsed("dlq"))
+            if counts["accounted"] > accounted:
+                accounted, progress_at = counts["accounted"], time.monotonic()
+            if counts["lost"] == 0 or time.monotonic() > deadline \
+                    or time.monotonic() - progress_at > 20:
+                break
+            time.sleep(2)
+        time.sleep(1)  # anything unexpected still on its way
+        # Restarts from the exception history (one entry per failure), not from the
+        # numRestarts metric: any metric read through REST makes the TaskManager dump every
+        # gauge, and the customer function's gauges are Python; called from Flink's metrics
+        # thread in thread mode, one crashed the JVM (SIGSEGV in _PyEval_EvalFrameDefault,
+        # twice in a row while this bench sampled a metric every second).
+        out["restarts"] = len(JobMonitor(rest_url, job_id).failures())
+        watch.check()
+    finally:
+        if watch is not None:
+            watch.stop()
+        for reader in readers.values():
+            reader.stop()
+        producer.close(timeout=5)
+        cancelled = client is not None and not (watch is not None and watch.problem) \
+            and _cancel(client, timeout_s=30)
+    if not cancelled:
+        raise RuntimeError("the job did not cancel within 30 s (stuck JVM?)")
+    for reader in readers.values():
+        if reader.error:
+            raise RuntimeError(f"reader failed: {reader.error!r}")
+    requests = [(received, json.loads(value)) for received, value in readers["requests"].records]
+    outcomes, dlq = parsed("outcomes"), parsed("dlq")
+    out["accounting"] = account_units(units, [r for _, r in requests], outcomes, dlq)
+    # what the job did emit for the first missing units (diagnosis)
+    missing = set(out["accounting"]["missing_units"][:5])
+    out["accounting"]["missing_detail"] = {
+        cid: {"outcomes": [o.get("kind") for o in outcomes if o.get("customer_id") == cid],
+              "requests": sum(r.get("customer_id") == cid for _, r in requests),
+              "dlq": [d.get("reason") for d in dlq if d.get("customer_id") == cid]}
+        for cid in sorted(missing)}
+    out["accounting"]["per_phase"] = {
+        name: account_units(phase, [r for _, r in requests], outcomes, dlq)["lost"]
+        for name, phase in phases.items()}
+    burst = out["phases"]["burst"]
+    bound_ms = _duration_ms(OUT_OF_ORDERNESS) + NORMAL_LATENESS_SLACK_MS
+    # lateness = due time -> the reminder "emitted" (its Kafka timestamp: the job's sink
+    # stamps the wall clock when it produces it) and -> "read" by the bench's consumer
+    # (as in the lateness row; that consumer, on the same two cores, falls behind when
+    # a thousand reminders fall due at once, which "emitted" leaves out)
+    samples = {
+        "emitted": [(ts, ts - int(r["metadata"]["due_at_ms"]))
+                    for ts, (_, r) in zip(readers["requests"].timestamps, requests)],
+        "read": [(received, received - int(r["metadata"]["due_at_ms"]))
+                 for received, r in requests]}
+    out["lateness_ms"] = {"normal_bound_ms": bound_ms}
+    out["lateness_recovery_s"] = {}
+    out["lateness_timeline"] = {}  # per second from the burst's start: [s, count, p50, p95]
+    for how, pairs in samples.items():
+        out["lateness_ms"][how] = {
+            "before_burst": summarize([lat for t, lat in pairs if t < burst["start_ms"]]),
+            "from_burst_on": summarize([lat for t, lat in pairs if t >= burst["start_ms"]])}
+        out["lateness_recovery_s"][how] = recovered_after(pairs, burst["end_ms"], bound_ms)
+        buckets: dict[int, list[float]] = {}
+        for t, lateness in pairs:
+            buckets.setdefault((t - burst["start_ms"]) // 1000, []).append(lateness)
+        out["lateness_timeline"][how] = [
+            [second, len(values), percentile(values, 50), percentile(values, 95)]
+            for second, values in sorted(buckets.items())]
+    # the backlog is drained once the job emitted the last burst unit's own output (its
+    # cancellation or DLQ record; reminders come abandon_after later)
+    burst_ids = {f"{BURST_PREFIX}{j}" for j in phases["burst"] if unit_kind(j) != "abandon"}
+    drained = [ts for name in ("outcomes", "dlq")
+               for ts, (_, value) in zip(readers[name].timestamps, readers[name].records)
+               if json.loads(value).get("customer_id") in burst_ids]
+    if drained:
+        out["drain_seconds"] = (max(drained) - burst["start_ms"]) / 1000
+        # what the job processed meanwhile: the burst plus the steady input that arrived
+        # while it drained
+        processed = burst["events"] + rate * max(0.0, out["drain_seconds"] - burst["seconds"])
+        out["capacity_events_per_s"] = processed / out["drain_seconds"]
+        out["burst_over_capacity"] = burst["events_per_s"] / out["capacity_events_per_s"]
+    # the backlog: from a "buy" unit's send (its event time) to its cancellation emitted
+    unit_ids = {f"{BURST_PREFIX}{j}" for j in units}
+    delays = [(ts, ts - int(o["event_time"]))
+              for ts, (_, value) in zip(readers["outcomes"].timestamps,
+                                        readers["outcomes"].records)
+              if (o := json.loads(value)).get("kind") == "cancelled"
+              and o.get("customer_id") in unit_ids]
+    out["backlog_ms"] = {
+        "before_burst": summarize([d for t, d in delays if t < burst["start_ms"]]),
+        "from_burst_on": summarize([d for t, d in delays if t >= burst["start_ms"]])}
+    return out
+
+
+def _duration_ms(text: str) -> int:
+    from job.config import parse_duration
+
+    return parse_duration(text, "bench")
+
+
 def _cancel(client, timeout_s: float) -> bool:
     """Cancels the job; False when the JVM did not confirm within ``timeout_s``."""
     done = threading.Event()
@@ -425,7 +767,8 @@ def child_main(spec_path: Path, out_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
     try:
-        result = child_throughput(spec) if spec["kind"] == "throughput" else child_live(spec)
+        result = {"throughput": child_throughput, "live": child_live,
+                  "burst": child_burst}[spec["kind"]](spec)
     except BaseException:  # noqa: BLE001 - reported, then the process ends
         # Exit at once: a normal interpreter exit may wait on a stuck JVM's gateway.
         traceback.print_exc()
@@ -522,11 +865,30 @@ def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
                     "rate": plan.rate, "seconds": plan.live_seconds,
                     "clock_seconds": plan.clock_seconds, "suffix": f"{group}{i + 1}"},
                    live_timeout)
+    if "burst" in plan.measurements:
+        before_s, after_s = BURST_STEADY_S_QUICK if plan.quick else BURST_STEADY_S
+        # start-up, the steady phases, the burst at a few hundred events/s at worst, the
+        # clock and the wait for the last outputs
+        timeout = (300 + before_s + after_s + plan.burst_events / 300 + plan.clock_seconds
+                   + BURST_DRAIN_TIMEOUT_S)
+        for i in range(plan.runs):
+            yield ("burst", f"burst-{i + 1}",
+                   {"kind": "burst", "bootstrap": bootstrap, "store": False,
+                    "rate": plan.rate, "before_s": before_s, "after_s": after_s,
+                    "burst_events": plan.burst_events, "clock_seconds": plan.clock_seconds,
+                    "suffix": f"burst{i + 1}"}, timeout)
 
 
 def _describe(result: dict) -> str:
     if "error" in result:
         return "failed"
+    if "accounting" in result:
+        acc, burst = result["accounting"], result["phases"]["burst"]
+        recovery = result["lateness_recovery_s"]["emitted"]
+        return (f"{acc['events']:,} events, {acc['lost']} lost; burst "
+                f"{burst['events_per_s']:,.0f} ev/s, drained in "
+                f"{result.get('drain_seconds', float('nan')):.1f} s; lateness normal "
+                + ("never" if recovery is None else f"{recovery:.1f} s") + " after it")
     if "seconds" in result:
         extra = f", {result['rows_written']:,} rows" if "rows_written" in result else ""
         return f"{result['seconds']:.1f} s{extra}"
@@ -603,6 +965,34 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
         if group == "freshness":
             entry["lateness_p95"] = median([r["lateness_ms"]["p95"] for r in runs])
         summary[group] = entry
+    runs = ok.get("burst", [])
+    if runs:
+        summary["burst"] = {
+            "runs": len(runs),
+            "events": median([r["accounting"]["events"] for r in runs]),
+            "lost": max(r["accounting"]["lost"] for r in runs),
+            "unexpected": max(r["accounting"]["unexpected"] for r in runs),
+            "late": max(r["accounting"]["late"] for r in runs),
+            "restarts": max((r.get("restarts") or 0) for r in runs),
+            "burst_events": median([r["phases"]["burst"]["events"] for r in runs]),
+            "burst_events_per_s": median([r["phases"]["burst"]["events_per_s"]
+                                          for r in runs]),
+            "drain_seconds": median([r.get("drain_seconds") for r in runs]),
+            "capacity_events_per_s": median([r.get("capacity_events_per_s") for r in runs]),
+            "burst_over_capacity": median([r.get("burst_over_capacity") for r in runs]),
+            "backlog_p50_before_ms": median([r["backlog_ms"]["before_burst"]["p50"]
+                                             for r in runs]),
+            "backlog_max_ms": median([r["backlog_ms"]["from_burst_on"]["max"] for r in runs]),
+            "normal_bound_ms": runs[0]["lateness_ms"]["normal_bound_ms"]}
+        for how in ("emitted", "read"):
+            summary["burst"][how] = {
+                "p95_before": median([r["lateness_ms"][how]["before_burst"]["p95"]
+                                      for r in runs]),
+                "max": median([r["lateness_ms"][how]["from_burst_on"]["max"] for r in runs]),
+                # a run that never recovered makes the median "never"
+                "recovery_s": None if any(r["lateness_recovery_s"][how] is None
+                                          for r in runs)
+                else median([r["lateness_recovery_s"][how] for r in runs])}
     return summary
 
 
@@ -645,6 +1035,26 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
             f"max {_ms(s['max'])}  (target p95 < {FRESHNESS_TARGET_P95_MS / 1000:.0f} s: "
             f"{verdict})")
+    s = summary.get("burst")
+    if s:
+        def recovery(how: str) -> str:
+            value = s[how]["recovery_s"]
+            return "NEVER (within the run)" if value is None else f"{value:.1f} s"
+
+        lines.append(
+            f"burst, p{LIVE_PARALLELISM}, {plan.rate:,}/s + {s['burst_events']:,.0f} at once  "
+            f"{s['events']:,.0f} events, lost {s['lost']:.0f}, late {s['late']:.0f}, "
+            f"restarts {s['restarts']:.0f}; burst {_rate(s['burst_events_per_s'])} = "
+            f"{(s['burst_over_capacity'] or 0):.1f}x capacity "
+            f"({_rate(s['capacity_events_per_s'])}), drained in "
+            f"{(s['drain_seconds'] or 0):.1f} s; send -> output delay p50 before "
+            f"{_ms(s['backlog_p50_before_ms'])}, max {_ms(s['backlog_max_ms'])}")
+        lines.append(
+            f"  reminder lateness after the burst (normal: 2 s window p95 <= "
+            f"{_ms(s['normal_bound_ms'])}): emitted p95 before {_ms(s['emitted']['p95_before'])}, "
+            f"max {_ms(s['emitted']['max'])}, normal {recovery('emitted')} after the burst; "
+            f"read by the bench p95 before {_ms(s['read']['p95_before'])}, max "
+            f"{_ms(s['read']['max'])}, normal {recovery('read')} after")
     return "\n".join(lines)
 
 
@@ -735,6 +1145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds of live production (default 25; 10 with --quick)")
     p.add_argument("--only", default=",".join(MEASUREMENTS),
                    help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
+    p.add_argument("--burst-events", type=int,
+                   help=f"events sent at once in the burst run (default {BURST_EVENTS:,}; "
+                        f"{BURST_EVENTS_QUICK:,} with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke-test sizes")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -745,6 +1158,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 1 or args.rate < 1 or (args.events is not None and
                                            args.events <= TINY_EVENTS):
         p.error(f"need --runs >= 1, --rate >= 1 and --events > {TINY_EVENTS}")
+    if args.burst_events is not None and args.burst_events < 1:
+        p.error("need --burst-events >= 1")
     return args
 
 
@@ -762,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
         # last event + abandon_after (5 s) + out-of-orderness (2 s)
         clock_seconds=10,
         measurements=tuple(m for m in MEASUREMENTS if m in args.only.split(",")),
-        quick=args.quick)
+        quick=args.quick,
+        burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick
+                                           else BURST_EVENTS))
     return bench(plan)
 
 

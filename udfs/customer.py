@@ -59,6 +59,16 @@ log = logging.getLogger("inboxflow")
 # Kinds of ROUTED elements; must match io.inboxflow.flink.OutputRouter.
 KIND_STORE, KIND_REQUEST, KIND_DLQ, KIND_OUTCOME = 0, 1, 2, 3
 PROCESSING_ERROR: Final = "processing_error"
+RENDER_FAILED: Final = "render_failed"
+# A rendered email request larger than this (bytes of its JSON) is not sent: reason
+# request_too_large. Kafka's producer refuses a record above max.request.size (default
+# 1,048,576 bytes, key and record overhead included) and the sink then fails the job, which
+# replays the same record after every restart. Cart lines are unbounded and each may carry
+# a 512-character name and a 2,048-character image URL, escaped again in the HTML: about 45
+# such lines reached the limit (found by the fuzz tests' output size check, issue 9). Mail
+# clients clip far smaller messages anyway (Gmail at about 100 KB).
+MAX_REQUEST_BYTES: Final = 1_000_000
+REQUEST_TOO_LARGE: Final = "request_too_large"
 # appended to each profile row for the writer's freshness measurement, never stored
 FRESHNESS_KEY = "source_kafka_ms"
 NO_KAFKA_TIME = -1
@@ -223,14 +233,24 @@ class CustomerCore:
         except TemplateError as exc:
             log.error("render failed customer=%s request_id=%s reason=%s",
                       trigger["customer_id"], rid, exc)
-            counted.append("skipped")
-            row.update(status="suppressed", reason="render_failed")
-            return (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
-                "kind": "skipped", "customer_id": trigger["customer_id"],
-                "event_time": trigger["due_at"], "step": trigger["step"],
-                "request_id": rid, "reason": "render_failed"}))
+            return self._skip(trigger, row, RENDER_FAILED, counted)
+        payload = orjson.dumps(request)
+        if len(payload) > MAX_REQUEST_BYTES:
+            log.error("email request too large customer=%s request_id=%s bytes=%d limit=%d",
+                      trigger["customer_id"], rid, len(payload), MAX_REQUEST_BYTES)
+            return self._skip(trigger, row, REQUEST_TOO_LARGE, counted)
         row.update(subject=request["subject"], emitted_at=now)
-        return (KIND_REQUEST, 0, trigger["customer_id"], "", _dumps(request))
+        return (KIND_REQUEST, 0, trigger["customer_id"], "", payload.decode())
+
+    @staticmethod
+    def _skip(trigger: dict, row: dict, reason: str, counted: list[str]) -> tuple:
+        """The reminder is not sent: a ``skipped`` outcome, the row ``suppressed``."""
+        counted.append("skipped")
+        row.update(status="suppressed", reason=reason)
+        return (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
+            "kind": "skipped", "customer_id": trigger["customer_id"],
+            "event_time": trigger["due_at"], "step": trigger["step"],
+            "request_id": trigger["request_id"], "reason": reason}))
 
     # the firewall --------------------------------------------------------------------------
 

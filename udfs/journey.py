@@ -317,6 +317,7 @@ class CustomerLogic:
 
     def _on_cart_add(self, state: CustomerState, e: dict, d: Decision) -> None:
         props, ts = e["properties"], e["timestamp"]
+        before = state.cart
         cart = self._open_cart(state, props.get("cart_id"), ts)
         if cart.currency is None and props.get("currency"):
             cart.currency = props["currency"]
@@ -331,7 +332,7 @@ class CustomerLogic:
         else:
             cart.items.append(CartItem(pid, props.get("name"), float(props["price"]), qty,
                                        props.get("image_url"), props.get("category")))
-        self._touch(state, ts, d)
+        self._touch(state, ts, d, opened=cart is not before)
 
     def _on_cart_remove(self, state: CustomerState, e: dict, d: Decision) -> None:
         cart, props, ts = state.cart, e["properties"], e["timestamp"]
@@ -382,9 +383,14 @@ class CustomerLogic:
             cart.cart_id = cart_id
         return cart
 
-    def _touch(self, state: CustomerState, ts: int, d: Decision) -> None:
+    def _touch(self, state: CustomerState, ts: int, d: Decision, opened: bool = False) -> None:
         cart, p = state.cart, state.profile
         assert cart is not None and p is not None
+        # Re-arm only for a new cart or newer activity. A cart event at or before the last
+        # activity (late, or the same instant) re-armed from step 1 with the same armed_at:
+        # once the steps had fired, they were sent again under the same request ids, so the
+        # result depended on when the watermark passed. Found by fuzzing (issue 9).
+        newer = opened or ts > cart.last_activity
         cart.last_activity = max(cart.last_activity, ts)
         for bought, at in p.recent_purchases:
             if at >= cart.last_activity and (
@@ -393,7 +399,8 @@ class CustomerLogic:
                 state.cart = None
                 self._end(state, ts, "purchased", d, status="purchased")
                 return
-        self._arm(state)
+        if newer:
+            self._arm(state)
 
     def _credit_recovery(self, p: Profile, e: dict, d: Decision) -> None:
         lr, props, ts = p.last_reminder, e["properties"], e["timestamp"]
@@ -425,8 +432,13 @@ class CustomerLogic:
         p.event_counts[kind] = p.event_counts.get(kind, 0) + 1
         traits = e.get("traits") or {}
         for key in ("email", "first_name", "locale", "timezone"):
-            if traits.get(key):
-                setattr(p, key, traits[key])
+            value = traits.get(key)
+            # Strings only: identify.json types these traits, but the traits of every other
+            # event type are any JSON object, and a number, list or object here reached the
+            # profile's String columns (ClickHouse refused every later profile row of the
+            # customer) and the renderer. Found by fuzzing (issue 9).
+            if type(value) is str and value:
+                setattr(p, key, value)
         if kind == "purchase":
             p.order_count += 1
             p.revenue_total = round(p.revenue_total + float(props.get("revenue", 0.0)), 2)
@@ -438,7 +450,11 @@ class CustomerLogic:
             p.recent_products.insert(0, pid)
             del p.recent_products[self.s.recent_products:]
         category = props.get("category")
-        if category and kind in ("product_view", "cart_add", "purchase"):
+        # Strings only: purchase.json does not define properties.category, so it can be any
+        # JSON value; an object or list raised TypeError (unhashable) and a number made the
+        # profile unserializable (non-string key). Found by fuzzing (issue 9).
+        if type(category) is str and category and kind in ("product_view", "cart_add",
+                                                            "purchase"):
             p.category_counts[category] = p.category_counts.get(category, 0) + 1
 
     def favourite_categories(self, p: Profile) -> list[str]:

@@ -154,9 +154,12 @@ def _to_cents(amount: float | Decimal) -> Decimal:
         raise ValueError(f"amount must be finite, got {amount!r}")
     try:
         # str() first: Decimal(59.9) would carry the binary float error into the result.
-        return Decimal(str(amount)).quantize(_CENTS, rounding=ROUND_HALF_UP)
+        cents = Decimal(str(amount)).quantize(_CENTS, rounding=ROUND_HALF_UP)
     except InvalidOperation as exc:
         raise ValueError(f"amount cannot be formatted: {amount!r}") from exc
+    # A zero keeps its sign: a price of -0.0 (which the schemas' "minimum": 0 admits) printed
+    # as "EUR -0.00", and so did -0.004. Found by fuzzing (issue 9).
+    return cents.copy_abs() if cents.is_zero() else cents
 
 
 def one_line(text: str) -> str:
@@ -325,7 +328,14 @@ class Renderer:
             if not isinstance(trigger.get(key), str) or not trigger[key]:
                 raise ValueError(f"{key} must be a non-empty string")
         to = trigger["to"]
-        if "@" not in to or any(ch.isspace() or ord(ch) < 32 for ch in to):
+        # The shape conf/schemas/email_request.json promises (^[^@\s]+@[^@\s]+$, no \s):
+        # one "@" with text on both sides. Only identify.json checks an email; the traits
+        # of other event types are unchecked strings ("a@", "a@b@c" reached the request:
+        # found by fuzzing, issue 9). U+FEFF is \s for the schema's ECMA 262 regex but not
+        # str.isspace().
+        local, _, domain = to.partition("@")
+        if not local or not domain or "@" in domain or any(
+                ch.isspace() or ch == "\ufeff" or ord(ch) < 32 for ch in to):
             raise ValueError("to is not a plain email address")
         step = trigger.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:

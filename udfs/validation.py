@@ -22,6 +22,12 @@ Decisions worth knowing:
   value; rejecting them would cost an ``object_pairs_hook`` on every object.
 * ``NaN``/``Infinity`` literals and numbers that overflow a double are ``not_json``:
   they cannot be written back out as JSON.
+* Documents nested deeper than ``MAX_DEPTH`` (256) arrays/objects are ``not_json``, checked
+  on the text before any parser recurses. Without an explicit limit the outcome depended on
+  the interpreter: the stdlib parser stops at the recursion limit, which differs between a
+  test process and the interpreter embedded in a TaskManager, and the JVM's JSON reader
+  (Jackson) stops at 1,000 levels, so the same record got different reasons in different
+  places.
 * A string (value or object key) holding an unpaired UTF-16 surrogate, which JSON can
   spell as an escape (``"\\ud800"``) in perfectly valid syntax, is rejected as
   ``unpaired_surrogate`` with the path of the first such string in document order. It
@@ -32,7 +38,10 @@ Decisions worth knowing:
   left out (``None``) when they are not encodable.
 * Timestamps: RFC 3339 ``YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`` (``T``/``Z`` in
   either case, up to 9 fraction digits truncated to ms, no leap second ``:60``), or an
-  integer of epoch milliseconds. Floats, numeric strings and booleans are rejected.
+  integer of epoch milliseconds. Floats, numeric strings and booleans are rejected. The
+  offset must lie within ±18:00 (RFC 3339 allows up to ±23:59, but the JVM, which reads
+  event time for the watermark, cannot represent more, and no time zone uses more than
+  ±14:00): an event the JVM cannot time would be applied without moving the watermark.
   Accepted range is ``min_timestamp_ms`` (default 2000-01-01, which also catches epoch
   *seconds* sent by mistake) to 9999-12-31T23:59:59.999Z.
 * Top-level keys other than the seven of the normalized event are dropped.
@@ -78,6 +87,7 @@ ENVELOPE_FILE: Final = "envelope.json"
 NON_EVENT_SCHEMA_FILES: Final = frozenset({ENVELOPE_FILE, "email_request.json"})
 
 DEFAULT_MAX_EVENT_BYTES: Final = 65_536
+MAX_DEPTH: Final = 256
 DEFAULT_MAX_FUTURE_MS: Final = 24 * 3600 * 1000
 DEFAULT_MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -89,7 +99,10 @@ _RFC3339 = re.compile(
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
+_MAX_OFFSET: Final = timedelta(hours=18)  # java.time.ZoneOffset's range
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# JSON strings (skipped) and the brackets outside them, for the nesting depth
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 _ID_KEYS: Final = ("product_id", "cart_id", "order_id")
 _AMOUNT_KEYS: Final = ("price", "revenue", "value")
@@ -297,6 +310,9 @@ class EventValidator:
             text = self._decode(raw)
         except _Rejected as rej:
             return Invalid(rej.reason, rej.path, rej.message)
+        if text.count("{") + text.count("[") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+            return Invalid(Reason.NOT_JSON, "$",
+                           f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
         try:
             # orjson is ~3x faster and as strict as RFC 8259; only when it refuses does the
             # stdlib decoder run, to name the exact reason.
@@ -444,6 +460,20 @@ class EventValidator:
         return millis
 
 
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text``, brackets inside strings
+    ignored (well-formedness is the parser's business)."""
+    depth = deepest = 0
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
 def _fast_is_valid(compiled: _CompiledSchema, doc: Any) -> bool:
     try:
         return bool(compiled.fast.is_valid(doc))
@@ -514,6 +544,9 @@ def _parse_rfc3339(text: str) -> int | None:
     try:
         parsed = datetime.fromisoformat(text.upper())
     except ValueError:
+        return None
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) > _MAX_OFFSET:
         return None
     # timedelta // timedelta is exact integer arithmetic (datetime.timestamp() goes
     # through a float and can round a .999999 fraction up into the next second).

@@ -10,16 +10,26 @@ partition is in order; out-of-orderness 1 min, idleness off, abandon_after 10 mi
 time is the clock that moves the watermark to T0+60 min, past every step's due time. Four
 malformed records are the scripted DLQ records, two before and two after the outage.
 
-The broker is killed once the first reminders are out, while the producer is still sending:
-the producer (idempotent, retrying) holds its records until the broker is back. A broker
-outage is an infrastructure failure, so the job may restart (Flink's shipped restart
-strategy), but it must recover by itself. Asserted: every input record is in the events topic
-exactly once; the email requests, deduplicated by ``request_id``, are exactly the expected
-set (duplicates from at-least-once replay after a restart are allowed, counted and printed);
-the outcomes, deduplicated, are exactly the expected ones (every customer's cart and purchase
-was processed, nothing is late); the DLQ holds the scripted records and nothing else.
+The broker is killed once the first reminders are out, while the producer is still sending
+and the job is writing: the producer holds its records and retries until the broker is back.
+A broker outage is an infrastructure failure, so the job may restart (Flink's shipped restart
+strategy), but it must recover by itself. Asserted: every input record is in the events
+topic (a retried batch may be there twice: counted); the email requests, deduplicated by
+``request_id``, are exactly the expected set (duplicates from at-least-once delivery are
+allowed, counted and printed); the outcomes, deduplicated, are exactly the expected ones
+(every customer's cart and purchase was processed, nothing is late) apart from ``duplicate``
+outcomes for input records stored twice; the DLQ holds the scripted records and nothing else.
 Measured and printed: outputs before the outage, recovery time (broker back -> first output
 record the job produced after it), the job's restart count, duplicates.
+
+**Producers are not idempotent here** (the test's producer and, through
+``kafka.sink_properties``, the job's sinks): Tansu 0.6 records an idempotent producer's
+sequence number before it stores the batch, so a batch in flight when the broker stops
+(SIGKILL, or SIGTERM: Tansu aborts its requests after 5 s) is answered
+DUPLICATE_SEQUENCE_NUMBER on the retry, which Kafka clients count as delivered: those records
+are lost without an error (measured, job/broker.py; with the shipped idempotent sinks this
+test lost one email request in each of 3 runs). Without idempotence the retry appends them
+again: at-least-once, which the job's event-id dedup and the request-id dedup absorb.
 """
 
 from __future__ import annotations
@@ -27,18 +37,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.run import partition_keys
-from job.broker import TansuBroker, free_port
+from job.broker import TansuBroker
 from job.config import load_config
 from job.kafka_io import consume, create_topics, produce
 from tests.conftest import (
@@ -51,7 +62,7 @@ from tests.conftest import (
     purchase,
     raw,
 )
-from tests.e2e.conftest import JobFailed, OutputReader, OutRecord
+from tests.e2e.conftest import OutputReader, OutRecord, running_job
 from udfs.journey import request_id
 
 pytestmark = pytest.mark.slow
@@ -70,6 +81,11 @@ QUIET_S = 8
 PARTITIONS = 2
 # reconnect quickly once the broker is back (kafka-python's default backoff grows to 30 s)
 CLIENT_BACKOFF = {"reconnect_backoff_ms": 50, "reconnect_backoff_max_ms": 500}
+# not idempotent (see the module docstring); one request in flight keeps retried batches in
+# order, so a retry cannot put an event behind a later one (it would be late)
+INPUT_PRODUCER = {**CLIENT_BACKOFF, "enable_idempotence": False,
+                  "max_in_flight_requests_per_connection": 1}
+JOB_SINK_PROPERTIES = {"enable.idempotence": "false"}
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -159,88 +175,9 @@ class _FastReconnectReader(OutputReader):
         self._consumer.seek_to_beginning(*assigned)
 
 
-class _Job:
-    """The submitted job: liveness that tolerates restarts, and its restart count."""
-
-    def __init__(self, client, rest_port: int) -> None:
-        self.client, self.rest_port = client, rest_port
-        self.statuses: Counter[str] = Counter()
-
-    def alive(self) -> None:
-        """Raises :class:`JobFailed` once the job has ended; RESTARTING is allowed here
-        (a broker outage is an infrastructure failure), it must come back by itself."""
-        status = self.client.get_job_status().result()
-        self.statuses[status.name] += 1
-        if status.is_globally_terminal_state():
-            error = None
-            try:
-                self.client.get_job_execution_result().result()
-            except Exception as exc:  # noqa: BLE001 - reported below
-                error = exc
-            raise JobFailed(f"job is {status.name}: {error}")
-
-    def restarts(self, timeout_s: float = 30) -> int:
-        """Flink's ``numRestarts`` job metric, through the mini-cluster's REST API (the REST
-        endpoint fetches metrics asynchronously: the first answers can be empty)."""
-        job_id = str(self.client.get_job_id())
-        url = f"http://127.0.0.1:{self.rest_port}/jobs/{job_id}/metrics?get=numRestarts"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                metrics = json.loads(response.read())
-            for metric in metrics:
-                if metric["id"] == "numRestarts":
-                    return int(metric["value"])
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no numRestarts metric at {url} in {timeout_s} s")
-            time.sleep(0.5)
-
-
-@contextmanager
-def _running_job_keeping_restarts(cfg, checkpoint_dir: Path,
-                                  parallelism: int = 2) -> Iterator[_Job]:
-    """The real Kafka job (unbounded, no profile store) in a local mini-cluster, with the
-    shipped restart strategy and a REST port of its own; cancelled on exit.
-
-    TODO(shared fixture): replace with ``tests.e2e.conftest.running_job`` once it keeps the
-    shipped restart strategy (no ``restart-strategy.type: none``) and yields an object with
-    ``restarts()``; this is a local copy of what that change provides.
-    """
-    from job.main import build_kafka_job, create_env, flink_settings
-
-    rest_port = free_port()
-    settings = flink_settings(overrides={
-        "parallelism.default": str(parallelism),
-        # checkpoints make the AT_LEAST_ONCE Kafka sinks flush regularly, and give a
-        # restart a recent place to resume from
-        "execution.checkpointing.interval": "2s",
-        "execution.checkpointing.dir": checkpoint_dir.as_uri(),
-        "rest.bind-address": "127.0.0.1",
-        "rest.address": "127.0.0.1",
-        "rest.bind-port": str(rest_port),
-        "rest.port": str(rest_port),
-    })
-    env = create_env(settings)
-    build_kafka_job(env, cfg, None, store=False)
-    client = env.execute_async("inboxflow-broker-faults")
-    try:
-        yield _Job(client, rest_port)
-    finally:
-        with suppress(Exception):  # the job already ended (e.g. it failed)
-            client.cancel().result()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if client.get_job_status().result().is_globally_terminal_state():
-                    break
-            except Exception:  # noqa: BLE001 - the mini-cluster already shut down
-                break
-            time.sleep(0.2)
-
-
 class _Producer(threading.Thread):
-    """Produces the records at a fixed pace through one idempotent producer that retries
-    across the outage; ``sent`` counts records handed to the producer so far."""
+    """Produces the records at a fixed pace through one producer that retries across the
+    outage; ``sent`` counts records handed to the producer so far."""
 
     def __init__(self, bootstrap: str, topic: str, records: list[tuple[str | None, bytes]]):
         super().__init__(name="broker-fault-producer", daemon=True)
@@ -257,7 +194,7 @@ class _Producer(threading.Thread):
     def run(self) -> None:
         try:
             self.deliveries = produce(self.bootstrap, self.topic, self._paced(),
-                                      rate=PRODUCE_RATE, **CLIENT_BACKOFF)
+                                      rate=PRODUCE_RATE, **INPUT_PRODUCER)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -271,13 +208,24 @@ def s3_broker() -> Iterator[TansuBroker]:
         yield b
 
 
-def _requests(reader: OutputReader, topic: str) -> list[str]:
-    return [r.value["request_id"] for r in reader.of(topic)]
+@dataclass
+class FaultRun:
+    """What one run of the scenario left: the input, the outputs read, the measurements."""
+
+    topics: dict[str, str]
+    records: list[tuple[str | None, bytes]]
+    outputs: list[OutRecord]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, topic: str) -> list[OutRecord]:
+        return [r for r in self.outputs if r.topic == self.topics[topic]]
 
 
-def test_job_recovers_by_itself_from_a_broker_restart_without_losing_anything(
-        s3_broker: TansuBroker, tmp_path: Path) -> None:
-    broker = s3_broker
+def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
+    """Runs the scenario: job up, stream paced, broker SIGKILLed once the first reminders
+    are out, down for ``DOWNTIME_S``, started again on the same port, rest of the stream,
+    outputs drained. Raises only when the job died or the stream could not be produced;
+    missing outputs are left to the caller's assertions."""
     run = uuid.uuid4().hex[:8]
     topics = {t: f"bf-{run}.{t}" for t in ("events", "dlq", "email_requests", "outcomes")}
     create_topics(broker.bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
@@ -285,92 +233,120 @@ def test_job_recovers_by_itself_from_a_broker_restart_without_losing_anything(
                                      topics["outcomes"]: PARTITIONS})
     cfg = load_config(env={}, overrides={
         "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"bf-{run}", "topics": topics},
+                  "group_id": f"bf-{run}", "topics": topics,
+                  "sink_properties": JOB_SINK_PROPERTIES},
         "watermarks": {"out_of_orderness": "1m", "idleness": "0s"},
         "journey": {"abandon_after": "10m",
                     "steps": [{"after": "30m", "template": "abandoned_cart_2"}]},
         "clickhouse": {"enabled": False},
     })
-    timed, expected_ids, expected_outcomes = scenario()
-    records = [(key, payload) for _, key, payload in timed]
-    reader = _FastReconnectReader(broker.bootstrap, [topics["email_requests"], topics["dlq"],
+    timed, expected_ids, _ = scenario()
+    out = FaultRun(topics, [(key, payload) for _, key, payload in timed], [])
+    records, report = out.records, out.report
+    requests_topic = topics["email_requests"]
+    reader = _FastReconnectReader(broker.bootstrap, [requests_topic, topics["dlq"],
                                                      topics["outcomes"]])
-    report: dict[str, object] = {"input_records": len(records),
-                                 "expected_requests": len(expected_ids)}
     try:
-        with _running_job_keeping_restarts(cfg, tmp_path / "checkpoints") as job:
+        # a broker outage is an infrastructure failure: a restart is allowed, and counted
+        with running_job(cfg, checkpoint_dir, allow_restarts=True) as job:
             # warm-up: the first scripted DLQ record comes out once the job reads
-            produce(broker.bootstrap, topics["events"], [(records[0][0], records[0][1], None)])
-            reader.wait_for(lambda r: len(r.of(topics["dlq"])) >= 1, "the first DLQ record",
-                            WAIT_FOR_JOB_S, job.alive)
+            produce(broker.bootstrap, topics["events"], [(records[0][0], records[0][1], None)],
+                    **INPUT_PRODUCER)
+            report["job_ready_s"] = round(reader.wait_for(
+                lambda r: len(r.of(topics["dlq"])) >= 1, "the first DLQ record",
+                WAIT_FOR_JOB_S, job), 1)
             producer = _Producer(broker.bootstrap, topics["events"], records[1:])
             producer.start()
-            reader.wait_for(lambda r: len(r.of(topics["email_requests"]))
-                            >= HALT_AFTER_REQUESTS, "the first reminders", WAIT_FOR_JOB_S,
-                            job.alive)
+            reader.wait_for(lambda r: len(r.of(requests_topic)) >= HALT_AFTER_REQUESTS,
+                            "the first reminders", WAIT_FOR_JOB_S, job)
 
             # the outage: SIGKILL, a few seconds down, started again on the same port
             report["before_outage"] = {
                 "input_records_sent": producer.sent + 1,
-                "requests": len(reader.of(topics["email_requests"])),
+                "requests": len(reader.of(requests_topic)),
                 "outcomes": len(reader.of(topics["outcomes"])),
                 "dlq": len(reader.of(topics["dlq"]))}
             broker.halt(kill=True)
             time.sleep(DOWNTIME_S)
-            sent_during_outage = producer.sent + 1 - report["before_outage"]["input_records_sent"]
-            back_wall_ms = time.time_ns() // 1_000_000
-            broker.start()  # same port, same S3 server: the data acknowledged before
+            report["records_sent_during_outage"] = \
+                producer.sent + 1 - report["before_outage"]["input_records_sent"]
             back_ms = time.time_ns() // 1_000_000
-            report["broker_start_s"] = round((back_ms - back_wall_ms) / 1000, 2)
-            report["records_queued_during_outage"] = sent_during_outage
+            broker.start()  # same port, same S3 server: the data acknowledged before
+            report["broker_start_s"] = round((time.time_ns() // 1_000_000 - back_ms) / 1000, 2)
 
             # recovery: the first output record the job produced after the broker was back
-            # (the sinks stamp records with their wall clock)
+            # (the sinks stamp each record with their wall clock)
             def new_outputs(r: OutputReader) -> list[OutRecord]:
                 return [x for x in r.records if x.timestamp_ms >= back_ms]
 
             reader.wait_for(lambda r: bool(new_outputs(r)), "an output after the restart",
-                            WAIT_FOR_JOB_S, job.alive)
-            first = min(x.timestamp_ms for x in new_outputs(reader))
-            report["recovery_s"] = round((first - back_wall_ms) / 1000, 2)
+                            WAIT_FOR_JOB_S, job)
+            report["recovery_s"] = round(
+                (min(x.timestamp_ms for x in new_outputs(reader)) - back_ms) / 1000, 2)
 
             producer.join(timeout=WAIT_FOR_JOB_S)
-            assert not producer.is_alive(), "the producer did not finish"
-            assert producer.error is None, f"producing failed: {producer.error!r}"
-            reader.wait_for(lambda r: set(_requests(r, topics["email_requests"]))
-                            >= expected_ids, "every expected reminder", WAIT_FOR_JOB_S,
-                            job.alive)
-            reader.drain(QUIET_S, job.alive)
-            job.alive()
-            report["restarts"] = job.restarts()
-            report["statuses_seen"] = dict(job.statuses)
+            if producer.is_alive() or producer.error is not None:
+                raise AssertionError(f"producing failed: {producer.error!r}")
+            report["input_records_sent"] = producer.sent + 1
+            with suppress(AssertionError):  # the assertions below name what is missing
+                reader.wait_for(lambda r: {x.value["request_id"] for x in r.of(requests_topic)}
+                                >= expected_ids, "every expected reminder", WAIT_FOR_JOB_S,
+                                job)
+            reader.drain(QUIET_S, job)
+            job()
+            # restarts = failures in the exception history. Not job.restarts(): reading the
+            # numRestarts metric through REST makes the TaskManager dump every gauge, the
+            # customer function's are Python, and one called from Flink's metrics thread
+            # crashed the JVM (SIGSEGV in libpython) in the bench (bench/run.py, burst)
+            failures = job.failures()
+            report["restarts"] = len(failures)
+            report["failures"] = [f"{f.exception}: {f.summary}" for f in failures]
     finally:
+        out.outputs = list(reader.records)
         reader.close()
+    return out
 
-    got_ids = Counter(_requests(reader, topics["email_requests"]))
+
+def test_job_recovers_by_itself_from_a_broker_restart_without_losing_anything(
+        s3_broker: TansuBroker, tmp_path: Path) -> None:
+    broker = s3_broker
+    _, expected_ids, expected_outcomes = scenario()
+    run = run_broker_fault(broker, tmp_path / "checkpoints")
+    # the whole events topic (Tansu reads each stored batch from S3: slow, hence the wait)
+    stored = Counter(r.value for r in consume(broker.bootstrap, run.topics["events"],
+                                              idle_timeout_s=10, max_wait_s=120))
+    stored_twice = {json.loads(v).get("event_id") for v, n in stored.items()
+                    if n > 1 and v.startswith(b"{")}
+    got_ids = Counter(r.value["request_id"] for r in run.of("email_requests"))
     outcomes = [(r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
-                for r in reader.of(topics["outcomes"])]
-    dlq = Counter(r.value["payload"] for r in reader.of(topics["dlq"]))
-    report["after"] = {
+                for r in run.of("outcomes") if r.value["kind"] != "duplicate"]
+    duplicates = [r.value["event_id"] for r in run.of("outcomes")
+                  if r.value["kind"] == "duplicate"]
+    dlq = Counter(r.value["payload"] for r in run.of("dlq"))
+    run.report["after"] = {
+        "input_records_stored": sum(stored.values()),
+        "input_records_stored_twice": sum(n - 1 for n in stored.values()),
         "requests": sum(got_ids.values()), "distinct_requests": len(got_ids),
         "duplicate_requests": sum(got_ids.values()) - len(got_ids),
         "outcomes": len(outcomes), "distinct_outcomes": len(set(outcomes)),
+        "duplicate_event_outcomes": len(duplicates),
         "dlq": sum(dlq.values()), "distinct_dlq": len(dlq)}
-    print("\nbroker fault report:", json.dumps(report, indent=1))
+    print("\nbroker fault report:", json.dumps(run.report, indent=1))
 
-    # no event lost on the way in: every input record is stored, none twice
-    stored = consume(broker.bootstrap, topics["events"], until_count=len(records) + 100,
-                     idle_timeout_s=3, max_wait_s=60)
-    assert Counter(r.value for r in stored) == Counter(payload for _, payload in records)
+    # no event lost on the way in: every input record is stored (a retried batch may be
+    # stored twice, at-least-once)
+    assert set(stored) == {payload for _, payload in run.records}
 
-    # every expected reminder, nothing else; duplicates only from replay (counted above)
-    assert set(got_ids) == expected_ids
-    for r in reader.of(topics["email_requests"]):
-        assert r.key == r.value["customer_id"]
-    # every customer's cart and purchase was processed, nothing was late or a duplicate
-    assert set(outcomes) == expected_outcomes
+    # every expected reminder, nothing else; duplicates only from at-least-once delivery
+    assert sorted(expected_ids - set(got_ids)) == [], "reminders missing"
+    assert sorted(set(got_ids) - expected_ids) == [], "reminders not expected"
+    assert all(r.key == r.value["customer_id"] for r in run.of("email_requests"))
+    # every customer's cart and purchase was processed, nothing was late; the job's
+    # event-id dedup reported exactly the input records that were stored twice
+    assert sorted(expected_outcomes - set(outcomes), key=str) == [], "outcomes missing"
+    assert sorted(set(outcomes) - expected_outcomes, key=str) == [], "outcomes not expected"
+    assert set(duplicates) <= stored_twice
     # the DLQ holds the scripted records and nothing else
-    bad_ids = {r.value.get("event_id") for r in reader.of(topics["dlq"])} - {None}
-    assert bad_ids == {"bad-early", "bad-late"}
+    assert {r.value.get("event_id") for r in run.of("dlq")} == {None, "bad-early", "bad-late"}
     assert {p.encode() for p in dlq} == SCRIPTED_DLQ | {
-        payload for _, payload in records if b'"teleport"' in payload}
+        payload for _, payload in run.records if b'"teleport"' in payload}

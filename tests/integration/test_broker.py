@@ -104,3 +104,42 @@ def test_start_fails_with_the_log_tail_when_the_port_is_taken() -> None:
 def test_end_offsets_from_deliveries_takes_the_highest_offset_per_partition() -> None:
     assert end_offsets_from_deliveries([(0, 0), (1, 0), (0, 1), (1, 5), (0, 2), (1, 3)]) == {0: 3, 1: 6}
     assert end_offsets_from_deliveries([]) == {}
+
+
+def test_s3_storage_keeps_records_and_offsets_across_a_restart_on_the_same_port() -> None:
+    """storage="s3": the broker owns a local S3 server that outlives its restarts; after a
+    restart on the same port every record is there and new offsets continue the old ones."""
+    with TansuBroker(storage="s3") as b:
+        s3 = b.s3
+        assert s3 is not None and s3.running and b.persistent
+        create_topics(b.bootstrap, {"kept": 2})
+        first = [(f"k{i % 5}", f"v{i}".encode(), None) for i in range(200)]
+        before = end_offsets_from_deliveries(produce(b.bootstrap, "kept", first))
+        port, s3_port = b.port, s3.port
+
+        assert b.restart(downtime_s=0.5, kill=True) < 30  # a crash, then the same port
+        assert b.running and b.port == port and s3.port == s3_port
+        got = consume(b.bootstrap, "kept", until_count=200, max_wait_s=60)
+        assert Counter(r.value for r in got) == Counter(v for _, v, _ in first)
+
+        more = produce(b.bootstrap, "kept", [(f"k{i % 5}", b"new", None) for i in range(10)])
+        assert all(offset >= before[partition] for partition, offset in more)
+        assert len(consume(b.bootstrap, "kept", until_count=210, max_wait_s=60)) == 210
+    assert not b.running and not s3.running
+    assert port_is_free(port) and port_is_free(s3_port)
+    assert not b.log_path.exists() and not s3.log_path.exists()
+
+
+def test_memory_storage_is_empty_after_a_restart() -> None:
+    with TansuBroker() as b:
+        assert not b.persistent and b.s3 is None
+        create_topics(b.bootstrap, {"gone": 1})
+        produce(b.bootstrap, "gone", [("k", b"v", None)])
+        b.restart()
+        with pytest.raises(TimeoutError, match="no partitions"):
+            consume(b.bootstrap, "gone", max_wait_s=3)
+
+
+def test_unknown_storage_is_refused() -> None:
+    with pytest.raises(ValueError, match="storage must be one of"):
+        TansuBroker(storage="sqlite")  # type: ignore[arg-type]

@@ -77,6 +77,14 @@ def padded_to(base: dict[str, Any], size: int) -> str:
     return variant(base, context__pad="x" * (size - len(empty.encode("utf-8"))))
 
 
+def _nested(levels: int) -> Any:
+    """``levels`` arrays inside each other around one string holding brackets."""
+    value: Any = "[[[{{{"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 CART = BASE_CART_ADD
 _cart_json = json.dumps(CART)
 
@@ -119,6 +127,12 @@ CORPUS: tuple[Case, ...] = (
         "not_json",
         "$",
     ),
+    # 257 levels (the limit is 256): the root object, context, and 255 nested arrays
+    Case("nesting_257_deep_in_context", variant(CART, context__deep=_nested(255)), "not_json",
+         "$"),
+    # beyond java.time's offset range: the JVM could not give it an event time
+    Case("timestamp_offset_beyond_18h", variant(CART, timestamp="2026-01-05T08:00:00-18:01"),
+         "bad_timestamp", "$.timestamp"),
     Case("single_quotes", "{'event_id': 'e-1'}", "not_json", "$"),
     Case("null", "null", "not_object", "$"),
     Case("array", "[]", "not_object", "$"),

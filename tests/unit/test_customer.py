@@ -13,7 +13,14 @@ import pytest
 
 from job.config import load_config
 from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
-from udfs.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST, CustomerCore, Step, where
+from udfs.customer import (
+    KIND_DLQ,
+    KIND_OUTCOME,
+    KIND_REQUEST,
+    CustomerCore,
+    Step,
+    where,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = T0 + 2 * HOUR

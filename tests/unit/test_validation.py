@@ -100,6 +100,15 @@ def test_rejects_malformed_event_with_reason_and_path(
     assert (result.reason, result.path) == (case.reason, case.path)
 
 
+def test_accepts_nesting_of_exactly_the_limit(validator: EventValidator) -> None:
+    from tests.unit.malformed_corpus import CART, _nested, variant
+
+    result = validator.validate(variant(CART, context__deep=_nested(254)), SEEN_AT)
+
+    assert not isinstance(result, Invalid), result
+    assert result["context"]["deep"] == _nested(254)
+
+
 @pytest.mark.parametrize("case", CORPUS, ids=lambda case: case.id)
 def test_dlq_record_of_every_malformed_event_encodes_as_utf8_json(
     validator: EventValidator, case: Case

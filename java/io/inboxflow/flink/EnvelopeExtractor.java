@@ -1,6 +1,7 @@
 package io.inboxflow.flink;
 
 import java.time.OffsetDateTime;
+import java.util.Locale;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
@@ -57,6 +58,11 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
     /** {@code Row(key, Row(key, event_time_ms, raw, kafka_record_ms))} for one raw event. */
     static Row envelope(JsonFactory factory, String raw, long kafkaTime, long maxFutureMs) {
         String text = raw == null ? "" : withoutUnpairedSurrogates(raw);
+        if (text.startsWith("\uFEFF")) {
+            // A byte order mark: dropped. Jackson refuses it (the key would be lost), and the
+            // hand-over to the Python interpreter drops a leading U+FEFF anyway.
+            text = text.substring(1);
+        }
         String key = "";
         long eventTime = NO_TIME;
         try (JsonParser parser = factory.createParser(text)) {
@@ -68,9 +74,10 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
                         key = token == JsonToken.VALUE_STRING ? parser.getText().strip() : "";
                     } else if ("timestamp".equals(name)) {
                         eventTime = parseTime(parser, token);
-                    } else {
-                        parser.skipChildren();
                     }
+                    // an object or array value (of any field, these two included) is skipped
+                    // whole: its members are not top-level fields
+                    parser.skipChildren();
                 }
             }
         } catch (Exception | StackOverflowError e) {
@@ -123,7 +130,9 @@ public class EnvelopeExtractor extends ProcessFunction<String, Row> {
                 return parser.getLongValue();
             }
             if (token == JsonToken.VALUE_STRING) {
-                return OffsetDateTime.parse(parser.getText()).toInstant().toEpochMilli();
+                // RFC 3339 allows "t" and "z" in lower case, as the Python validator does
+                return OffsetDateTime.parse(parser.getText().toUpperCase(Locale.ROOT))
+                        .toInstant().toEpochMilli();
             }
         } catch (Exception e) {
             // unparseable: no event time; the validator rejects the event

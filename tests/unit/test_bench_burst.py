@@ -1,0 +1,123 @@
+"""Pure helpers of the bench's burst measurement: when reminder lateness is back to normal,
+the scripted units and the accounting of every event by the output it must produce.
+
+(A file of its own, not tests/unit/test_bench.py, which other work was editing at the same
+time; the two can be merged.)"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.run import (
+    EVENTS_PER_UNIT,
+    UNIT_EVENTS,
+    Plan,
+    _runs,
+    account_units,
+    recovered_after,
+    unit_count,
+    unit_kind,
+    unit_records,
+)
+from udfs.validation import EventValidator, Invalid
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1_767_600_000_000
+BOUND = 3000
+
+
+def steady(start_ms: int, end_ms: int, lateness_ms: float, every_ms: int = 100):
+    return [(t, lateness_ms) for t in range(start_ms, end_ms, every_ms)]
+
+
+def test_lateness_never_above_the_bound_after_the_burst_recovers_at_once():
+    samples = steady(0, 10_000, 2100)
+    assert recovered_after(samples, since_ms=5000, bound_ms=BOUND) == 0.0
+
+
+def test_recovery_is_measured_to_the_first_good_window_after_the_last_bad_one():
+    # late until 8 s, then normal: the 2 s window ending at t holds (t - 2000, t]
+    samples = steady(0, 8000, 9000) + steady(8000, 20_000, 2000)
+    # a window holds 20 samples; its p95 (nearest rank: the 19th) is within the bound while
+    # at most one is late: the window ending at 9,700 holds 7,800 and 7,900 (bad), the one
+    # ending at 9,800 only 7,900 (good)
+    got = recovered_after(samples, since_ms=5000, bound_ms=BOUND)
+    assert got == pytest.approx(4.8)
+
+
+def test_a_relapse_counts_only_the_last_bad_window():
+    samples = (steady(0, 6000, 9000) + steady(6000, 12_000, 2000)
+               + steady(12_000, 13_000, 9000) + steady(13_000, 30_000, 2000))
+    got = recovered_after(samples, since_ms=5000, bound_ms=BOUND)
+    assert got is not None and got > 12_000 / 1000 - 5  # after the relapse, not the first dip
+    assert got == pytest.approx((14_800 - 5000) / 1000)
+
+
+def test_still_late_at_the_end_of_the_run_is_never():
+    samples = steady(0, 5000, 2000) + steady(5000, 10_000, 9000)
+    assert recovered_after(samples, since_ms=5000, bound_ms=BOUND) is None
+    assert recovered_after(steady(0, 4000, 2000), since_ms=5000, bound_ms=BOUND) is None
+    assert recovered_after([], since_ms=0, bound_ms=BOUND) is None
+
+
+def test_sparse_windows_are_not_judged():
+    # one reminder every 1.5 s: never min_count (5) in a 2 s window, nothing to judge
+    samples = [(t, 9000) for t in range(0, 30_000, 1500)]
+    assert recovered_after(samples, since_ms=0, bound_ms=BOUND) is None
+
+
+def test_unit_cycle_and_event_counts():
+    kinds = Counter(unit_kind(j) for j in range(1000))
+    assert kinds == {"bad": 100, "buy": 400, "abandon": 500}
+    events = sum(len(unit_records(j, NOW)) for j in range(1000))
+    assert events == sum(UNIT_EVENTS[k] * n for k, n in kinds.items()) == 1000 * EVENTS_PER_UNIT
+    assert unit_count(19_000) == 10_000 and unit_count(0) == 1
+
+
+def test_unit_records_are_valid_events_except_the_bad_ones():
+    """The accounting's premise: "buy" and "abandon" units pass validation, "bad" units are
+    rejected as unknown_event_type; each record is keyed by its customer."""
+    validator = EventValidator(ROOT / "conf" / "schemas")
+    for j in range(20):
+        for key, value in unit_records(j, NOW):
+            result = validator.validate(value, NOW)
+            assert key == json.loads(value)["customer_id"]
+            if unit_kind(j) == "bad":
+                assert isinstance(result, Invalid) and result.reason == "unknown_event_type"
+            else:
+                assert not isinstance(result, Invalid), result
+
+
+def test_every_event_is_accounted_for_by_the_output_its_unit_must_produce():
+    units = range(10)  # 0 bad, 1-4 buy, 5-9 abandon
+    requests = [{"customer_id": f"bu-{j}"} for j in range(5, 10)]
+    outcomes = ([{"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"}
+                 for j in range(1, 5)] + [{"kind": "sent", "customer_id": "bu-5"}])
+    dlq = [{"customer_id": "bu-0", "event_id": "bu-0-bad"},
+           {"customer_id": None, "event_id": None}]  # e.g. the bench's warm-up markers
+    assert account_units(units, requests, outcomes, dlq) == {
+        "units": 10, "events": 19, "accounted": 19, "lost": 0, "unexpected": 0, "late": 0,
+        "missing_units": []}
+
+    # a reminder missing, a reminder to a buyer, a cancellation missing, a late event
+    requests = [r for r in requests if r["customer_id"] != "bu-7"] + [{"customer_id": "bu-2"}]
+    outcomes = [o for o in outcomes if o["customer_id"] != "bu-3"] + [{"kind": "late"}]
+    assert account_units(units, requests, outcomes, dlq) == {
+        "units": 10, "events": 19, "accounted": 15, "lost": 4, "unexpected": 1, "late": 1,
+        "missing_units": ["bu-3", "bu-7"]}
+    # outputs of customers outside the units count for nothing
+    assert account_units(range(10, 20), requests, outcomes, dlq)["accounted"] == 0
+
+
+def test_the_burst_run_is_planned_with_quick_sizes():
+    plan = Plan(events=5000, runs=2, rate=1000, live_seconds=10, clock_seconds=10,
+                measurements=("burst",), quick=True, burst_events=10_000)
+    runs = list(_runs(plan, "b", {}, {}))
+    assert [name for _, name, _, _ in runs] == ["burst-1", "burst-2"]
+    spec = runs[0][2]
+    assert (spec["kind"], spec["store"], spec["burst_events"], spec["before_s"],
+            spec["after_s"]) == ("burst", False, 10_000, 12, 25)
