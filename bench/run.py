@@ -93,6 +93,9 @@ class Plan:
     measurements: tuple[str, ...]
     quick: bool
     burst_events: int = BURST_EVENTS
+    # the burst run's steady phases and clock through an idempotent producer (kafka-python's
+    # default) or one without idempotence (acks all, retries may store duplicates)
+    idempotence: bool = True
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -222,29 +225,113 @@ def unit_count(events: int) -> int:
     return max(1, round(events / EVENTS_PER_UNIT))
 
 
+def unit_event_ids(j: int) -> list[str]:
+    """The event ids of unit ``j``'s records, in the order ``unit_records`` yields them."""
+    cid = f"{BURST_PREFIX}{j}"
+    return [f"{cid}-{suffix}" for suffix in
+            {"bad": ("bad",), "buy": ("cart", "buy"), "abandon": ("id", "cart")}[unit_kind(j)]]
+
+
+def missing_units(units: range, requests: Sequence[dict], outcomes: Sequence[dict],
+                  dlq: Sequence[dict]) -> list[str]:
+    """Every customer of ``units`` without the output its kind must produce, in unit order."""
+    kinds = {f"{BURST_PREFIX}{j}": unit_kind(j) for j in units}
+    got = _unit_outputs(kinds, requests, outcomes, dlq)
+    return [f"{BURST_PREFIX}{j}" for j in units
+            if f"{BURST_PREFIX}{j}" not in got[unit_kind(j)]]
+
+
+def _unit_outputs(kinds: dict[str, str], requests: Sequence[dict], outcomes: Sequence[dict],
+                  dlq: Sequence[dict]) -> dict[str, set[str]]:
+    reminded = {r["customer_id"] for r in requests if r.get("customer_id") in kinds}
+    cancelled = {o["customer_id"] for o in outcomes if o.get("customer_id") in kinds
+                 and o.get("kind") == "cancelled" and o.get("reason") == "purchased"}
+    rejected = {d.get("customer_id") for d in dlq if d.get("customer_id") in kinds
+                and str(d.get("event_id", "")).endswith("-bad")}
+    return {"abandon": reminded, "buy": cancelled, "bad": rejected}
+
+
 def account_units(units: range, requests: Sequence[dict], outcomes: Sequence[dict],
                   dlq: Sequence[dict]) -> dict[str, int]:
     """Every event of ``units`` accounted for by the output it must produce: a reminder per
     "abandon" unit (2 events), a purchase cancellation per "buy" unit (2), a DLQ record per
     "bad" unit (1). ``lost`` = events without their output; ``unexpected`` = outputs of unit
     customers that their kind does not explain (e.g. a reminder to a buyer); ``late`` =
-    "late" outcomes (an event behind the watermark: its reminder would be wrong)."""
+    "late" outcomes (an event behind the watermark: its reminder would be wrong);
+    ``missing_units``: the first 10 customers without their output."""
     kinds = {f"{BURST_PREFIX}{j}": unit_kind(j) for j in units}
-    reminded = {r["customer_id"] for r in requests if r.get("customer_id") in kinds}
-    cancelled = {o["customer_id"] for o in outcomes if o.get("customer_id") in kinds
-                 and o.get("kind") == "cancelled" and o.get("reason") == "purchased"}
-    rejected = {d.get("customer_id") for d in dlq if d.get("customer_id") in kinds
-                and str(d.get("event_id", "")).endswith("-bad")}
-    got = {"abandon": reminded, "buy": cancelled, "bad": rejected}
+    got = _unit_outputs(kinds, requests, outcomes, dlq)
     events = sum(UNIT_EVENTS[k] for k in kinds.values())
     accounted = sum(UNIT_EVENTS[k] for cid, k in kinds.items() if cid in got[k])
     unexpected = sum(1 for k, cids in got.items() for cid in cids if kinds[cid] != k)
-    missing = sorted((cid for cid, k in kinds.items() if cid not in got[k]),
-                     key=lambda cid: int(cid[len(BURST_PREFIX):]))
+    missing = [cid for cid, k in kinds.items() if cid not in got[k]]  # unit order
     return {"units": len(kinds), "events": events, "accounted": accounted,
             "lost": events - accounted, "unexpected": unexpected,
             "late": sum(1 for o in outcomes if o.get("kind") == "late"),
             "missing_units": missing[:10]}
+
+
+def check_topic(phases: dict[str, range], topic: Sequence[tuple[int, int, str | None]],
+                missing: Sequence[str], deliveries: dict[str, tuple[int, int]] | None = None,
+                limit: int = 50) -> dict[str, Any]:
+    """Which input records of the units are in the events topic as read back at the end.
+
+    ``topic``: (partition, offset, event id or None) of every record read back;
+    ``missing``: the customers whose output never came; ``deliveries``: event id ->
+    (partition, offset) the producer's delivery report gave (the steady phases). The loss
+    of a missing unit is upstream of the job (``missing_in_topic``: the producer or the
+    broker) when one of its records is not in the topic, in the job (or its sinks) when all
+    are. Also: records stored more than once (``duplicates_in_topic``: retries of a
+    producer without idempotence; the job drops them by event id) and offsets skipped in a
+    partition (``offset_gaps``: offsets reserved for a batch that was never stored)."""
+    stored: dict[str, int] = {}
+    at: dict[tuple[int, int], str | None] = {}
+    offsets: dict[int, list[int]] = {}
+    for partition, offset, event_id in topic:
+        at[(partition, offset)] = event_id
+        offsets.setdefault(partition, []).append(offset)
+        if event_id is not None:
+            stored[event_id] = stored.get(event_id, 0) + 1
+    absent: list[str] = []
+    per_phase: dict[str, int] = {}
+    duplicates = 0
+    for name, units in phases.items():
+        per_phase[name] = 0
+        for j in units:
+            for event_id in unit_event_ids(j):
+                count = stored.get(event_id, 0)
+                duplicates += max(0, count - 1)
+                if count == 0:
+                    absent.append(event_id)
+                    per_phase[name] += 1
+    gaps = {}
+    for partition, seen in sorted(offsets.items()):
+        ordered = sorted(set(seen))
+        skipped = ordered[-1] + 1 - ordered[0] - len(ordered)
+        if ordered[0] or skipped:
+            gaps[partition] = {"first": ordered[0], "last": ordered[-1], "skipped": skipped}
+    absent_set = set(absent)
+    missing_inputs = {cid: [eid for eid in unit_event_ids(int(cid[len(BURST_PREFIX):]))
+                            if eid in absent_set] for cid in missing}
+    upstream = [cid for cid, ids in missing_inputs.items() if ids]
+    in_job = [cid for cid, ids in missing_inputs.items() if not ids]
+    detail = {}
+    for event_id in absent[:limit]:
+        entry: dict[str, Any] = {}
+        if deliveries and event_id in deliveries:
+            partition, offset = deliveries[event_id]
+            entry = {"acked_at": [partition, offset],
+                     "topic_holds_there": at.get((partition, offset), "nothing")}
+        detail[event_id] = entry
+    return {"records_read": len(topic), "missing_in_topic": len(absent),
+            "missing_in_topic_per_phase": per_phase, "duplicates_in_topic": duplicates,
+            "offset_gaps": gaps, "absent_events": detail,
+            "lost_units_inputs_missing": upstream[:limit],
+            "lost_units_inputs_in_topic": in_job[:limit],
+            "lost_events_inputs_missing": sum(UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX):]))]
+                                              for c in upstream),
+            "lost_events_inputs_in_topic": sum(UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX):]))]
+                                               for c in in_job)}
 
 
 # --------------------------------------------------------------------------- child runs
@@ -522,12 +609,76 @@ def child_live(spec: dict) -> dict:
     return out
 
 
-def _unit_stream(units: range, watch: JobWatch) -> Iterator[tuple[str, bytes, None]]:
-    """The records of ``units``, each unit stamped with the wall clock when it is pulled."""
+def _unit_stream(units: range, watch: JobWatch,
+                 stamps: dict[int, int] | None = None) -> Iterator[tuple[str, bytes, None]]:
+    """The records of ``units``, each unit stamped with the wall clock when it is pulled
+    (kept in ``stamps``: unit -> ms)."""
     for j in units:
         watch.check()
-        for key, value in unit_records(j, wall_ms()):
+        now = wall_ms()
+        if stamps is not None:
+            stamps[j] = now
+        for key, value in unit_records(j, now):
             yield key, value, None
+
+
+class ProducerLog(logging.Handler):
+    """What kafka-python says while the bench produces: its sender's warnings (retries,
+    expired batches) and the DUPLICATE_SEQUENCE_NUMBER answers it takes as success (logged
+    at DEBUG only: Tansu 0.6 answers it for a retried batch it never stored), plus the
+    connection warnings (request timeouts). Counts and the first samples, wall-clock
+    stamped; nothing reaches the run's log."""
+
+    SENDER = "kafka.producer.sender"
+    OTHERS = ("kafka.conn", "kafka.client_async")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.counts: dict[str, int] = {}
+        self.samples: list[str] = []
+        self._saved: list[tuple[logging.Logger, int, bool]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        duplicate = "DUPLICATE_SEQUENCE_NUMBER" in str(record.msg)
+        if record.levelno < logging.WARNING and not duplicate:
+            return
+        key = "duplicate_sequence_number" if duplicate \
+            else f"{record.name} {record.levelname.lower()}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if len(self.samples) < 30:
+            try:
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001 - a sample, nothing more
+                text = str(record.msg)
+            self.samples.append(f"{int(record.created * 1000)} {record.name}: {text[:300]}")
+
+    def install(self) -> ProducerLog:
+        for name, level in ((self.SENDER, logging.DEBUG),
+                            *((n, logging.WARNING) for n in self.OTHERS)):
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.level, logger.propagate))
+            logger.setLevel(level)
+            logger.propagate = False
+            logger.addHandler(self)
+        return self
+
+    def uninstall(self) -> None:
+        for logger, level, propagate in self._saved:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self._saved.clear()
+
+    def result(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "samples": list(self.samples)}
+
+
+def _event_id(value: bytes) -> str | None:
+    try:
+        event = json.loads(value)
+    except ValueError:
+        return None
+    return event.get("event_id") if isinstance(event, dict) else None
 
 
 def _blast(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes, None]]) -> int:
@@ -572,6 +723,14 @@ def child_burst(spec: dict) -> dict:
     from job.main import run, with_rest_endpoint
     from job.monitor import JobMonitor
 
+    # The steady phases and the clock go through kafka-python, idempotent by default (acks
+    # all); spec["idempotence"] False sends them without (at-least-once: a retried batch may
+    # be stored twice, the job drops the copy by event id). The burst's librdkafka producer
+    # is not idempotent either way (its default).
+    idempotent = spec.get("idempotence", True)
+    steady_config: dict[str, Any] = {} if idempotent else {"enable_idempotence": False,
+                                                           "acks": "all"}
+
     work = Path(spec["work_dir"])
     bootstrap, suffix, rate = spec["bootstrap"], spec["suffix"], spec["rate"]
     topics = {"events": f"events.{suffix}", "dlq": f"events.dlq.{suffix}",
@@ -590,8 +749,9 @@ def child_burst(spec: dict) -> dict:
                "dlq": RequestReader(bootstrap, topics["dlq"], 1)}
     for reader in readers.values():
         reader.start()
+    producer_log = ProducerLog().install()
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                             client_id="inboxflow-bench-clock")
+                             client_id="inboxflow-bench-clock", **steady_config)
     n_before = unit_count(rate * spec["before_s"])
     n_burst = unit_count(spec["burst_events"])
     n_after = unit_count(rate * spec["after_s"])
@@ -602,7 +762,10 @@ def child_burst(spec: dict) -> dict:
     client = None
     watch: JobWatch | None = None
     cancelled = False
-    out: dict[str, Any] = {"phases": {}}
+    out: dict[str, Any] = {"phases": {}, "idempotence": idempotent}
+    stamps: dict[int, int] = {}  # unit -> ms it was sent (the steady phases)
+    deliveries: dict[str, tuple[int, int]] = {}  # event id -> acked (partition, offset)
+    clock_sent = 0
 
     def parsed(name: str) -> list[dict]:
         return [json.loads(value) for _, value in list(readers[name].records)]
@@ -628,8 +791,12 @@ def child_burst(spec: dict) -> dict:
                 sent = _blast(bootstrap, topics["events"], burst_records)
             else:
                 t0, t0_ms = time.monotonic(), wall_ms()
-                sent = len(kafka_io.produce(bootstrap, topics["events"],
-                                            _unit_stream(phase, watch), rate=rate, linger_ms=5))
+                acked = kafka_io.produce(bootstrap, topics["events"],
+                                         _unit_stream(phase, watch, stamps), rate=rate,
+                                         linger_ms=5, **steady_config)
+                deliveries.update(zip((eid for j in phase for eid in unit_event_ids(j)),
+                                      acked))
+                sent = len(acked)
             seconds = time.monotonic() - t0
             out["phases"][name] = {"units": len(phase), "events": sent,
                                    "seconds": seconds, "events_per_s": sent / seconds,
@@ -642,6 +809,7 @@ def child_burst(spec: dict) -> dict:
             watch.check()
             n += 1
             _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
+            clock_sent += len(keys)
             time.sleep(CLOCK_INTERVAL_S)
         # every unit's output, or nothing new for a while (then what is missing is lost)
         deadline = time.monotonic() + BURST_DRAIN_TIMEOUT_S
@@ -670,6 +838,7 @@ def child_burst(spec: dict) -> dict:
         for reader in readers.values():
             reader.stop()
         producer.close(timeout=5)
+        producer_log.uninstall()
         cancelled = client is not None and not (watch is not None and watch.problem) \
             and _cancel(client, timeout_s=30)
     if not cancelled:
@@ -677,19 +846,52 @@ def child_burst(spec: dict) -> dict:
     for reader in readers.values():
         if reader.error:
             raise RuntimeError(f"reader failed: {reader.error!r}")
+    out["producer_log"] = producer_log.result()
     requests = [(received, json.loads(value)) for received, value in readers["requests"].records]
     outcomes, dlq = parsed("outcomes"), parsed("dlq")
     out["accounting"] = account_units(units, [r for _, r in requests], outcomes, dlq)
-    # what the job did emit for the first missing units (diagnosis)
-    missing = set(out["accounting"]["missing_units"][:5])
-    out["accounting"]["missing_detail"] = {
-        cid: {"outcomes": [o.get("kind") for o in outcomes if o.get("customer_id") == cid],
-              "requests": sum(r.get("customer_id") == cid for _, r in requests),
-              "dlq": [d.get("reason") for d in dlq if d.get("customer_id") == cid]}
-        for cid in sorted(missing)}
+    missing = missing_units(units, [r for _, r in requests], outcomes, dlq)
     out["accounting"]["per_phase"] = {
         name: account_units(phase, [r for _, r in requests], outcomes, dlq)["lost"]
         for name, phase in phases.items()}
+    # Where were the missing events lost? Read the whole events topic back (counting records:
+    # Tansu's "latest" offsets are wrong) and the output topics with a fresh consumer (the
+    # live readers might have missed a record), now that the job no longer takes the cores.
+    back = kafka_io.consume(bootstrap, topics["events"], idle_timeout_s=5, max_wait_s=300)
+    check = check_topic(phases, [(r.partition, r.offset, _event_id(r.value)) for r in back],
+                        missing, deliveries)
+    check["records_expected"] = len(keys) + sum(p["events"] for p in out["phases"].values()) \
+        + clock_sent
+    burst_start = out["phases"]["burst"]["start_ms"]
+    for event_id, entry in check["absent_events"].items():
+        j = int(event_id[len(BURST_PREFIX):].split("-")[0])
+        if j in stamps:
+            entry["sent_s_after_burst_start"] = (stamps[j] - burst_start) / 1000
+    reread = {name: [json.loads(r.value) for r in kafka_io.consume(
+        bootstrap, topics[topic], idle_timeout_s=3, max_wait_s=120)]
+        for name, topic in (("requests", "email_requests"), ("outcomes", "outcomes"),
+                            ("dlq", "dlq"))}
+    check["lost_on_reread"] = account_units(units, reread["requests"], reread["outcomes"],
+                                            reread["dlq"])["lost"]
+    check["output_records_live_vs_reread"] = {
+        "requests": [len(requests), len(reread["requests"])],
+        "outcomes": [len(outcomes), len(reread["outcomes"])],
+        "dlq": [len(dlq), len(reread["dlq"])]}
+    out["topic_check"] = check
+    out["accounting"]["missing_in_topic"] = check["missing_in_topic"]
+    # what the job did emit for missing units whose inputs are all in the topic (the job or
+    # its sinks lost them: a bug) and, briefly, for the others
+    in_job = set(check["lost_units_inputs_in_topic"][:20])
+    out["accounting"]["missing_detail"] = {
+        cid: {"inputs_in_topic": cid in in_job,
+              "outcomes": [o if cid in in_job else o.get("kind")
+                           for o in reread["outcomes"] if o.get("customer_id") == cid],
+              "requests": [r if cid in in_job else r.get("request_id")
+                           for r in reread["requests"] if r.get("customer_id") == cid],
+              "dlq": [d if cid in in_job else d.get("reason")
+                      for d in reread["dlq"] if d.get("customer_id") == cid]}
+        for cid in sorted(in_job | set(missing[:5]),
+                          key=lambda c: int(c[len(BURST_PREFIX):]))}
     burst = out["phases"]["burst"]
     bound_ms = _duration_ms(OUT_OF_ORDERNESS) + NORMAL_LATENESS_SLACK_MS
     # lateness = due time -> the reminder "emitted" (its Kafka timestamp: the job's sink
@@ -876,7 +1078,7 @@ def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
                    {"kind": "burst", "bootstrap": bootstrap, "store": False,
                     "rate": plan.rate, "before_s": before_s, "after_s": after_s,
                     "burst_events": plan.burst_events, "clock_seconds": plan.clock_seconds,
-                    "suffix": f"burst{i + 1}"}, timeout)
+                    "idempotence": plan.idempotence, "suffix": f"burst{i + 1}"}, timeout)
 
 
 def _describe(result: dict) -> str:
@@ -885,7 +1087,10 @@ def _describe(result: dict) -> str:
     if "accounting" in result:
         acc, burst = result["accounting"], result["phases"]["burst"]
         recovery = result["lateness_recovery_s"]["emitted"]
-        return (f"{acc['events']:,} events, {acc['lost']} lost; burst "
+        in_topic = acc.get("missing_in_topic")
+        return (f"{acc['events']:,} events, {acc['lost']} lost"
+                + ("" if in_topic is None else f" ({in_topic} never in the topic)")
+                + f"; burst "
                 f"{burst['events_per_s']:,.0f} ev/s, drained in "
                 f"{result.get('drain_seconds', float('nan')):.1f} s; lateness normal "
                 + ("never" if recovery is None else f"{recovery:.1f} s") + " after it")
@@ -971,6 +1176,11 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
             "runs": len(runs),
             "events": median([r["accounting"]["events"] for r in runs]),
             "lost": max(r["accounting"]["lost"] for r in runs),
+            # events of the units that are not in the events topic read back at the end:
+            # lost by the producer or the broker, upstream of the job
+            "missing_in_topic": max(r["accounting"].get("missing_in_topic") or 0
+                                    for r in runs),
+            "idempotence": runs[0].get("idempotence", True),
             "unexpected": max(r["accounting"]["unexpected"] for r in runs),
             "late": max(r["accounting"]["late"] for r in runs),
             "restarts": max((r.get("restarts") or 0) for r in runs),
@@ -1043,7 +1253,8 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
 
         lines.append(
             f"burst, p{LIVE_PARALLELISM}, {plan.rate:,}/s + {s['burst_events']:,.0f} at once  "
-            f"{s['events']:,.0f} events, lost {s['lost']:.0f}, late {s['late']:.0f}, "
+            f"{s['events']:,.0f} events, lost {s['lost']:.0f} (never in the topic "
+            f"{s['missing_in_topic']:.0f}), late {s['late']:.0f}, "
             f"restarts {s['restarts']:.0f}; burst {_rate(s['burst_events_per_s'])} = "
             f"{(s['burst_over_capacity'] or 0):.1f}x capacity "
             f"({_rate(s['capacity_events_per_s'])}), drained in "
@@ -1149,6 +1360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"events sent at once in the burst run (default {BURST_EVENTS:,}; "
                         f"{BURST_EVENTS_QUICK:,} with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke-test sizes")
+    p.add_argument("--no-idempotence", action="store_true",
+                   help="burst run: produce the steady phases and the clock with "
+                        "enable_idempotence=False, acks=all (see bench/README.md)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1177,7 +1391,7 @@ def main(argv: list[str] | None = None) -> int:
         # last event + abandon_after (5 s) + out-of-orderness (2 s)
         clock_seconds=10,
         measurements=tuple(m for m in MEASUREMENTS if m in args.only.split(",")),
-        quick=args.quick,
+        quick=args.quick, idempotence=not args.no_idempotence,
         burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick
                                            else BURST_EVENTS))
     return bench(plan)

@@ -100,7 +100,11 @@ def build_helper_jar(lib_dir: Path) -> None:
 
     target = lib_dir / HELPER_JAR
     sources = sorted(JAVA_SRC.rglob("*.java"))
-    if target.is_file() and all(src.stat().st_mtime <= target.stat().st_mtime for src in sources):
+    # what the jar was built from: a source removed or renamed also means a rebuild
+    manifest = target.with_suffix(".sources")
+    names = "\n".join(str(src.relative_to(JAVA_SRC)) for src in sources)
+    if (target.is_file() and manifest.is_file() and manifest.read_text() == names
+            and all(src.stat().st_mtime <= target.stat().st_mtime for src in sources)):
         return
     target.unlink(missing_ok=True)  # never compile against a stale copy of itself
     flink_lib = Path(pyflink.__file__).parent / "lib"
@@ -114,6 +118,7 @@ def build_helper_jar(lib_dir: Path) -> None:
             check=True,
         )
         subprocess.run(["jar", "cf", str(target), "-C", classes, "."], check=True)
+    manifest.write_text(names)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs.customer import COUNTERS, KIND_STORE, CustomerCore, Step
+from udfs.flink_metrics import Counters
 from udfs.journey import JourneySettings
 
 log = logging.getLogger("inboxflow")
@@ -52,6 +53,8 @@ MAX_WATERMARK = 2**63 - 1
 # is drained by io.inboxflow.flink.CustomerOperator (which also drains it every 50 ms, before
 # every checkpoint barrier and at the end of the input)
 STORE_BUFFER_EVENTS = 200
+# events between two pushes of the counters when no CustomerOperator drains (and pushes)
+PUSH_EVERY = 1000
 
 # The customer function opened on this task thread: io.inboxflow.flink.CustomerOperator
 # calls drain_store_rows on the same thread, so it finds its own subtask's function.
@@ -110,17 +113,22 @@ class CustomerFunction(KeyedProcessFunction):
         self._buffered_events = 0
         self._drained = False  # True once a CustomerOperator drains the buffer
         _TASK.function = self
-        # Plain ints exposed as gauges: a PyFlink counter.inc() is a call into the JVM, and
-        # per-event calls into the JVM are what limits thread-mode throughput.
-        counts = self.core.counts
-        metrics = runtime_context.get_metrics_group()
-        for name in COUNTERS:
-            metric = name if name.startswith(("events", "processing")) else f"journey_{name}"
-            metrics.gauge(metric, lambda name=name: counts[name])
+        # Plain ints, pushed to Flink counters every PUSH_EVERY events and whenever the
+        # operator drains the row buffer (every 50 ms): a counter.inc() per event would be a
+        # call into the JVM per event, which is what limits thread-mode throughput.
+        self._counters = Counters(
+            runtime_context.get_metrics_group(),
+            [(name, name if name.startswith(("events", "processing")) else f"journey_{name}")
+             for name in COUNTERS],
+            self.core.counts)
+        self._since_push = 0
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         key, _, text, kafka_ts = value
         now = now_ms()
+        self._since_push += 1
+        if self._since_push >= PUSH_EVERY:
+            self._push_counts()
         event = self.core.validate(key, text, now)
         if type(event) is Step:
             yield from event.outputs
@@ -139,8 +147,13 @@ class CustomerFunction(KeyedProcessFunction):
             yield from self._emit_store_buffer()
 
     def close(self) -> None:
+        self._push_counts()
         if getattr(_TASK, "function", None) is self:
             del _TASK.function
+
+    def _push_counts(self) -> None:
+        self._since_push = 0
+        self._counters.push()
 
     def _commit(self, step: Step, raw: tuple, ctx):
         """Apply a finished step: only calls into the JVM with values already encoded."""
@@ -179,6 +192,7 @@ class CustomerFunction(KeyedProcessFunction):
         element per shard. The operator calls this before every checkpoint barrier, so no
         checkpoint covers an event whose rows exist only here."""
         self._drained = True
+        self._push_counts()
         flat: list = []
         for shard, entries in self._store_buffer.items():
             flat.append(shard)

@@ -25,7 +25,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
-from udfs import store
+from udfs import flink_metrics, store
 from udfs.store import RetryPolicy, write_batch
 
 log = logging.getLogger("inboxflow")
@@ -48,11 +48,10 @@ def _customer_of(row_json: str) -> str | None:
 
 
 class FreshnessWindow:
-    """Profile freshness samples (ms) of the last ``size`` profile rows, summarized when the
-    metric reporter reads a gauge. A Flink distribution metric was updated once per row, and
-    in thread mode each update is a call into the JVM made while holding the interpreter
-    lock that the customer function needs (one call per event). Adding samples here is a
-    deque extend per flush."""
+    """Profile freshness samples (ms) of the last ``size`` profile rows, summarized after
+    each flush and pushed to Java-side gauges (``udfs.flink_metrics``). A Flink distribution
+    metric would be a call into the JVM per row, made while holding the interpreter lock that
+    the customer function needs; adding samples here is a deque extend per flush."""
 
     STATS = ("p50", "p95", "p99", "max")
 
@@ -117,11 +116,10 @@ class WriterFunction(KeyedProcessFunction):
         self.rows_rejected = metrics.counter("store_rows_rejected")
         self.retries = metrics.counter("store_insert_retries")
         self.freshness = FreshnessWindow()
-        metrics.gauge("profile_freshness_last_ms", lambda: self.freshness.last)
-        metrics.gauge("profile_freshness_rows", lambda: self.freshness.count)
-        for stat in FreshnessWindow.STATS:
-            metrics.gauge(f"profile_freshness_{stat}_ms",
-                          lambda stat=stat: self.freshness.stat(stat))
+        # set after each flush on the task thread, read by Flink without calling Python
+        self._freshness_gauges = {
+            name: flink_metrics.level(metrics, f"profile_freshness_{name}")
+            for name in ("last_ms", "rows", *(f"{stat}_ms" for stat in FreshnessWindow.STATS))}
         # open for the operator's lifetime, closed in close()
         self._freshness_out = (open(self.freshness_log, "a")  # noqa: SIM115
                                if self.freshness_log else None)
@@ -214,6 +212,12 @@ class WriterFunction(KeyedProcessFunction):
 
     def _record_freshness(self, samples: list[int]) -> None:
         self.freshness.add(samples)
+        if samples:
+            gauges = self._freshness_gauges
+            gauges["last_ms"](self.freshness.last)
+            gauges["rows"](self.freshness.count)
+            for stat in FreshnessWindow.STATS:
+                gauges[f"{stat}_ms"](self.freshness.stat(stat))
         if samples and self._freshness_out:
             self._freshness_out.write("\n".join(map(str, samples)) + "\n")
             self._freshness_out.flush()

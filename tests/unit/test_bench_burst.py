@@ -16,10 +16,14 @@ from bench.run import (
     EVENTS_PER_UNIT,
     UNIT_EVENTS,
     Plan,
+    ProducerLog,
     _runs,
     account_units,
+    check_topic,
+    missing_units,
     recovered_after,
     unit_count,
+    unit_event_ids,
     unit_kind,
     unit_records,
 )
@@ -113,6 +117,83 @@ def test_every_event_is_accounted_for_by_the_output_its_unit_must_produce():
     assert account_units(range(10, 20), requests, outcomes, dlq)["accounted"] == 0
 
 
+def test_missing_units_lists_every_customer_without_its_output_in_unit_order():
+    units = range(30)
+    requests = [{"customer_id": f"bu-{j}"} for j in units if unit_kind(j) == "abandon"]
+    outcomes = [{"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"}
+                for j in units if unit_kind(j) == "buy" and j not in (3, 22)]
+    dlq = [{"customer_id": f"bu-{j}", "event_id": f"bu-{j}-bad"} for j in (0, 10)]
+    assert missing_units(units, requests, outcomes, dlq) == ["bu-3", "bu-20", "bu-22"]
+    assert account_units(units, requests, outcomes, dlq)["missing_units"] == [
+        "bu-3", "bu-20", "bu-22"]
+
+
+def test_unit_event_ids_are_those_of_the_unit_records():
+    for j in range(20):
+        assert unit_event_ids(j) == [json.loads(v)["event_id"] for _, v in unit_records(j, NOW)]
+
+
+def topic_of(phases, leave_out=(), twice=(), skip_offsets=0):
+    """(partition, offset, event id) as read back: every unit event once, in order, on
+    partition 0, except ``leave_out``; ``twice`` stored twice; plus a record of another
+    kind; ``skip_offsets`` offsets left unused before the last record."""
+    ids = [eid for units in phases.values() for j in units for eid in unit_event_ids(j)]
+    ids = [eid for eid in ids if eid not in leave_out] + list(twice) + [None]
+    topic = [(0, offset, eid) for offset, eid in enumerate(ids)]
+    last = topic.pop()
+    return topic + [(0, last[1] + skip_offsets, None)]
+
+
+def test_check_topic_everything_stored_once():
+    phases = {"before": range(10), "burst": range(10, 20), "after": range(20, 30)}
+    check = check_topic(phases, topic_of(phases), missing=[])
+    assert check["missing_in_topic"] == 0 and check["duplicates_in_topic"] == 0
+    assert check["missing_in_topic_per_phase"] == {"before": 0, "burst": 0, "after": 0}
+    assert check["offset_gaps"] == {} and check["records_read"] == 57 + 1
+    assert check["lost_units_inputs_missing"] == check["lost_units_inputs_in_topic"] == []
+
+
+def test_check_topic_tells_inputs_never_stored_from_outputs_the_job_did_not_emit():
+    phases = {"before": range(10), "burst": range(10, 20), "after": range(20, 30)}
+    # bu-23 (buy) and bu-26 (abandon) lost their records upstream, bu-7 (abandon) is in the
+    # topic but its reminder never came; bu-12's cart was stored twice; 3 offsets unused
+    topic = topic_of(phases, leave_out={"bu-23-cart", "bu-23-buy", "bu-26-id"},
+                     twice=["bu-12-cart"], skip_offsets=3)
+    acked = {"bu-23-cart": (0, 5), "bu-23-buy": (0, 6)}
+    check = check_topic(phases, topic, missing=["bu-7", "bu-23", "bu-26"], deliveries=acked)
+    assert check["missing_in_topic"] == 3
+    assert check["missing_in_topic_per_phase"] == {"before": 0, "burst": 0, "after": 3}
+    assert check["duplicates_in_topic"] == 1
+    assert check["offset_gaps"] == {0: {"first": 0, "last": 58, "skipped": 3}}  # 56 records
+    assert check["lost_units_inputs_missing"] == ["bu-23", "bu-26"]
+    assert check["lost_units_inputs_in_topic"] == ["bu-7"]
+    assert (check["lost_events_inputs_missing"], check["lost_events_inputs_in_topic"]) == (4, 2)
+    # acked at an offset that holds another record: the broker acked what it never stored
+    assert check["absent_events"]["bu-23-cart"] == {"acked_at": [0, 5],
+                                                    "topic_holds_there": "bu-3-cart"}
+    assert check["absent_events"]["bu-26-id"] == {}
+
+
+def test_producer_log_counts_retries_and_duplicate_sequence_answers_only():
+    import logging
+
+    log = ProducerLog().install()
+    sender = logging.getLogger(ProducerLog.SENDER)
+    try:
+        sender.debug("%s: Parsing produce response: %r", "p", "r")
+        sender.debug("%s: Received DUPLICATE_SEQUENCE_NUMBER for %s - records already "
+                     "committed, treating as success", "p", "t-0")
+        sender.warning("%s: Got error produce response on topic-partition %s, retrying",
+                       "p", "t-1")
+    finally:
+        log.uninstall()
+    sender.warning("after uninstall")
+    assert log.result()["counts"] == {"duplicate_sequence_number": 1,
+                                      "kafka.producer.sender warning": 1}
+    assert len(log.result()["samples"]) == 2 and "t-0" in log.result()["samples"][0]
+    assert sender.propagate
+
+
 def test_the_burst_run_is_planned_with_quick_sizes():
     plan = Plan(events=5000, runs=2, rate=1000, live_seconds=10, clock_seconds=10,
                 measurements=("burst",), quick=True, burst_events=10_000)
@@ -120,4 +201,7 @@ def test_the_burst_run_is_planned_with_quick_sizes():
     assert [name for _, name, _, _ in runs] == ["burst-1", "burst-2"]
     spec = runs[0][2]
     assert (spec["kind"], spec["store"], spec["burst_events"], spec["before_s"],
-            spec["after_s"]) == ("burst", False, 10_000, 12, 25)
+            spec["after_s"], spec["idempotence"]) == ("burst", False, 10_000, 12, 25, True)
+    plain = Plan(events=5000, runs=1, rate=1000, live_seconds=10, clock_seconds=10,
+                 measurements=("burst",), quick=True, burst_events=10_000, idempotence=False)
+    assert next(iter(_runs(plain, "b", {}, {})))[2]["idempotence"] is False
