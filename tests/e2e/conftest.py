@@ -50,13 +50,15 @@ class OutputReader:
     accumulates everything it has seen. Invariant: ``records`` only grows, in poll order
     (ordered within a partition)."""
 
-    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 30,
+                 **consumer_config) -> None:
+        """``consumer_config``: extra KafkaConsumer settings (e.g. reconnect back-off)."""
         self.records: list[OutRecord] = []
         # group_id=None: no JoinGroup (Tansu waits half the session timeout on it, trap 6)
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=100,
-            client_id="inboxflow-e2e-reader")
+            client_id="inboxflow-e2e-reader", **consumer_config)
         deadline = time.monotonic() + timeout_s
         assigned = []
         for topic in topics:

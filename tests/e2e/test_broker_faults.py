@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from bench.run import partition_keys
 from job.broker import TansuBroker
@@ -154,27 +153,6 @@ SCRIPTED_DLQ = {b"not json at all (early)", b"not json at all (late)"}  # + bad-
 # --------------------------------------------------------------------------- job and reader
 
 
-class _FastReconnectReader(OutputReader):
-    """:class:`OutputReader` whose consumer reconnects within 0.5 s after a broker outage."""
-
-    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:
-        self.records: list[OutRecord] = []
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=100,
-            client_id="inboxflow-broker-fault-reader", **CLIENT_BACKOFF)
-        deadline = time.monotonic() + timeout_s
-        assigned = []
-        for topic in topics:
-            while not (partitions := self._consumer.partitions_for_topic(topic)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {topic!r} has no partitions in the metadata")
-                time.sleep(0.2)
-            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        self._consumer.seek_to_beginning(*assigned)
-
-
 class _Producer(threading.Thread):
     """Produces the records at a fixed pace through one producer that retries across the
     outage; ``sent`` counts records handed to the producer so far."""
@@ -244,8 +222,9 @@ def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
     out = FaultRun(topics, [(key, payload) for _, key, payload in timed], [])
     records, report = out.records, out.report
     requests_topic = topics["email_requests"]
-    reader = _FastReconnectReader(broker.bootstrap, [requests_topic, topics["dlq"],
-                                                     topics["outcomes"]])
+    # reconnects within 0.5 s of the broker's return
+    reader = OutputReader(broker.bootstrap, [requests_topic, topics["dlq"], topics["outcomes"]],
+                          **CLIENT_BACKOFF)
     try:
         # a broker outage is an infrastructure failure: a restart is allowed, and counted
         with running_job(cfg, checkpoint_dir, allow_restarts=True) as job:
