@@ -218,12 +218,18 @@ def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
     """Submit the job. ``wait``: block until it ends (its JobExecutionResult; raises when
     it fails) while a watcher logs every restart loudly; else return its JobClient."""
     prepare_store(cfg)
-    settings, rest_url = with_rest_endpoint(settings)
+    # Under `flink run` the CLI owns the gateway (and the cluster's REST endpoint, where the
+    # cluster's web UI shows restarts); a local run gets its own endpoint and watcher.
+    local = "PYFLINK_GATEWAY_PORT" not in os.environ
+    if local:
+        settings, rest_url = with_rest_endpoint(settings)
     env = create_env(settings)
     build_kafka_job(env, cfg, stopping_offsets)
     client = env.execute_async(job_name)
     if not wait:
         return client
+    if not local:
+        return client.get_job_execution_result().result()
     import threading
 
     from job.monitor import JobMonitor, log_restart
