@@ -45,12 +45,12 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
             assert time.monotonic() < deadline, f"numRestarts stayed at {restarts}"
             restarts = monitor.restarts()
             time.sleep(0.5)
+        failures = monitor.failures()  # before the cancel: the mini-cluster goes with the job
     finally:
         client.cancel().result()
 
     assert status not in ("FINISHED", "FAILED")  # it kept restarting
     assert seen[0][0] >= 1 and any(new for _, new in seen)
-    failures = monitor.failures()
     assert len(failures) >= 1
     assert all("PythonException" in f.exception or "ValueError" in f.summary
                for f in failures), failures
