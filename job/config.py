@@ -72,6 +72,8 @@ class KafkaConfig:
 class WatermarkConfig:
     out_of_orderness_ms: int = duration("5s")
     idleness_ms: int = duration("30s")
+    # the lull rule: see io.inboxflow.flink.SubtaskWatermarks (0 = off; needs idleness > 0)
+    idle_advance_ms: int = duration("2m")
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def _validate(cfg: JobConfig) -> None:
     positive("clickhouse.shards", cfg.clickhouse.shards)
     if cfg.watermarks.out_of_orderness_ms < 0:
         raise ConfigError("watermarks.out_of_orderness: must not be negative")
+
     if not cfg.links.cart_base_url.startswith(("https://", "http://")):
         raise ConfigError(
             f"links.cart_base_url: expected an http(s) URL, got {cfg.links.cart_base_url!r}"

@@ -46,20 +46,15 @@ def journey_settings(cfg: JobConfig) -> JourneySettings:
 
 
 def event_time_strategy(cfg: JobConfig):
-    """The Java WatermarkStrategy for ``KEYED_EVENT`` envelopes: bounded out-of-orderness and
-    idleness from conf, the event's own ``timestamp`` as event time via
-    ``io.inboxflow.flink.EventTimeAssigner``, never Kafka's record time (DESIGN trap 1;
-    PyFlink's Python assigner is also silently dropped by ``with_idleness``)."""
+    """The Java WatermarkStrategy for ``KEYED_EVENT`` envelopes
+    (``io.inboxflow.flink.SubtaskWatermarks``): bounded out-of-orderness per Kafka partition,
+    idleness and the lull rule decided for the whole source subtask, the event's own
+    ``timestamp`` as event time (``EventTimeAssigner``), never Kafka's record time."""
     from pyflink.java_gateway import get_gateway
 
-    jvm = get_gateway().jvm
-    j_strategy = jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy \
-        .forBoundedOutOfOrderness(
-            jvm.java.time.Duration.ofMillis(cfg.watermarks.out_of_orderness_ms))
-    if cfg.watermarks.idleness_ms > 0:
-        j_strategy = j_strategy.withIdleness(
-            jvm.java.time.Duration.ofMillis(cfg.watermarks.idleness_ms))
-    return j_strategy.withTimestampAssigner(jvm.io.inboxflow.flink.EventTimeAssigner())
+    w = cfg.watermarks
+    return get_gateway().jvm.io.inboxflow.flink.SubtaskWatermarks(
+        w.out_of_orderness_ms, w.idleness_ms, w.idle_advance_ms)
 
 
 def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) -> KeyedStream:
