@@ -144,5 +144,5 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
     assert sorted(r.key for r in requests) == sorted(customers)
     lateness = [r.timestamp_ms - due for r in requests]  # the sink's produce time
     print(f"lull lateness at parallelism {parallelism}: {sorted(lateness)} ms")
-    # due + bound at the earliest, and within bound + idleness (+ 2 s of processing)
-    assert all(bound <= late <= bound + idleness + 2 * SECOND for late in lateness), lateness
+    # due + bound at the earliest, and within bound + idleness (+ 3 s of processing)
+    assert all(bound <= late <= bound + idleness + 3 * SECOND for late in lateness), lateness
