@@ -20,7 +20,9 @@ Measurements (each run ``--runs`` times, median reported):
    predicted output: a reminder, a cancellation or the DLQ), the backlog (send -> output
    delay of each cancellation), restarts, and the seconds after the burst until reminder
    lateness is back to normal (p95 of a 2 s sliding window of reminders at most the
-   out-of-orderness bound + 1 s, for good).
+   out-of-orderness bound + 1 s, for good); at the end the events topic is read back, so
+   that a unit without its output is known to have been lost upstream of the job (its
+   records are not in the topic) or by the job or its sinks (they are).
 
 Every run is a child process (``--child``) in its own process group: chdb hosts one path
 per process (DESIGN trap 8) and a fresh JVM per run keeps runs independent; the group is
@@ -407,13 +409,17 @@ def child_throughput(spec: dict) -> dict:
 class RequestReader(threading.Thread):
     """Reads a topic from the beginning of every partition and keeps (received_at_ms, value)
     per record until ``stop()``; ``timestamps`` holds each record's Kafka timestamp (the
-    job's sinks stamp the wall clock when they produce it), in the same order."""
+    job's sinks stamp the wall clock when they produce it), in the same order. ``jumps``:
+    (partition, last offset read, next offset read) wherever a partition's offsets were not
+    consecutive, i.e. offsets this reader never got (a record it skipped, or an offset the
+    broker never filled; a full read of the topic afterwards tells which)."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int):
         super().__init__(name="bench-reader", daemon=True)
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.records: list[tuple[int, bytes]] = []
         self.timestamps: list[int] = []
+        self.jumps: list[tuple[int, int, int]] = []
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
 
@@ -429,11 +435,17 @@ class RequestReader(threading.Thread):
             assigned = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             consumer.assign(assigned)
             consumer.seek_to_beginning(*assigned)
+            last: dict[int, int] = {}
             try:
                 while not self._stop_event.is_set():
                     batches = consumer.poll(timeout_ms=100)
                     received = wall_ms()
-                    for records in batches.values():
+                    for tp, records in batches.items():
+                        for r in records:
+                            if r.offset != last.get(tp.partition, -1) + 1:
+                                self.jumps.append((tp.partition, last.get(tp.partition, -1),
+                                                   r.offset))
+                            last[tp.partition] = r.offset
                         self.timestamps.extend(r.timestamp for r in records)
                         self.records.extend((received, r.value) for r in records)
             finally:
@@ -673,6 +685,29 @@ class ProducerLog(logging.Handler):
         return {"counts": dict(self.counts), "samples": list(self.samples)}
 
 
+def kafka_client_warnings(lines: Iterator[str], limit: int = 20) -> dict[str, Any]:
+    """WARN and ERROR lines of the Kafka clients in a Flink log (the job's sink producers:
+    retries, expired batches, sequence errors), counted, with the first ``limit``."""
+    samples: list[str] = []
+    count = 0
+    for line in lines:
+        if "org.apache.kafka" in line and (" WARN " in line or " ERROR " in line):
+            count += 1
+            if len(samples) < limit:
+                samples.append(line.strip()[:400])
+    return {"count": count, "samples": samples}
+
+
+def _flink_log_lines() -> Iterator[str]:
+    """The lines of this run's Flink logs (``FLINK_LOG_DIR``, set by ``run_child``)."""
+    log_dir = os.environ.get("FLINK_LOG_DIR")
+    if not log_dir:
+        return
+    for path in sorted(Path(log_dir).glob("*.log")):
+        with open(path, errors="replace") as f:
+            yield from f
+
+
 def _event_id(value: bytes) -> str | None:
     try:
         event = json.loads(value)
@@ -825,11 +860,11 @@ def child_burst(spec: dict) -> dict:
                 break
             time.sleep(2)
         time.sleep(1)  # anything unexpected still on its way
-        # Restarts from the exception history (one entry per failure), not from the
-        # numRestarts metric: any metric read through REST makes the TaskManager dump every
-        # gauge, and the customer function's gauges are Python; called from Flink's metrics
-        # thread in thread mode, one crashed the JVM (SIGSEGV in _PyEval_EvalFrameDefault,
-        # twice in a row while this bench sampled a metric every second).
+        # Restarts from the exception history (one entry per failure). (Until 2026-12-01 no
+        # metric could be read: any read made the TaskManager call the customer function's
+        # Python gauges from Flink's metrics thread, which crashed the JVM twice in a row
+        # while this bench sampled a metric every second; those metrics are pushed to the
+        # JVM side since, udfs/flink_metrics.py.)
         out["restarts"] = len(JobMonitor(rest_url, job_id).failures())
         watch.check()
     finally:
@@ -847,17 +882,33 @@ def child_burst(spec: dict) -> dict:
         if reader.error:
             raise RuntimeError(f"reader failed: {reader.error!r}")
     out["producer_log"] = producer_log.result()
+    out["sink_producer_log"] = kafka_client_warnings(_flink_log_lines())
     requests = [(received, json.loads(value)) for received, value in readers["requests"].records]
     outcomes, dlq = parsed("outcomes"), parsed("dlq")
-    out["accounting"] = account_units(units, [r for _, r in requests], outcomes, dlq)
-    missing = missing_units(units, [r for _, r in requests], outcomes, dlq)
-    out["accounting"]["per_phase"] = {
-        name: account_units(phase, [r for _, r in requests], outcomes, dlq)["lost"]
-        for name, phase in phases.items()}
+    live = {"requests": [r for _, r in requests], "outcomes": outcomes, "dlq": dlq}
+    # The live readers got every offset of the output topics up to where they stopped unless
+    # they jumped over some; when they did, or an output is missing, the output topics are
+    # read again with a fresh consumer: what the job emitted and a live reader skipped is
+    # not lost (``lost_by_live_readers`` keeps what the live readers saw).
+    jumps = {name: reader.jumps[:20] for name, reader in readers.items() if reader.jumps}
+    final = live
+    read_seconds: dict[str, float] = {}
+    check_started = time.monotonic()
+    if jumps or missing_units(units, **live):
+        final = {name: [json.loads(r.value) for r in kafka_io.consume(
+            bootstrap, topics[topic], idle_timeout_s=3, max_wait_s=120)]
+            for name, topic in (("requests", "email_requests"), ("outcomes", "outcomes"),
+                                ("dlq", "dlq"))}
+        read_seconds["outputs"] = time.monotonic() - check_started
+    out["accounting"] = account_units(units, **final)
+    out["accounting"]["per_phase"] = {name: account_units(phase, **final)["lost"]
+                                      for name, phase in phases.items()}
+    missing = missing_units(units, **final)
     # Where were the missing events lost? Read the whole events topic back (counting records:
-    # Tansu's "latest" offsets are wrong) and the output topics with a fresh consumer (the
-    # live readers might have missed a record), now that the job no longer takes the cores.
-    back = kafka_io.consume(bootstrap, topics["events"], idle_timeout_s=5, max_wait_s=300)
+    # Tansu's "latest" offsets are wrong), now that the job no longer takes the cores.
+    events_started = time.monotonic()
+    back = kafka_io.consume(bootstrap, topics["events"], idle_timeout_s=3, max_wait_s=300)
+    read_seconds["events"] = time.monotonic() - events_started
     check = check_topic(phases, [(r.partition, r.offset, _event_id(r.value)) for r in back],
                         missing, deliveries)
     check["records_expected"] = len(keys) + sum(p["events"] for p in out["phases"].values()) \
@@ -867,29 +918,26 @@ def child_burst(spec: dict) -> dict:
         j = int(event_id[len(BURST_PREFIX):].split("-")[0])
         if j in stamps:
             entry["sent_s_after_burst_start"] = (stamps[j] - burst_start) / 1000
-    reread = {name: [json.loads(r.value) for r in kafka_io.consume(
-        bootstrap, topics[topic], idle_timeout_s=3, max_wait_s=120)]
-        for name, topic in (("requests", "email_requests"), ("outcomes", "outcomes"),
-                            ("dlq", "dlq"))}
-    check["lost_on_reread"] = account_units(units, reread["requests"], reread["outcomes"],
-                                            reread["dlq"])["lost"]
-    check["output_records_live_vs_reread"] = {
-        "requests": [len(requests), len(reread["requests"])],
-        "outcomes": [len(outcomes), len(reread["outcomes"])],
-        "dlq": [len(dlq), len(reread["dlq"])]}
+    check["live_reader_jumps"] = jumps
+    if final is not live:
+        out["accounting"]["lost_by_live_readers"] = account_units(units, **live)["lost"]
+        check["output_records_live_vs_reread"] = {
+            name: [len(live[name]), len(final[name])] for name in live}
+    check["seconds"] = time.monotonic() - check_started
+    check["read_seconds"] = read_seconds  # each includes 3 s without new records at the end
     out["topic_check"] = check
     out["accounting"]["missing_in_topic"] = check["missing_in_topic"]
     # what the job did emit for missing units whose inputs are all in the topic (the job or
-    # its sinks lost them: a bug) and, briefly, for the others
+    # its sinks lost them: a bug), in full, and briefly for the first others
     in_job = set(check["lost_units_inputs_in_topic"][:20])
     out["accounting"]["missing_detail"] = {
         cid: {"inputs_in_topic": cid in in_job,
               "outcomes": [o if cid in in_job else o.get("kind")
-                           for o in reread["outcomes"] if o.get("customer_id") == cid],
+                           for o in final["outcomes"] if o.get("customer_id") == cid],
               "requests": [r if cid in in_job else r.get("request_id")
-                           for r in reread["requests"] if r.get("customer_id") == cid],
+                           for r in final["requests"] if r.get("customer_id") == cid],
               "dlq": [d if cid in in_job else d.get("reason")
-                      for d in reread["dlq"] if d.get("customer_id") == cid]}
+                      for d in final["dlq"] if d.get("customer_id") == cid]}
         for cid in sorted(in_job | set(missing[:5]),
                           key=lambda c: int(c[len(BURST_PREFIX):]))}
     burst = out["phases"]["burst"]

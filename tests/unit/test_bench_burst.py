@@ -20,6 +20,7 @@ from bench.run import (
     _runs,
     account_units,
     check_topic,
+    kafka_client_warnings,
     missing_units,
     recovered_after,
     unit_count,
@@ -192,6 +193,19 @@ def test_producer_log_counts_retries_and_duplicate_sequence_answers_only():
                                       "kafka.producer.sender warning": 1}
     assert len(log.result()["samples"]) == 2 and "t-0" in log.result()["samples"][0]
     assert sender.propagate
+
+
+def test_kafka_client_warnings_of_the_flink_log():
+    lines = [
+        ("2026-12-01 12:08:56,633 INFO  org.apache.kafka.clients.producer.KafkaProducer [] - "
+         "Instantiated an idempotent producer."),
+        ("2026-12-01 12:09:01,001 WARN  org.apache.kafka.clients.producer.internals.Sender [] - "
+         "Got error produce response with correlation id 7 on topic-partition o-0, retrying"),
+        "2026-12-01 12:09:02,002 WARN  org.apache.flink.metrics.MetricGroup [] - Name collision",
+        "2026-12-01 12:09:03,003 ERROR org.apache.kafka.clients.NetworkClient [] - boom",
+    ]
+    got = kafka_client_warnings(iter(lines), limit=1)
+    assert got["count"] == 2 and len(got["samples"]) == 1 and "retrying" in got["samples"][0]
 
 
 def test_the_burst_run_is_planned_with_quick_sizes():
