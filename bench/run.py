@@ -65,6 +65,9 @@ PARTITIONS = 2
 LIVE_PARALLELISM = 2
 OUT_OF_ORDERNESS = "2s"
 ABANDON_AFTER = "5s"
+# "lateness after a lull": a reminder due this long into silence on every partition, no clock
+LULL_DUE_AFTER = "30s"
+LULL_SILENCE_S = 45  # longer than the shipped idleness (30 s) + the due time
 CLOCK_INTERVAL_S = 0.25
 FRESHNESS_TARGET_P95_MS = 2000
 STORE_TARGET_RATIO = 0.8  # issue 3: writer on within 20% of the spine's events/s
@@ -529,6 +532,27 @@ def _watched(records: Iterator, watch: JobWatch) -> Iterator:
         yield record
 
 
+@dataclass(frozen=True)
+class _Record:
+    key: str
+    value: bytes
+
+
+def _lull_records(keys: list[str], now: int) -> list[_Record]:
+    """An identified customer with a cart on every partition, stamped ``now``."""
+    records = []
+    for n, key in enumerate(keys):
+        cid = f"bench-lull-{n}"
+        for event_type, extra in (
+                ("identify", {"traits": {"email": f"{cid}@example.com"}}),
+                ("cart_add", {"properties": {"product_id": "p1", "price": 9.5, "quantity": 1,
+                                             "cart_id": f"cart-{cid}", "currency": "EUR"}})):
+            event = {"event_id": f"{cid}-{event_type}", "event_type": event_type,
+                     "customer_id": cid, "timestamp": now, **extra}
+            records.append(_Record(cid, json.dumps(event).encode()))
+    return records
+
+
 def child_live(spec: dict) -> dict:
     """Unbounded job, warm-up, paced live events, then a watermark clock; returns lateness
     of every reminder and (store on) the writer's freshness samples."""
@@ -548,9 +572,10 @@ def child_live(spec: dict) -> dict:
     kafka_io.create_topics(bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
                                        topics["email_requests"]: PARTITIONS,
                                        topics["outcomes"]: 1})
+    lull = spec.get("lull", False)
     cfg = _job_config({**spec, "topics": topics}, work, {
         "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
-        "journey": {"abandon_after": ABANDON_AFTER, "steps": []}})
+        "journey": {"abandon_after": LULL_DUE_AFTER if lull else ABANDON_AFTER, "steps": []}})
     settings = _settings(LIVE_PARALLELISM, work, checkpoints=True)
     keys = partition_keys(PARTITIONS)
     reader = RequestReader(bootstrap, topics["email_requests"], PARTITIONS)
@@ -576,23 +601,34 @@ def child_live(spec: dict) -> dict:
         out["startup_seconds"] = time.monotonic() - started
         watch = JobWatch(client)
         watch.start()
-        live = _watched(gen.generate_live(SEED, CUSTOMERS, spec["rate"] * spec["seconds"]),
-                        watch)
+        if lull:
+            # one abandoned cart per partition, due LULL_DUE_AFTER into the silence after it
+            live = iter(_lull_records(keys, wall_ms()))
+        else:
+            live = _watched(gen.generate_live(SEED, CUSTOMERS, spec["rate"] * spec["seconds"]),
+                            watch)
         produce_started = time.monotonic()
         produced = kafka_io.produce(bootstrap, topics["events"],
                                     ((r.key, r.value, None) for r in live),
                                     rate=spec["rate"], linger_ms=5)
         out["produced"] = len(produced)
         out["produce_seconds"] = time.monotonic() - produce_started
-        # The clock: a page view per partition keeps every split's watermark moving, so
-        # reminders due after the last live event still fire on time.
-        clock_end = time.monotonic() + spec["clock_seconds"]
-        n = 0
-        while time.monotonic() < clock_end:
-            watch.check()
-            n += 1
-            _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
-            time.sleep(CLOCK_INTERVAL_S)
+        if spec.get("clock", True) and not lull:
+            # The clock: a page view per partition keeps every split's watermark moving, so
+            # reminders due after the last live event fire on time even without the lull rule.
+            clock_end = time.monotonic() + spec["clock_seconds"]
+            n = 0
+            while time.monotonic() < clock_end:
+                watch.check()
+                n += 1
+                _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
+                time.sleep(CLOCK_INTERVAL_S)
+        else:
+            # Silence on every partition: only the lull rule moves the watermark.
+            silence_end = time.monotonic() + max(LULL_SILENCE_S, spec["clock_seconds"])
+            while time.monotonic() < silence_end:
+                watch.check()
+                time.sleep(0.5)
         time.sleep(2)  # the last reminders travel through the sink and the reader
         watch.check()
     finally:
@@ -1106,15 +1142,18 @@ def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
                 yield (f"{group}-p{p}", f"{group}-p{p}-{i + 1}", {**base, "stops": stops},
                        full_timeout)
     live_timeout = 300 + plan.live_seconds * 2 + plan.clock_seconds
-    for store, group in ((False, "lateness"), (True, "freshness")):
-        if group not in plan.measurements:
+    live_groups = [(False, "lateness", {}), (False, "lateness-noclock", {"clock": False}),
+                   (False, "lull", {"lull": True}), (True, "freshness", {})]
+    for store, group, extra in live_groups:
+        if group.split("-")[0].replace("lull", "lateness") not in plan.measurements:
             continue
         for i in range(plan.runs):
             yield (group, f"{group}-{i + 1}",
                    {"kind": "live", "bootstrap": bootstrap, "store": store,
                     "rate": plan.rate, "seconds": plan.live_seconds,
-                    "clock_seconds": plan.clock_seconds, "suffix": f"{group}{i + 1}"},
-                   live_timeout)
+                    "clock_seconds": plan.clock_seconds,
+                    "suffix": f"{group.replace('-', '')}{i + 1}", **extra},
+                   live_timeout + LULL_SILENCE_S)
     if "burst" in plan.measurements:
         before_s, after_s = BURST_STEADY_S_QUICK if plan.quick else BURST_STEADY_S
         # start-up, the steady phases, the burst at a few hundred events/s at worst, the
@@ -1207,7 +1246,8 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
                                results.get(f"store-p{p}-tiny", []), plan.events)
         if ratios and f"store-p{p}" in summary:
             summary[f"store-p{p}"]["paired_ratios"] = ratios
-    for group, key in (("lateness", "lateness_ms"), ("freshness", "freshness_ms")):
+    for group, key in (("lateness", "lateness_ms"), ("lateness-noclock", "lateness_ms"),
+                       ("lull", "lateness_ms"), ("freshness", "freshness_ms")):
         runs = ok.get(group, [])
         if not runs:
             continue
@@ -1284,6 +1324,18 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"reminder lateness, p{LIVE_PARALLELISM}, {plan.rate:,}/s  {s['count']:>6,.0f} reminders  "
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
             f"max {_ms(s['max'])}  (out-of-orderness bound {OUT_OF_ORDERNESS})")
+    s = summary.get("lateness-noclock")
+    if s:
+        lines.append(
+            f"  the same without clock events  {s['count']:>6,.0f} reminders  "
+            f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
+            f"max {_ms(s['max'])}  (after the stream only the lull rule moves the watermark: "
+            f"reminders due in the silence wait for the idleness timeout)")
+    s = summary.get("lull")
+    if s:
+        lines.append(
+            f"reminder lateness after a lull (due {LULL_DUE_AFTER} into silence, no clock)  "
+            f"{s['count']:>3,.0f} reminders  p50 {_ms(s['p50'])}  max {_ms(s['max'])}")
     s = summary.get("freshness")
     if s:
         verdict = "ok" if s["p95"] is not None and s["p95"] < FRESHNESS_TARGET_P95_MS \
