@@ -532,6 +532,19 @@ def _watched(records: Iterator, watch: JobWatch) -> Iterator:
         yield record
 
 
+def _warm_up(bootstrap: str, producer, topics: dict[str, str], keys: list[str]) -> None:
+    """An unknown event type on every partition must come out of the DLQ before the timed
+    part starts, so no reminder falls due while the job is still starting (that would count
+    start-up time as lateness)."""
+    from job import kafka_io
+
+    _send_to_every_partition(producer, topics["events"], keys, "bench_warmup", 0)
+    seen = kafka_io.consume(bootstrap, topics["dlq"], until_count=len(keys),
+                            idle_timeout_s=180, max_wait_s=180)
+    if len(seen) < len(keys):
+        raise TimeoutError(f"warm-up: {len(seen)} of {len(keys)} DLQ records in 180 s")
+
+
 @dataclass(frozen=True)
 class _Record:
     key: str
@@ -590,14 +603,7 @@ def child_live(spec: dict) -> dict:
         started = time.monotonic()
         client = run(cfg, settings, job_name="inboxflow-bench-live", wait=False)
         _wait_running(client, timeout_s=180)
-        # Warm-up: an unknown event type on every partition must come out of the DLQ
-        # before the timed part starts, so no reminder falls due while the job is still
-        # starting (that would count start-up time as lateness).
-        _send_to_every_partition(producer, topics["events"], keys, "bench_warmup", 0)
-        seen = kafka_io.consume(bootstrap, topics["dlq"], until_count=len(keys),
-                                idle_timeout_s=180, max_wait_s=180)
-        if len(seen) < len(keys):
-            raise TimeoutError(f"warm-up: {len(seen)} of {len(keys)} DLQ records in 180 s")
+        _warm_up(bootstrap, producer, topics, keys)
         out["startup_seconds"] = time.monotonic() - started
         watch = JobWatch(client)
         watch.start()
@@ -846,11 +852,7 @@ def child_burst(spec: dict) -> dict:
         client = run(cfg, settings, job_name="inboxflow-bench-burst", wait=False)
         _wait_running(client, timeout_s=180)
         job_id = str(client.get_job_id())
-        _send_to_every_partition(producer, topics["events"], keys, "bench_warmup", 0)
-        seen = kafka_io.consume(bootstrap, topics["dlq"], until_count=len(keys),
-                                idle_timeout_s=180, max_wait_s=180)
-        if len(seen) < len(keys):
-            raise TimeoutError(f"warm-up: {len(seen)} of {len(keys)} DLQ records in 180 s")
+        _warm_up(bootstrap, producer, topics, keys)
         out["startup_seconds"] = time.monotonic() - started
         watch = JobWatch(client)
         watch.start()

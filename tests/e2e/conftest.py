@@ -116,6 +116,29 @@ class OutputReader:
         self._consumer.close(autocommit=False)
 
 
+def job_on_fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
+                        overrides: dict) -> tuple:
+    """(config, topics): the shipped config on new topics ``PREFIX.events`` (``partitions``
+    partitions), ``.dlq``, ``.requests`` and ``.outcomes``, read from the earliest offset by
+    a group of its own, ClickHouse off, ``overrides`` merged on top."""
+    from job.config import load_config
+    from job.kafka_io import create_topics
+
+    topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
+    create_topics(broker.bootstrap, {topics["events"]: partitions, topics["dlq"]: 1,
+                                     topics["requests"]: 1, topics["outcomes"]: 1})
+    cfg = load_config(env={}, overrides={
+        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
+                  "group_id": prefix,
+                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
+                             "email_requests": topics["requests"],
+                             "outcomes": topics["outcomes"]}},
+        "clickhouse": {"enabled": False},
+        **overrides,
+    })
+    return cfg, topics
+
+
 class RunningJob:
     """The job submitted by :func:`running_job`. Calling it is the liveness check: it raises
     :class:`JobFailed` with the job's own error once the job is no longer running, or as

@@ -32,8 +32,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from job.broker import TansuBroker
-from job.config import load_config
-from job.kafka_io import create_topics, produce
+from job.kafka_io import produce
 from tests.conftest import (
     MINUTE,
     cart_add,
@@ -42,7 +41,7 @@ from tests.conftest import (
     purchase,
     raw,
 )
-from tests.e2e.conftest import OutputReader, running_job
+from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
 from tests.fuzzing import fuzzed_records
 from tests.integration.envelope import JvmEnvelope
 from udfs.customer import KIND_REQUEST, CustomerCore, Step
@@ -122,18 +121,8 @@ class Harness:
 def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
         broker: TansuBroker, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
-    topics = {t: f"fz-{run}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
-    cfg = load_config(env={}, overrides={
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"fz-{run}",
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
-        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
-        "clickhouse": {"enabled": False},
-    })
+    cfg, topics = job_on_fresh_topics(broker, f"fz-{run}", PARTITIONS, {
+        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"}})
     now = int(time.time() * 1000)
     f = (now // MINUTE - 2 * 24 * 60) * MINUTE  # the window's start: two days ago
     story = [

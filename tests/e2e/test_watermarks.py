@@ -22,10 +22,9 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from job.broker import TansuBroker
-from job.config import load_config
-from job.kafka_io import create_topics, produce
+from job.kafka_io import produce
 from tests.conftest import HOUR, MINUTE, SECOND, T0, cart_add, identify, raw
-from tests.e2e.conftest import OutputReader, running_job
+from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
 from udfs.journey import request_id
 
 CAMPAIGN = "abandoned_cart"
@@ -50,22 +49,10 @@ def keys_by_partition(partitions: int, per_partition: int, prefix: str) -> list[
     return found
 
 
-def job_config(broker: TansuBroker, run: str, partitions: int, **watermarks: str):
-    topics = {t: f"wm-{run}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: partitions, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
-    cfg = load_config(env={}, overrides={
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"wm-{run}",
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
-        "watermarks": watermarks,
-        "journey": {"steps": []} | ({"abandon_after": watermarks.pop("abandon_after")}
-                                    if "abandon_after" in watermarks else {}),
-        "clickhouse": {"enabled": False},
-    })
-    return cfg, topics
+def job_config(broker: TansuBroker, run: str, partitions: int, abandon_after: str = "1h",
+               **watermarks: str):
+    return job_on_fresh_topics(broker, f"wm-{run}", partitions, {
+        "watermarks": watermarks, "journey": {"steps": [], "abandon_after": abandon_after}})
 
 
 @pytest.mark.slow
