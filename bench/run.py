@@ -532,6 +532,19 @@ def _watched(records: Iterator, watch: JobWatch) -> Iterator:
         yield record
 
 
+def _run_clock(producer, topic: str, keys: list[str], seconds: float, watch) -> int:
+    """A page view on every partition every CLOCK_INTERVAL_S for ``seconds``; returns how
+    many records it sent."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        watch.check()
+        n += 1
+        _send_to_every_partition(producer, topic, keys, "page_view", n)
+        time.sleep(CLOCK_INTERVAL_S)
+    return n * len(keys)
+
+
 def _warm_up(bootstrap: str, producer, topics: dict[str, str], keys: list[str]) -> None:
     """An unknown event type on every partition must come out of the DLQ before the timed
     part starts, so no reminder falls due while the job is still starting (that would count
@@ -622,13 +635,7 @@ def child_live(spec: dict) -> dict:
         if spec.get("clock", True) and not lull:
             # The clock: a page view per partition keeps every split's watermark moving, so
             # reminders due after the last live event fire on time even without the lull rule.
-            clock_end = time.monotonic() + spec["clock_seconds"]
-            n = 0
-            while time.monotonic() < clock_end:
-                watch.check()
-                n += 1
-                _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
-                time.sleep(CLOCK_INTERVAL_S)
+            _run_clock(producer, topics["events"], keys, spec["clock_seconds"], watch)
         else:
             # Silence on every partition: only the lull rule moves the watermark.
             silence_end = time.monotonic() + max(LULL_SILENCE_S, spec["clock_seconds"])
@@ -876,14 +883,8 @@ def child_burst(spec: dict) -> dict:
                                    "start_ms": t0_ms, "end_ms": wall_ms()}
         # the clock: page views on every partition move the watermark past the last units'
         # due times (abandon_after + out-of-orderness)
-        clock_end = time.monotonic() + spec["clock_seconds"]
-        n = 0
-        while time.monotonic() < clock_end:
-            watch.check()
-            n += 1
-            _send_to_every_partition(producer, topics["events"], keys, "page_view", n)
-            clock_sent += len(keys)
-            time.sleep(CLOCK_INTERVAL_S)
+        clock_sent += _run_clock(producer, topics["events"], keys, spec["clock_seconds"],
+                                 watch)
         # every unit's output, or nothing new for a while (then what is missing is lost)
         deadline = time.monotonic() + BURST_DRAIN_TIMEOUT_S
         accounted, progress_at = -1, time.monotonic()
