@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JARS   := lib/.jars-stamp
 
-.PHONY: install demo test test-fast fuzz bench lint clean
+.PHONY: install demo test test-fast fuzz bench lint clean package cluster-up cluster-down cluster-status
 
 install: $(STAMP) $(JARS)
 
@@ -35,6 +35,24 @@ fuzz: $(STAMP)
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# A local Flink standalone cluster from the installed PyFlink (FLINK_HOME var/flink, web UI
+# http://127.0.0.1:$(PORT)); the packaged job for it (var/package) and `inboxflow submit`.
+TASKMANAGERS ?= 1
+SLOTS        ?= 2
+PORT         ?= 8081
+
+package: install
+	$(BIN)/python -m job.cluster package
+
+cluster-up: install
+	$(BIN)/python -m job.cluster up --taskmanagers $(TASKMANAGERS) --slots $(SLOTS) --port $(PORT)
+
+cluster-down:
+	test ! -x $(BIN)/python || $(BIN)/python -m job.cluster down
+
+cluster-status:
+	$(BIN)/python -m job.cluster status
 
 lint: install
 	$(BIN)/ruff check job udfs tests bench

@@ -74,7 +74,10 @@ STORE_TARGET_RATIO = 0.8  # issue 3: writer on within 20% of the spine's events/
 NOISY_LOGGERS = ("kafka", "py4j", "apache_beam")
 # kafka-python also warns at WARNING about its own event loop while producing in bulk
 KAFKA_LOG_LEVEL = logging.ERROR
-MEASUREMENTS = ("throughput", "store", "lateness", "freshness", "burst")
+MEASUREMENTS = ("throughput", "store", "lateness", "freshness", "burst", "cluster")
+# the "cluster" rows: the packaged job on a standalone cluster, store off, in these shapes
+# (TaskManagers, slots each), measured alternately in each run
+CLUSTER_SHAPES = ((2, 1), (1, 2))
 BURST_EVENTS, BURST_EVENTS_QUICK = 50_000, 10_000
 # steady --rate before and after the burst (after: the backlog drains, lateness recovers)
 # (the first reminders arrive abandon_after + out-of-orderness after the start)
@@ -1171,6 +1174,31 @@ def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
                     "idempotence": plan.idempotence, "suffix": f"burst{i + 1}"}, timeout)
 
 
+def _cluster_runs(plan: Plan, bootstrap: str,
+                  work_root: Path) -> Iterator[tuple[str, str, dict]]:
+    """The packaged job on a standalone cluster of its own per run (``job.cluster``), over
+    the same pre-produced events as the throughput rows, shapes alternating so that both see
+    the same machine load. Each run: (group, run name, result)."""
+    from job.cluster import measure_throughput
+
+    topics = {"events": "events", "dlq": "events.dlq", "email_requests": "email.requests",
+              "outcomes": "inboxflow.outcomes"}
+    for i in range(plan.runs):
+        for tms, slots in CLUSTER_SHAPES:
+            group = f"cluster-{tms}x{slots}"
+            name = f"{group}-{i + 1}"
+            print(f"[cluster] {name} ...", end=" ", flush=True)
+            t0 = time.monotonic()
+            try:
+                result = measure_throughput(bootstrap, topics, plan.events,
+                                            work_root / name, taskmanagers=tms, slots=slots,
+                                            timeout_s=120 + plan.events / 300)
+            except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
+                result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            print(f"{_describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
+            yield group, name, result
+
+
 def _describe(result: dict) -> str:
     if "error" in result:
         return "failed"
@@ -1184,6 +1212,8 @@ def _describe(result: dict) -> str:
                 f"{burst['events_per_s']:,.0f} ev/s, drained in "
                 f"{result.get('drain_seconds', float('nan')):.1f} s; lateness normal "
                 + ("never" if recovery is None else f"{recovery:.1f} s") + " after it")
+    if "events_per_s" in result:
+        return f"{result['events_per_s']:,.0f} ev/s, {result['restarts']} restarts"
     if "seconds" in result:
         extra = f", {result['rows_written']:,} rows" if "rows_written" in result else ""
         return f"{result['seconds']:.1f} s{extra}"
@@ -1261,6 +1291,14 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
         if group == "freshness":
             entry["lateness_p95"] = median([r["lateness_ms"]["p95"] for r in runs])
         summary[group] = entry
+    for tms, slots in CLUSTER_SHAPES:
+        runs = ok.get(f"cluster-{tms}x{slots}", [])
+        if runs:
+            summary[f"cluster-{tms}x{slots}"] = {
+                "runs": len(runs), "events": plan.events,
+                "parallelism": runs[0]["parallelism"],
+                "events_per_s": median([r["events_per_s"] for r in runs]),
+                "restarts": max(r["restarts"] for r in runs)}
     runs = ok.get("burst", [])
     if runs:
         summary["burst"] = {
@@ -1321,6 +1359,17 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             lines.append(f"store on / store off, p{p}   {ratio:.0%} "
                          f"(target >= {STORE_TARGET_RATIO:.0%}: {verdict}; "
                          f"runs made in pairs: {pairs or 'n/a'})")
+    mini = summary.get("throughput-p2", {}).get("events_per_s")
+    for tms, slots in CLUSTER_SHAPES:
+        s = summary.get(f"cluster-{tms}x{slots}")
+        if s is None:
+            continue
+        versus = f", {s['events_per_s'] / mini:.2f}x the mini-cluster p2" if mini else ""
+        lines.append(
+            f"throughput, store off, standalone cluster {tms} TM x {slots} slot, "
+            f"p{s['parallelism']}  {s['events']:>9,} events  {_rate(s['events_per_s']):>12} "
+            f"(slope of records into the customer operator, 10-90 %{versus}; "
+            f"restarts {s['restarts']})")
     s = summary.get("lateness")
     if s:
         lines.append(
@@ -1408,7 +1457,7 @@ def bench(plan: Plan) -> int:
                 "inboxflow.outcomes": 1})
             stops: dict[int, int] = {}
             tiny_stops: dict[int, int] = {}
-            if {"throughput", "store"} & set(plan.measurements):
+            if {"throughput", "store", "cluster"} & set(plan.measurements):
                 print(f"producing {plan.events:,} events ({CUSTOMERS:,} customers, seed "
                       f"{SEED}) to {broker.bootstrap} ...", flush=True)
                 t0 = time.monotonic()
@@ -1428,6 +1477,10 @@ def bench(plan: Plan) -> int:
                 print(f"{_describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
                 results.setdefault(group, []).append(result)
                 runs_log.append({"group": group, "name": name, **result})
+            if "cluster" in plan.measurements:
+                for group, name, result in _cluster_runs(plan, broker.bootstrap, work_root):
+                    results.setdefault(group, []).append(result)
+                    runs_log.append({"group": group, "name": name, **result})
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     summary = summarize_runs(plan, results)

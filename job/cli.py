@@ -8,7 +8,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from job import db, demo, gen, main
+    from job import db, demo, gen, main, ops
 
     parser = argparse.ArgumentParser(
         prog="inboxflow", description="Real-time abandoned-cart emails on Apache Flink.")
@@ -19,6 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.register(sub)
     demo.register(sub)
     db.register(sub)
+    ops.register(sub)
+    from job import cluster
+
+    cluster.register_submit(sub)
     return parser
 
 

@@ -127,6 +127,15 @@ class ClickHouseConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Logs of the Python functions in the TaskManagers (``udfs/logs.py``)."""
+
+    level: str = "INFO"
+    # json: one JSON object per line; text: TIME LEVEL LOGGER MESSAGE key=value ...
+    format: str = "json"
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig
     watermarks: WatermarkConfig
@@ -134,6 +143,7 @@ class JobConfig:
     journey: JourneyConfig
     links: LinksConfig
     clickhouse: ClickHouseConfig
+    logging: LoggingConfig = LoggingConfig()
     schema_dir: Path = ROOT / "conf" / "schemas"
     template_dir: Path = ROOT / "templates"
     ddl_dir: Path = ROOT / "conf" / "clickhouse"
@@ -231,6 +241,15 @@ def _validate(cfg: JobConfig) -> None:
     positive("clickhouse.shards", cfg.clickhouse.shards)
     if cfg.watermarks.out_of_orderness_ms < 0:
         raise ConfigError("watermarks.out_of_orderness: must not be negative")
+
+    from udfs.logs import FORMATS, LEVELS
+
+    if cfg.logging.level not in LEVELS:
+        raise ConfigError(f"logging.level: expected one of {', '.join(LEVELS)}, "
+                          f"got {cfg.logging.level!r}")
+    if cfg.logging.format not in FORMATS:
+        raise ConfigError(f"logging.format: expected one of {', '.join(FORMATS)}, "
+                          f"got {cfg.logging.format!r}")
 
     if not cfg.links.cart_base_url.startswith(("https://", "http://")):
         raise ConfigError(

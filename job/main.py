@@ -76,7 +76,8 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
-    jars = jar_paths(lib_dir)
+    # under `flink run --jarfile inboxflow-job.jar` the jars are already on the classpath
+    jars = [] if _jars_on_client_classpath() else jar_paths(lib_dir)
     missing = [j.name for j in jars if not j.is_file()]
     if missing:
         raise SystemExit(f"missing jars in {lib_dir}: {', '.join(missing)} "
@@ -84,11 +85,36 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     conf = Configuration()
     for key, value in settings.items():
         conf.set_string(key, value)
-    conf.set_string("pipeline.jars", ";".join(j.as_uri() for j in jars))
+    if jars:
+        conf.set_string("pipeline.jars", ";".join(j.as_uri() for j in jars))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:  # the local mini-cluster loads no plugins
+        from job.prometheus import add_reporters_to_classpath
+
+        add_reporters_to_classpath(settings)
     if "parallelism.default" in settings:
         env.set_parallelism(int(settings["parallelism.default"]))
     return env
+
+
+def _jars_on_client_classpath() -> bool:
+    """Under ``flink run``: the job's Java classes came with ``--jarfile``."""
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:
+        return False
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    return isinstance(get_gateway().jvm.io.inboxflow.flink.OutputRouter, JavaClass)
+
+
+def _detached(env) -> bool:
+    """``flink run -d``: the client returns once the job is submitted."""
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    options = get_gateway().jvm.org.apache.flink.configuration.DeploymentOptions
+    return not get_j_env_configuration(env._j_stream_execution_environment).get(
+        options.ATTACHED)
 
 
 def kafka_sink(cfg: JobConfig, topic: str):
@@ -112,27 +138,28 @@ def kafka_sink(cfg: JobConfig, topic: str):
     return builder.build()
 
 
-def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None):
+def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
+                 start_timestamp_ms: int | None = None):
     """Reads events as ``KEYED_EVENT`` envelopes (key, event time and Kafka append time read
     on the JVM by ``io.inboxflow.flink.EnvelopeDeserializer``). ``stopping_offsets``
     (partition -> exclusive end offset) makes the read bounded; it must come from delivery
-    reports, since Tansu's "latest" offsets are wrong (DESIGN trap 6)."""
-    from pyflink.datastream.connectors.kafka import (
-        KafkaOffsetResetStrategy,
-        KafkaOffsetsInitializer,
-        KafkaSource,
-    )
+    reports, since Tansu's "latest" offsets are wrong (DESIGN trap 6).
+    ``start_timestamp_ms`` starts at the first record whose Kafka timestamp is at or after it
+    (``job.replay``) instead of ``kafka.starting_offsets``."""
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
     from pyflink.java_gateway import get_gateway
 
     from udfs.operators import KEYED_EVENT
 
     topic = cfg.kafka.topics.events
-    start = {
-        "earliest": KafkaOffsetsInitializer.earliest,
-        "latest": KafkaOffsetsInitializer.latest,
-        "committed": lambda: KafkaOffsetsInitializer.committed_offsets(
-            KafkaOffsetResetStrategy.EARLIEST),
-    }[cfg.kafka.starting_offsets]()
+    if start_timestamp_ms is not None:
+        from job.replay import start_offsets_for_timestamp
+
+        start = _explicit_offsets(topic, start_offsets_for_timestamp(cfg, start_timestamp_ms))
+    else:
+        # PyFlink's committed_offsets() needs the SQL fat jar's shaded classes
+        start = KafkaOffsetsInitializer(get_gateway().jvm.io.inboxflow.flink.StartingOffsets
+                                        .named(cfg.kafka.starting_offsets))
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
@@ -162,7 +189,10 @@ def _explicit_offsets(topic: str, offsets: dict[int, int]):
 
 
 def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
-                    store: bool | None = None) -> None:
+                    store: bool | None = None, start_timestamp_ms: int | None = None,
+                    dry_run_dir: Path | None = None) -> None:
+    """``dry_run_dir``: requests, outcomes and DLQ records go to JSONL files there instead of
+    Kafka (``job.replay``)."""
     from pyflink.common import WatermarkStrategy
 
     from job.pipeline import build, event_time_strategy
@@ -172,10 +202,18 @@ def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None
     # reading several partitions emits the minimum, so a partition that runs ahead cannot
     # make another's events late. The timestamp is the event's own (a Java assigner; a
     # Python one on from_source left Kafka's record time in place, DESIGN trap 1).
-    raw = env.from_source(kafka_source(cfg, stopping_offsets),
+    raw = env.from_source(kafka_source(cfg, stopping_offsets, start_timestamp_ms),
                           WatermarkStrategy(event_time_strategy(cfg)), "kafka-events",
                           type_info=KEYED_EVENT).uid("kafka-events")
     out = build(cfg, raw, store=store, enveloped=True)
+    if dry_run_dir is not None:
+        from job.replay import DRY_RUN_FILES, jsonl_sink
+
+        for name, stream in (("requests", out.requests), ("outcomes", out.outcomes),
+                             ("dlq", out.dlq)):
+            stream.sink_to(jsonl_sink(dry_run_dir / DRY_RUN_FILES[name])) \
+                .name(f"dry-run-{name}").uid(f"dry-run-{name}").set_parallelism(1)
+        return
     topics = cfg.kafka.topics
     out.requests.sink_to(kafka_sink(cfg, topics.email_requests)).name("email-requests") \
         .uid("sink-email-requests")
@@ -214,7 +252,8 @@ def with_rest_endpoint(settings: dict[str, str]) -> tuple[dict[str, str], str]:
 
 
 def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
-        job_name: str = "inboxflow", wait: bool = True):
+        job_name: str = "inboxflow", wait: bool = True, start_timestamp_ms: int | None = None,
+        dry_run_dir: Path | None = None):
     """Submit the job. ``wait``: block until it ends (its JobExecutionResult; raises when
     it fails) while a watcher logs every restart loudly; else return its JobClient."""
     prepare_store(cfg)
@@ -224,11 +263,16 @@ def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
     if local:
         settings, rest_url = with_rest_endpoint(settings)
     env = create_env(settings)
-    build_kafka_job(env, cfg, stopping_offsets)
+    build_kafka_job(env, cfg, stopping_offsets, start_timestamp_ms=start_timestamp_ms,
+                    dry_run_dir=dry_run_dir)
     client = env.execute_async(job_name)
     if not wait:
         return client
     if not local:
+        # `inboxflow submit` reads the job id from this line
+        print(f"Job has been submitted with JobID {client.get_job_id()}", flush=True)
+        if _detached(env):
+            return client
         return client.get_job_execution_result().result()
     import threading
 
@@ -236,6 +280,16 @@ def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
 
     job_id = str(client.get_job_id())
     log.info("job %s submitted; REST API and web UI: %s", job_id, rest_url)
+    from pyflink.java_gateway import get_gateway
+
+    from job.prometheus import announce
+    from udfs.logs import log_path
+
+    announce(settings, job_id, log)  # logs the Prometheus URL once it serves the job
+    log.info("logs of the Python functions: %s", log_path(
+        get_gateway().jvm.System.getProperty("log.file"), cfg.logging.format))
+    log.info("savepoint: inboxflow savepoint %s --rest %s; stop with one: inboxflow stop %s "
+             "--savepoint --rest %s", job_id, rest_url, job_id, rest_url)
     done = threading.Event()
     watcher = threading.Thread(
         target=JobMonitor(rest_url, job_id).wait_until_terminal,
@@ -264,6 +318,25 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flink-conf", type=Path, default=DEFAULT_FLINK_CONF,
                         help="Flink settings (default flink-conf.yaml)")
     parser.add_argument("--parallelism", type=int, help="override parallelism.default")
+    parser.add_argument("--resume", nargs="?", const="", metavar="PATH",
+                        help="restore the state (pending reminders, profiles, Kafka offsets) "
+                             "from PATH, a checkpoint or savepoint; without PATH from the "
+                             "newest completed checkpoint or savepoint under "
+                             "execution.checkpointing.dir / savepoint-dir")
+    parser.add_argument("--allow-non-restored-state", action="store_true",
+                        help="with --resume: skip state of operators the job no longer has")
+    parser.add_argument("--rest-port", type=int, metavar="PORT",
+                        help="port of the local run's REST API and web UI (default: a free "
+                             "port, logged at start); `inboxflow savepoint --rest` uses it")
+    parser.add_argument("--from-timestamp", metavar="T",
+                        help="start at the first event whose Kafka record timestamp is at or "
+                             "after T (epoch ms or RFC 3339, e.g. 2026-01-05T08:00:00Z)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="requests, outcomes and DLQ records to JSONL files, nothing to "
+                             "Kafka or ClickHouse, production offsets untouched; runs until "
+                             "Ctrl-C")
+    parser.add_argument("--output", type=Path, metavar="DIR",
+                        help="directory of the dry run's files (default var/dry-run/<UTC time>)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +355,52 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     overrides = {"parallelism.default": str(args.parallelism)} if args.parallelism else None
     settings = flink_settings(args.flink_conf, overrides)
-    run(cfg, settings)
+    if "PYFLINK_GATEWAY_PORT" in os.environ and not args.parallelism:
+        # under `flink run`, its `-p N` (`inboxflow submit --parallelism N`) or else the
+        # cluster's parallelism.default decides, not the copy of flink-conf.yaml read here
+        settings.pop("parallelism.default", None)
+    if getattr(args, "dry_run", False) and getattr(args, "resume", None) == "":
+        print("inboxflow: --dry-run --resume needs a PATH: without one it would restore the "
+              "production job's newest checkpoint (its state and Kafka offsets)",
+              file=sys.stderr)
+        return 2
+    from job import ops
+
+    try:
+        settings = ops.resume_settings(
+            settings, getattr(args, "resume", None),
+            allow_non_restored=getattr(args, "allow_non_restored_state", False))
+    except ops.OpsError as exc:
+        print(f"inboxflow: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "rest_port", None):
+        settings["rest.port"] = str(args.rest_port)
+    from job import replay
+
+    start_ms = dry_run_dir = None
+    try:
+        if args.from_timestamp is not None:
+            start_ms = replay.parse_timestamp(args.from_timestamp)
+        if args.output is not None and not args.dry_run:
+            raise ValueError("--output needs --dry-run")
+        if args.dry_run:
+            dry_run_dir = replay.prepare_output(args.output or replay.default_output_dir())
+    except ValueError as exc:
+        print(f"inboxflow: {exc}", file=sys.stderr)
+        return 2
+    if dry_run_dir is not None:
+        cfg = replay.dry_run_config(cfg)
+        settings = replay.dry_run_settings(settings, dry_run_dir)
+        log.info("dry run: outputs to %s, consumer group %s (no commits), ClickHouse off",
+                 dry_run_dir, cfg.kafka.group_id)
+    if log.level == logging.NOTSET:
+        # importing PyFlink's environment lowers the root logger to WARNING (its Beam worker
+        # pool module); the run's own INFO lines (offsets, REST URL) must still show
+        log.setLevel(logging.INFO)
+    try:
+        run(cfg, settings, start_timestamp_ms=start_ms, dry_run_dir=dry_run_dir)
+    except KeyboardInterrupt:  # Ctrl-C: run() has cancelled the job (how a dry run ends)
+        return 130
     return 0
 
 

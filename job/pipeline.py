@@ -45,6 +45,13 @@ def journey_settings(cfg: JobConfig) -> JourneySettings:
     )
 
 
+def writer_parallelism(cfg: JobConfig) -> int | None:
+    """1 for the embedded engine (``chdb://``): one process may open its path, and with
+    several TaskManagers writer subtasks would run in several processes, so every row goes
+    to one writer subtask. None (the job's parallelism) for a ClickHouse server."""
+    return 1 if cfg.clickhouse.dsn.startswith("chdb:") else None
+
+
 def event_time_strategy(cfg: JobConfig):
     """The Java WatermarkStrategy for ``KEYED_EVENT`` envelopes
     (``io.inboxflow.flink.SubtaskWatermarks``): bounded out-of-orderness per Kafka partition,
@@ -129,7 +136,8 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
         keyed_by_customer(cfg, raw, enveloped),
         CustomerFunction(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url,
                          cfg.clickhouse.shards if store else 0, cfg.schema_dir,
-                         cfg.limits.max_event_bytes, cfg.limits.max_future_ms),
+                         cfg.limits.max_event_bytes, cfg.limits.max_future_ms,
+                         log_level=cfg.logging.level, log_format=cfg.logging.format),
         cfg.clickhouse.buffer_interval_ms,
     ).name("customers").uid("customers")
     from pyflink.java_gateway import get_gateway
@@ -155,9 +163,13 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
             .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
                                     cfg.clickhouse.flush_rows,
                                     cfg.clickhouse.flush_interval_ms,
-                                    cfg.clickhouse.freshness_log or None),
+                                    cfg.clickhouse.freshness_log or None,
+                                    log_level=cfg.logging.level,
+                                    log_format=cfg.logging.format),
                      output_type=KEYED_JSON)
             .name("clickhouse-writer").uid("clickhouse-writer")
         )
+        if writer_parallelism(cfg) is not None:
+            rejected = rejected.set_parallelism(writer_parallelism(cfg))
         dlq = dlq.union(rejected)
     return Outputs(requests=side(KIND_REQUEST), dlq=dlq, outcomes=side(KIND_OUTCOME))

@@ -39,6 +39,7 @@ from typing import Final
 import orjson
 
 from udfs.journey import (
+    RESCHEDULE_CHECK,
     CustomerLogic,
     CustomerState,
     Decision,
@@ -50,6 +51,7 @@ from udfs.journey import (
     load_journey,
     load_profile,
 )
+from udfs.logs import fields
 from udfs.render import Renderer, TemplateError
 from udfs.store import json_ready
 from udfs.validation import EventValidator, Invalid, dlq_record, format_epoch_ms
@@ -74,6 +76,17 @@ FRESHNESS_KEY = "source_kafka_ms"
 NO_KAFKA_TIME = -1
 COUNTERS: Final = ("events_valid", "events_invalid", "processing_errors", "late", "duplicate",
                    "abandoned", "sent", "skipped", "cancelled", "completed", "recovered")
+# Counters with labels (CustomerCore.labeled): metric -> label keys. Every label value comes
+# from a fixed set (event types of the schemas, DLQ and outcome reasons, configured campaign
+# and steps), never from a record's free text, so the number of series stays bounded.
+LABELED: Final = {
+    "events": ("event_type",),          # valid events by type
+    "invalid": ("reason",),             # events sent to the DLQ by validation, by reason
+    "requests": ("campaign", "step"),   # email requests emitted
+    "skipped": ("reason",),             # reminders not sent (suppressed), by reason
+    "cancelled": ("reason",),           # journeys ended before their last step, by reason
+}
+_LATENESS: Final = "_lateness"  # a reminder lateness sample in Step building (see _step)
 _OWN_CODE: Final = (f"{Path(__file__).parent.name}/", "job/")
 
 RawState = tuple[str | None, str | None, str | None]  # profile, cart, journey (JSON)
@@ -136,6 +149,11 @@ class CustomerCore:
         self.store_shards = store_shards  # 0: no profile store
         self.max_event_bytes = max_event_bytes
         self.counts = dict.fromkeys(COUNTERS, 0)
+        # label value (a tuple for several label keys) -> count, per metric of LABELED
+        self.labeled: dict[str, dict] = {name: {} for name in LABELED}
+        # wall clock at emit minus due time (ms) of every email request emitted since the
+        # wrapper last took them (reminder lateness; see udfs.operators)
+        self.lateness: list[int] = []
 
     # entry points --------------------------------------------------------------------------
 
@@ -152,10 +170,16 @@ class CustomerCore:
             return self._event_failed(key, text, None, exc, now)
         if isinstance(result, Invalid):
             self.counts["events_invalid"] += 1
-            log.warning("invalid event customer=%s event_id=%s reason=%s path=%s",
-                        result.customer_id, result.event_id, result.reason, result.path)
+            invalid = self.labeled["invalid"]
+            invalid[result.reason] = invalid.get(result.reason, 0) + 1
+            log.warning("invalid event", extra=fields(
+                customer_id=result.customer_id, event_id=result.event_id,
+                reason=result.reason, path=result.path))
             return Step(outputs=[self._dlq(text, result, now)])
         self.counts["events_valid"] += 1
+        by_type = self.labeled["events"]
+        event_type = result["event_type"]
+        by_type[event_type] = by_type.get(event_type, 0) + 1
         return result
 
     def on_event(self, event: dict, text: str, raw: RawState, watermark: int, kafka_ts: int,
@@ -205,7 +229,10 @@ class CustomerCore:
         for trigger in d.triggers:
             outputs.append(self._render(trigger, rows, now, counted))
         for outcome in d.outcomes:
-            counted.append(outcome["kind"])
+            kind = outcome["kind"]
+            counted.append(kind)
+            if kind in ("skipped", "cancelled"):
+                counted.append((kind, outcome.get("reason") or "unknown"))
             outputs.append((KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome)))
         store = None
         if self.store_shards and rows:
@@ -220,7 +247,13 @@ class CustomerCore:
             cid = rows[0][1]["customer_id"]
             store = (shard_of(cid, self.store_shards), "\n".join(lines))
         for name in counted:
-            self.counts[name] += 1
+            if type(name) is str:
+                self.counts[name] += 1
+            elif name[0] == _LATENESS:
+                self.lateness.append(name[1])
+            else:
+                labeled = self.labeled[name[0]]
+                labeled[name[1]] = labeled.get(name[1], 0) + 1
         timers = None if old_timer == d.timer else (old_timer, d.timer)
         return Step(outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers,
                     store=store)
@@ -231,21 +264,27 @@ class CustomerCore:
         try:
             request = self.renderer.render(trigger, now)
         except TemplateError as exc:
-            log.error("render failed customer=%s request_id=%s reason=%s",
-                      trigger["customer_id"], rid, exc)
+            log.error("render failed: %s", exc, extra=fields(
+                customer_id=trigger["customer_id"], request_id=rid,
+                campaign=trigger["campaign"], step=trigger["step"], reason=RENDER_FAILED))
             return self._skip(trigger, row, RENDER_FAILED, counted)
         payload = orjson.dumps(request)
         if len(payload) > MAX_REQUEST_BYTES:
-            log.error("email request too large customer=%s request_id=%s bytes=%d limit=%d",
-                      trigger["customer_id"], rid, len(payload), MAX_REQUEST_BYTES)
+            log.error("email request too large", extra=fields(
+                customer_id=trigger["customer_id"], request_id=rid,
+                campaign=trigger["campaign"], step=trigger["step"], reason=REQUEST_TOO_LARGE,
+                bytes=len(payload), limit=MAX_REQUEST_BYTES))
             return self._skip(trigger, row, REQUEST_TOO_LARGE, counted)
         row.update(subject=request["subject"], emitted_at=now)
+        counted.append(("requests", (trigger["campaign"], trigger["step"])))
+        counted.append((_LATENESS, now - trigger["due_at"]))
         return (KIND_REQUEST, 0, trigger["customer_id"], "", payload.decode())
 
     @staticmethod
     def _skip(trigger: dict, row: dict, reason: str, counted: list[str]) -> tuple:
         """The reminder is not sent: a ``skipped`` outcome, the row ``suppressed``."""
         counted.append("skipped")
+        counted.append(("skipped", reason))
         row.update(status="suppressed", reason=reason)
         return (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
             "kind": "skipped", "customer_id": trigger["customer_id"],
@@ -260,8 +299,9 @@ class CustomerCore:
         location = where(exc)
         event_id = event["event_id"] if event else None
         customer_id = event["customer_id"] if event else (key or None)
-        log.error("processing failed customer=%s event_id=%s reason=%s error=%s at %s",
-                  customer_id, event_id, PROCESSING_ERROR, type(exc).__name__, location)
+        log.error("processing failed", extra=fields(
+            customer_id=customer_id, event_id=event_id, reason=PROCESSING_ERROR,
+            error=type(exc).__name__, location=location))
         invalid = Invalid(PROCESSING_ERROR, "$",
                           f"{type(exc).__name__} in {location} while applying the event",
                           event_id, customer_id)
@@ -271,10 +311,16 @@ class CustomerCore:
                       now: int) -> Step:
         self.counts["processing_errors"] += 1
         self.counts["skipped"] += 1
+        skipped = self.labeled["skipped"]
+        skipped[PROCESSING_ERROR] = skipped.get(PROCESSING_ERROR, 0) + 1
         location = where(exc)
-        log.error("timer failed customer=%s timer=%s reason=%s error=%s at %s; journey dropped",
-                  key, timestamp, PROCESSING_ERROR, type(exc).__name__, location)
-        description = safe_dumps({"timer": timestamp, "timer_iso": format_epoch_ms(timestamp),
+        log.error("timer failed; journey dropped", extra=fields(
+            customer_id=key, timer=timestamp, reason=PROCESSING_ERROR,
+            error=type(exc).__name__, location=location))
+        # the reschedule check's instant is far outside what a date can hold
+        timer_iso = ("reschedule check after a restore" if timestamp == RESCHEDULE_CHECK
+                     else format_epoch_ms(timestamp))
+        description = safe_dumps({"timer": timestamp, "timer_iso": timer_iso,
                                   "customer_id": key})
         invalid = Invalid(PROCESSING_ERROR, "$",
                           f"{type(exc).__name__} in {location} while firing the journey timer; "

@@ -20,6 +20,27 @@ Journey lifecycle (one customer, one open cart):
 
 There is at most one pending timer per customer: :attr:`Decision.timer` is the one timer that
 must be registered after the call (``None``: none), and the wrapper deletes the previous one.
+
+Timing changes (a new ``schedule`` on state restored from a checkpoint or savepoint): a
+journey keeps when its cart activity happened (``armed_at``) and which step is next, and its
+due time is always ``armed_at`` + the offset of that step in the *current* schedule. Every
+event and every timer first brings the journey in line (:meth:`CustomerLogic._reschedule`):
+
+* a step due later now (lengthened) waits: its old timer fires, finds the step not due, and
+  moves the timer to the new due time;
+* a step due earlier now (shortened) fires at the new due time, or at once (the next
+  watermark) when that has already passed in event time; what notices it is the customer's
+  next event, the old timer, or the timer ``RESCHEDULE_CHECK`` that
+  ``io.inboxflow.flink.CustomerOperator`` registers for every customer with a pending
+  journey when it starts from restored state, which fires with the first watermark;
+* steps are identified by their position: a pending step *k* takes the offset and template of
+  step *k* of the new schedule; when the new schedule has fewer than *k* steps, the journey
+  ends at the time step *k* was due (old schedule) as completed (outcome ``completed``,
+  reason ``steps_removed``) without sending;
+* steps added at the end apply to every journey still pending; a journey that already sent
+  its last step has ended and gets no new step;
+* a step already sent is never sent again, and the request id of a step does not depend on
+  the timing, so a rescheduled reminder keeps its id.
 """
 
 from __future__ import annotations
@@ -41,6 +62,12 @@ COMPLETED = "completed"
 RECOVERED = "recovered"
 
 RECENT_PURCHASES = 5
+# Event time of the timer io.inboxflow.flink.CustomerOperator registers, on restored state, for
+# every customer with a pending journey (it fires with the first watermark); must match
+# CustomerOperator.RESCHEDULE_CHECK. Firing it only brings the journey in line with the
+# schedule: nothing is due at this time.
+RESCHEDULE_CHECK = -(2**63) + 1
+STEPS_REMOVED = "steps_removed"
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "checkout_start"})
 
 
@@ -210,6 +237,7 @@ class CustomerLogic:
         p = state.profile
         if p is None:
             p = state.profile = Profile(customer_id=cid, first_seen=ts, last_seen=ts)
+        self._reschedule(state)
         if event["event_id"] in p.seen_ids:
             d.outcomes.append(_outcome(DUPLICATE, cid, ts, event_id=event["event_id"],
                                        reason="event id already processed"))
@@ -234,20 +262,44 @@ class CustomerLogic:
         return d
 
     def on_timer(self, state: CustomerState, ts: int) -> Decision:
+        """The journey timer at ``ts``: a step's due time, a due time of an older schedule, or
+        :data:`RESCHEDULE_CHECK`."""
         d = Decision()
+        self._reschedule(state)
         self._fire_due(state, ts, d)
         d.timer = state.journey.due_at if state.journey else None
         return d
 
     # journey -------------------------------------------------------------------------------
 
+    def _reschedule(self, state: CustomerState) -> None:
+        """The pending step's due time per the current schedule (see the module docstring);
+        a no-op unless the schedule changed since the step was armed. A step that is no
+        longer in the schedule keeps its due time and ends the journey then."""
+        j = state.journey
+        if j is not None and j.step <= len(self.s.schedule):
+            j.due_at = j.armed_at + self.s.schedule[j.step - 1][0]
+
     def _fire_due(self, state: CustomerState, now: int, d: Decision) -> None:
         """Each due step, with a profile snapshot of its own: the same rows and versions
         whether a step fires from its timer or just before the customer's next event."""
         while state.journey is not None and state.journey.due_at <= now:
             due = state.journey.due_at
-            self._send_step(state, d)
+            if state.journey.step > len(self.s.schedule):
+                self._end_removed_step(state, d)
+            else:
+                self._send_step(state, d)
             self._snapshot(state, due, d)
+
+    def _end_removed_step(self, state: CustomerState, d: Decision) -> None:
+        """The pending step was removed from the schedule: at the time it was due, the
+        journey ends as completed, without sending."""
+        j, p = state.journey, state.profile
+        assert j is not None and p is not None
+        state.journey = None
+        p.journey_status = "completed"
+        d.outcomes.append(_outcome(COMPLETED, p.customer_id, j.due_at, cart_id=j.cart_id,
+                                   reason=STEPS_REMOVED, step=j.step))
 
     def _send_step(self, state: CustomerState, d: Decision) -> None:
         j, p, cart = state.journey, state.profile, state.cart

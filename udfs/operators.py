@@ -24,8 +24,9 @@ from pyflink.common import Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from udfs.customer import COUNTERS, KIND_STORE, CustomerCore, Step
-from udfs.flink_metrics import Counters
+from udfs import logs, paths
+from udfs.customer import COUNTERS, KIND_STORE, LABELED, CustomerCore, Step
+from udfs.flink_metrics import Counters, LabeledCounters, LatencyGauges
 from udfs.journey import JourneySettings
 
 log = logging.getLogger("inboxflow")
@@ -55,6 +56,8 @@ MAX_WATERMARK = 2**63 - 1
 STORE_BUFFER_EVENTS = 200
 # events between two pushes of the counters when no CustomerOperator drains (and pushes)
 PUSH_EVERY = 1000
+# the job's own metric group (Prometheus: flink_taskmanager_job_task_operator_inboxflow_...)
+METRIC_GROUP = "inboxflow"
 
 # The customer function opened on this task thread: io.inboxflow.flink.CustomerOperator
 # calls drain_store_rows on the same thread, so it finds its own subtask's function.
@@ -89,19 +92,24 @@ class CustomerFunction(KeyedProcessFunction):
 
     def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
                  store_shards: int, schema_dir: Path, max_event_bytes: int,
-                 max_future_ms: int, store_buffer_events: int = STORE_BUFFER_EVENTS):
-        self.schema_dir = str(schema_dir)
+                 max_future_ms: int, store_buffer_events: int = STORE_BUFFER_EVENTS,
+                 log_level: str = "INFO", log_format: str = "json"):
+        self.log_level = log_level
+        self.log_format = log_format
+        self.schema_dir = paths.portable(schema_dir)
         self.max_event_bytes = max_event_bytes
         self.max_future_ms = max_future_ms
         self.settings = settings
-        self.template_dir = str(template_dir)
+        self.template_dir = paths.portable(template_dir)
         self.cart_base_url = cart_base_url
         self.store_shards = store_shards  # 0: no profile store
         self.store_buffer_events = store_buffer_events
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.core = CustomerCore(self.settings, Path(self.template_dir), self.cart_base_url,
-                                 self.store_shards, Path(self.schema_dir),
+        logs.configure_in_taskmanager(self.log_level, self.log_format)
+        self.core = CustomerCore(self.settings, paths.local(self.template_dir),
+                                 self.cart_base_url, self.store_shards,
+                                 paths.local(self.schema_dir),
                                  self.max_event_bytes, self.max_future_ms)
         self.profile = runtime_context.get_state(
             ValueStateDescriptor(PROFILE_STATE, Types.STRING()))
@@ -116,16 +124,32 @@ class CustomerFunction(KeyedProcessFunction):
         # Plain ints, pushed to Flink counters every PUSH_EVERY events and whenever the
         # operator drains the row buffer (every 50 ms): a counter.inc() per event would be a
         # call into the JVM per event, which is what limits thread-mode throughput.
+        metrics = runtime_context.get_metrics_group()
         self._counters = Counters(
-            runtime_context.get_metrics_group(),
+            metrics,
             [(name, name if name.startswith(("events", "processing")) else f"journey_{name}")
              for name in COUNTERS],
             self.core.counts)
+        # The job's own metrics, labelled (README "Metrics"): pushed with the counters above.
+        group = metrics.add_group(METRIC_GROUP)
+        self._job_counters = Counters(group, [("late", "late"), ("duplicate", "duplicates")],
+                                      self.core.counts)
+        self._labeled = LabeledCounters(group, LABELED, self.core.labeled)
+        # Latency percentiles over a sliding window (udfs.flink_metrics.LatencyWindow):
+        # event_latency: wall clock when this function handles an event (the `emitted_at`
+        #   of what it emits) minus the event's Kafka record timestamp, for every event;
+        # reminder_lateness: wall clock when an email request is emitted minus its due time
+        #   (event time), for every request, whether a timer or an event fired it.
+        self._event_latency = LatencyGauges(group, "event_latency")
+        self._reminder_lateness = LatencyGauges(group, "reminder_lateness")
+        self._latency_samples: list[int] = []
         self._since_push = 0
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         key, _, text, kafka_ts = value
         now = now_ms()
+        if kafka_ts > 0:
+            self._latency_samples.append(now - kafka_ts)
         self._since_push += 1
         if self._since_push >= PUSH_EVERY:
             self._push_counts()
@@ -147,13 +171,22 @@ class CustomerFunction(KeyedProcessFunction):
             yield from self._emit_store_buffer()
 
     def close(self) -> None:
-        self._push_counts()
+        self._push_counts(final=True)
         if getattr(_TASK, "function", None) is self:
             del _TASK.function
 
-    def _push_counts(self) -> None:
+    def _push_counts(self, final: bool = False) -> None:
+        """Counters and latency gauges to Flink, from the task thread (never a gauge that
+        Flink's metric thread would call into Python: udfs.flink_metrics)."""
         self._since_push = 0
         self._counters.push()
+        self._job_counters.push()
+        self._labeled.push()
+        now = now_ms()
+        samples, self._latency_samples = self._latency_samples, []
+        self._event_latency.publish(now, samples, force=final)
+        lateness, self.core.lateness = self.core.lateness, []
+        self._reminder_lateness.publish(now, lateness, force=final)
 
     def _commit(self, step: Step, raw: tuple, ctx):
         """Apply a finished step: only calls into the JVM with values already encoded."""

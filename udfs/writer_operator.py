@@ -25,7 +25,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
-from udfs import flink_metrics, store
+from udfs import flink_metrics, logs, paths, store
 from udfs.store import RetryPolicy, write_batch
 
 log = logging.getLogger("inboxflow")
@@ -91,14 +91,18 @@ class WriterFunction(KeyedProcessFunction):
     the JVM, which is what limits throughput."""
 
     def __init__(self, dsn: str, ddl_dir: Path, flush_rows: int, flush_interval_ms: int,
-                 freshness_log: str | None = None):
+                 freshness_log: str | None = None, log_level: str = "INFO",
+                 log_format: str = "json"):
+        self.log_level = log_level
+        self.log_format = log_format
         self.dsn = dsn
-        self.ddl_dir = str(ddl_dir)
+        self.ddl_dir = paths.portable(ddl_dir)
         self.flush_rows = flush_rows
         self.flush_interval_ms = flush_interval_ms
         self.freshness_log = freshness_log
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        logs.configure_in_taskmanager(self.log_level, self.log_format)
         # hosted: the chdb engine must not run inside the JVM (udfs/store_host.py)
         self.store = store.get_client(self.dsn, hosted=True)
         try:
@@ -106,7 +110,8 @@ class WriterFunction(KeyedProcessFunction):
             # about a second, which would otherwise age the first second of profiles.
             self.store.schema_version()
         except store.TransientStoreError as exc:  # the first flush retries it
-            log.warning("ClickHouse not reachable at start-up, will retry: %s", exc)
+            log.warning("ClickHouse not reachable at start-up, will retry: %s", exc,
+                        extra=logs.fields(error=type(exc).__name__))
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor(PENDING_STATE, Types.STRING()))
         self._counts: dict[int, int] = {}   # shard -> rows in pending_rows
@@ -115,6 +120,10 @@ class WriterFunction(KeyedProcessFunction):
         self.rows_written = metrics.counter("store_rows_written")
         self.rows_rejected = metrics.counter("store_rows_rejected")
         self.retries = metrics.counter("store_insert_retries")
+        # the job's own group (README "Metrics"): rows written per table, insert retries
+        self._group = metrics.add_group("inboxflow")
+        self._written_by_table: dict[str, object] = {}
+        self._group_retries = self._group.counter("store_retries")
         self.freshness = FreshnessWindow()
         # set after each flush on the task thread, read by Flink without calling Python
         self._freshness_gauges = {
@@ -183,14 +192,20 @@ class WriterFunction(KeyedProcessFunction):
             except store.StoreError:
                 raise  # the store itself failed (not a row): restart from the checkpoint
             except Exception as exc:  # noqa: BLE001 - the firewall: content, not infrastructure
-                log.error("writing %d rows failed table=%s error=%s; rows sent to the DLQ",
-                          len(rows), table, type(exc).__name__)
+                log.error("writing rows failed; rows sent to the DLQ", extra=logs.fields(
+                    table=table, rows=len(rows), reason="processing_error",
+                    error=type(exc).__name__))
                 rejected = [(row_json, f"{type(exc).__name__} while writing to ClickHouse")
                             for row_json in rows]
                 reason = "processing_error"
             else:
                 reason = "store_rejected"
             self.rows_written.inc(len(rows) - len(rejected))
+            by_table = self._written_by_table.get(table)
+            if by_table is None:
+                by_table = self._written_by_table[table] = self._group.add_group(
+                    "table", table).counter("rows_written")
+            by_table.inc(len(rows) - len(rejected))
             for row_json, message in rejected:
                 yield self._dead(table, row_json, reason, message)
         committed = _now_ms()
@@ -205,7 +220,8 @@ class WriterFunction(KeyedProcessFunction):
         for a replay)."""
         self.rows_rejected.inc()
         customer = _customer_of(row_json)
-        log.error("store rejected row table=%s customer=%s reason=%s", table, customer, reason)
+        log.error("store rejected row", extra=logs.fields(
+            table=table, customer_id=customer, reason=reason))
         return Row(customer, json.dumps({
             "reason": reason, "path": f"$.{table}", "message": message,
             "customer_id": customer, "payload": row_json, "seen_at": _now_ms()}))
@@ -224,4 +240,6 @@ class WriterFunction(KeyedProcessFunction):
 
     def _on_retry(self, attempt: int, delay_s: float, error: Exception) -> None:
         self.retries.inc()
-        log.warning("store insert failed, retry %d in %.2f s: %s", attempt, delay_s, error)
+        self._group_retries.inc()
+        log.warning("store insert failed, will retry: %s", error, extra=logs.fields(
+            attempt=attempt, delay_s=round(delay_s, 3), error=type(error).__name__))

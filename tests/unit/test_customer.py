@@ -21,6 +21,7 @@ from udfs.customer import (
     Step,
     where,
 )
+from udfs.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = T0 + 2 * HOUR
@@ -84,7 +85,11 @@ def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
     assert core.counts["processing_errors"] == 1
     assert core.counts["events_valid"] == 3  # identify, cart_add, the page view
     assert SECRET not in caplog.text and SECRET not in record["message"]
-    assert "customer=A event_id=pv-1 reason=processing_error error=KeyError" in caplog.text
+    logged = json.loads(JsonFormatter().format(caplog.records[-1]))
+    assert {k: logged.get(k) for k in ("customer_id", "event_id", "reason", "error")} == {
+        "customer_id": "A", "event_id": "pv-1", "reason": "processing_error",
+        "error": "KeyError"}
+    assert logged["location"].startswith("customer.py:") and SECRET not in json.dumps(logged)
 
 
 def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(
@@ -165,3 +170,60 @@ def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None
         load_profile('{"customer_id": ')  # raises inside orjson, called from journey.py
     assert where(caught.value).startswith("journey.py:")
     assert where(caught.value).endswith(" in load_profile")
+
+
+def core_with(abandon_after: str) -> CustomerCore:
+    from job.pipeline import journey_settings
+
+    cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False},
+                                         "journey": {"abandon_after": abandon_after}})
+    return CustomerCore(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 2,
+                        cfg.schema_dir, cfg.limits.max_event_bytes, cfg.limits.max_future_ms)
+
+
+def test_reschedule_check_on_an_unchanged_schedule_commits_nothing(core: CustomerCore) -> None:
+    from udfs.journey import RESCHEDULE_CHECK
+
+    step = core.on_timer("A", RESCHEDULE_CHECK, abandoned(core), NOW)
+    assert (step.outputs, step.state, step.timers, step.store) == ([], None, None, None)
+
+
+@pytest.mark.parametrize(("abandon_after", "due"), [("30m", T0 + 30 * MINUTE),
+                                                    ("2h", T0 + 2 * HOUR)])
+def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_journey(
+        core: CustomerCore, abandon_after: str, due: int) -> None:
+    """State armed under abandon_after 1h, restored with another timing: the check deletes
+    the old timer, registers the new due time and stores it, and emits nothing."""
+    from udfs.journey import RESCHEDULE_CHECK
+
+    state = abandoned(core)
+    changed = core_with(abandon_after)
+    step = changed.on_timer("A", RESCHEDULE_CHECK, state, NOW)
+    assert step.outputs == [] and step.store is None
+    assert step.timers == (T0 + HOUR, due)
+    assert step.state[:2] == state[:2]
+    assert json.loads(step.state[2])["due_at"] == due
+    fired = changed.on_timer("A", due, step.state, NOW)
+    (request,) = [json.loads(o[4]) for o in fired.outputs if o[0] == KIND_REQUEST]
+    assert (request["step"], request["customer_id"]) == (1, "A")
+    assert fired.timers == (due, T0 + 24 * HOUR)
+
+
+def test_reschedule_check_that_raises_drops_the_journey_without_raising(
+        core: CustomerCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The firewall must hold for the restore-time check too: its instant (far before year 1)
+    cannot be formatted as a date, and a raise here would fail the task on every restore."""
+    from udfs.journey import RESCHEDULE_CHECK
+
+    state = abandoned(core)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(core.logic, "on_timer", explode)
+    step = core.on_timer("A", RESCHEDULE_CHECK, state, NOW)
+    assert step.state == (state[0], state[1], None)
+    record = dlq_of(step)
+    assert json.loads(record["payload"]) == {
+        "timer": RESCHEDULE_CHECK, "timer_iso": "reschedule check after a restore",
+        "customer_id": "A"}

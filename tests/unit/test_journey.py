@@ -15,6 +15,7 @@ from tests.conftest import (
     unsubscribe,
 )
 from udfs.journey import (
+    RESCHEDULE_CHECK,
     CustomerLogic,
     CustomerState,
     Decision,
@@ -253,3 +254,217 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
         (1, T0, 0, "idle"), (2, T0, 0, "waiting_step_1"),
         (3, T0 + ABANDON_AFTER, 1, "waiting_step_2"), (4, T0 + STEP_2_AFTER, 2, "completed"),
         (5, T0 + 2 * DAY, 2, "completed")]
+
+
+# --- timing changes: state armed under one schedule, restored under another ---------------
+
+def settings_logic(*schedule: tuple[int, str]) -> CustomerLogic:
+    return CustomerLogic(JourneySettings(campaign="abandoned_cart", schedule=schedule))
+
+
+OLD = ((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+
+
+def restored(state: CustomerState) -> CustomerState:
+    """The state as a restore hands it over: through its JSON form."""
+    return CustomerState(
+        profile=load_profile(dump_profile(state.profile)),
+        cart=load_cart(dump_cart(state.cart)) if state.cart else None,
+        journey=load_journey(dump_journey(state.journey)) if state.journey else None)
+
+
+def armed_under_old_schedule(*extra_events) -> CustomerState:
+    """C identified, cart at T0, under OLD; step 1 pending at T0 + 1h."""
+    state, _ = run([identify(C, T0), cart_add(C, T0), *extra_events], lg=settings_logic(*OLD))
+    return restored(state)
+
+
+def requests(decisions) -> list[tuple[int, int, str, str]]:
+    return [(t["step"], t["due_at"], t["template"], t["request_id"])
+            for d in decisions for t in d.triggers]
+
+
+def rid(step: int) -> str:
+    return request_id("abandoned_cart", C, "cart-1", T0, step)
+
+
+def test_unchanged_schedule_the_reschedule_check_changes_nothing():
+    lg = settings_logic(*OLD)
+    state = armed_under_old_schedule()
+    before = dump_journey(state.journey)
+    d = lg.on_timer(state, RESCHEDULE_CHECK)
+    assert (d.triggers, d.outcomes, d.rows, d.timer) == ([], [], [], T0 + ABANDON_AFTER)
+    assert dump_journey(state.journey) == before
+
+
+def test_lengthened_step_the_old_timer_fires_nothing_and_moves_to_the_new_due_time():
+    lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    at_old_due = lg.on_timer(state, T0 + ABANDON_AFTER)
+    assert (at_old_due.triggers, at_old_due.outcomes, at_old_due.rows) == ([], [], [])
+    assert at_old_due.timer == T0 + 2 * HOUR
+    one_ms_early = lg.on_timer(state, T0 + 2 * HOUR - 1)
+    assert one_ms_early.triggers == [] and one_ms_early.timer == T0 + 2 * HOUR
+    due = lg.on_timer(state, T0 + 2 * HOUR)
+    assert requests([due]) == [(1, T0 + 2 * HOUR, "abandoned_cart_1", rid(1))]
+    assert due.timer == T0 + STEP_2_AFTER
+
+
+def test_lengthened_step_an_event_between_the_old_and_new_due_time_fires_nothing():
+    lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    d = lg.on_event(state, page_view(C, T0 + 90 * MINUTE), NO_WATERMARK)
+    assert d.triggers == [] and d.timer == T0 + 2 * HOUR
+
+
+def test_lengthened_step_the_reschedule_check_moves_the_timer_at_once():
+    lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    d = lg.on_timer(state, RESCHEDULE_CHECK)
+    assert (d.triggers, d.outcomes, d.timer) == ([], [], T0 + 2 * HOUR)
+    assert state.journey.due_at == T0 + 2 * HOUR
+
+
+def test_shortened_step_the_reschedule_check_moves_the_timer_to_the_new_earlier_time():
+    lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    check = lg.on_timer(state, RESCHEDULE_CHECK)
+    assert (check.triggers, check.outcomes, check.timer) == ([], [], T0 + 30 * MINUTE)
+    due = lg.on_timer(state, T0 + 30 * MINUTE)
+    assert requests([due]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
+    # the old timer (T0 + 1h), should it still fire, sends nothing again
+    stale = lg.on_timer(state, T0 + ABANDON_AFTER)
+    assert (stale.triggers, stale.outcomes, stale.timer) == ([], [], T0 + STEP_2_AFTER)
+
+
+def test_shortened_step_already_overdue_fires_with_the_first_watermark_after_the_check():
+    """Due at T0 + 30m per the new schedule while the watermark is already at T0 + 50m: the
+    check registers T0 + 30m, a timer in the past, which Flink fires with the next
+    watermark; the request carries the new due time, once."""
+    lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule(page_view(C, T0 + 50 * MINUTE))
+    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + 30 * MINUTE
+    fired = lg.on_timer(state, T0 + 30 * MINUTE)
+    assert requests([fired]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
+
+
+def test_shortened_step_without_the_check_fires_at_the_next_event_or_the_old_timer():
+    """Without the restore-time check (process mode), the earlier due time is noticed by the
+    customer's next event at or after it, else by the old timer; sent once either way."""
+    lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    by_event = armed_under_old_schedule()
+    d = lg.on_event(by_event, page_view(C, T0 + 40 * MINUTE), NO_WATERMARK)
+    assert requests([d]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
+    assert d.timer == T0 + STEP_2_AFTER
+
+    early_event = armed_under_old_schedule()
+    d = lg.on_event(early_event, page_view(C, T0 + 20 * MINUTE), NO_WATERMARK)
+    assert d.triggers == [] and d.timer == T0 + 30 * MINUTE
+
+    by_old_timer = armed_under_old_schedule()
+    d = lg.on_timer(by_old_timer, T0 + ABANDON_AFTER)
+    assert requests([d]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
+    assert lg.on_timer(by_old_timer, T0 + ABANDON_AFTER).triggers == []
+
+
+def test_a_later_step_changed_while_step_1_is_pending_applies_after_step_1():
+    lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"), (6 * HOUR, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + ABANDON_AFTER
+    d1 = lg.on_timer(state, T0 + ABANDON_AFTER)
+    assert d1.timer == T0 + 6 * HOUR
+    d2 = lg.on_timer(state, T0 + 6 * HOUR)
+    assert requests([d1, d2]) == [(1, T0 + ABANDON_AFTER, "abandoned_cart_1", rid(1)),
+                                  (2, T0 + 6 * HOUR, "abandoned_cart_2", rid(2))]
+
+
+def step_1_sent_under_old_schedule() -> CustomerState:
+    lg = settings_logic(*OLD)
+    state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
+    assert requests([lg.on_timer(state, T0 + ABANDON_AFTER)])[0][0] == 1
+    assert state.journey.step == 2 and state.journey.due_at == T0 + STEP_2_AFTER
+    return restored(state)
+
+
+def test_pending_step_2_shortened_below_the_sent_step_1_fires_at_once_and_once():
+    lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"), (45 * MINUTE, "abandoned_cart_2"))
+    # invalid as a config (steps must be increasing) but reachable by shortening: the pure
+    # logic copes all the same
+    state = step_1_sent_under_old_schedule()
+    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + 45 * MINUTE
+    d = lg.on_timer(state, T0 + 45 * MINUTE)
+    assert requests([d]) == [(2, T0 + 45 * MINUTE, "abandoned_cart_2", rid(2))]
+    assert d.timer is None and state.journey is None
+
+
+def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sending():
+    lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
+    state = step_1_sent_under_old_schedule()
+    check = lg.on_timer(state, RESCHEDULE_CHECK)
+    assert (check.triggers, check.outcomes, check.timer) == ([], [], T0 + STEP_2_AFTER)
+    before = lg.on_event(state, page_view(C, T0 + STEP_2_AFTER - 1), NO_WATERMARK)
+    assert before.outcomes == [] and before.timer == T0 + STEP_2_AFTER
+    d = lg.on_timer(state, T0 + STEP_2_AFTER)
+    assert d.triggers == [] and d.timer is None and state.journey is None
+    assert d.outcomes == [{"kind": "completed", "customer_id": C,
+                           "event_time": T0 + STEP_2_AFTER, "cart_id": "cart-1",
+                           "reason": "steps_removed", "step": 2}]
+    assert state.profile.journey_status == "completed" and state.profile.emails_sent == 1
+    assert [(t, r["journey_status"], r["updated_at"]) for t, r in d.rows] == [
+        ("customer_profiles", "completed", T0 + STEP_2_AFTER)]
+    # the cart stays: a later cart change arms a new journey under the new schedule
+    again = lg.on_event(state, cart_add(C, T0 + 2 * DAY, "p2"), NO_WATERMARK)
+    assert again.timer == T0 + 2 * DAY + ABANDON_AFTER
+
+
+def test_pending_step_removed_and_an_event_after_its_due_time_ends_it_first():
+    lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
+    state = step_1_sent_under_old_schedule()
+    d = lg.on_event(state, page_view(C, T0 + 2 * DAY), NO_WATERMARK)
+    assert d.triggers == [] and d.timer is None
+    assert [(o["kind"], o.get("reason")) for o in d.outcomes] == [("completed", "steps_removed")]
+
+
+def test_step_added_applies_to_a_journey_still_pending():
+    lg = settings_logic(*OLD, (3 * DAY, "abandoned_cart_2"))
+    state = step_1_sent_under_old_schedule()
+    d2 = lg.on_timer(state, T0 + STEP_2_AFTER)
+    assert d2.timer == T0 + 3 * DAY
+    d3 = lg.on_timer(state, T0 + 3 * DAY)
+    assert requests([d2, d3]) == [(2, T0 + STEP_2_AFTER, "abandoned_cart_2", rid(2)),
+                                  (3, T0 + 3 * DAY, "abandoned_cart_2", rid(3))]
+    assert state.journey is None and state.profile.journey_status == "completed"
+
+
+def test_step_added_does_not_reopen_a_completed_journey():
+    old = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
+    state, _ = run([identify(C, T0), cart_add(C, T0)], lg=old)
+    assert requests([old.on_timer(state, T0 + ABANDON_AFTER)])[0][0] == 1
+    assert state.journey is None
+    state = restored(state)
+    new = settings_logic(*OLD)
+    check = new.on_timer(state, RESCHEDULE_CHECK)
+    later = new.on_event(state, page_view(C, T0 + 2 * DAY), NO_WATERMARK)
+    assert check.timer is None and later.timer is None and later.triggers == []
+
+
+def test_changed_template_of_the_pending_step_is_used():
+    lg = settings_logic((ABANDON_AFTER, "abandoned_cart_2"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    d = lg.on_timer(state, T0 + ABANDON_AFTER)
+    assert requests([d]) == [(1, T0 + ABANDON_AFTER, "abandoned_cart_2", rid(1))]
+
+
+def test_duplicate_event_after_a_timing_change_still_moves_the_timer():
+    lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule(page_view(C, T0 + MINUTE, event_id="pv"))
+    d = lg.on_event(state, page_view(C, T0 + MINUTE, event_id="pv"), NO_WATERMARK)
+    assert [o["kind"] for o in d.outcomes] == ["duplicate"]
+    assert d.timer == T0 + 2 * HOUR
+
+
+def test_a_cart_change_after_a_timing_change_rearms_under_the_new_schedule():
+    lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
+    state = armed_under_old_schedule()
+    d = lg.on_event(state, cart_add(C, T0 + 10 * MINUTE, "p2"), NO_WATERMARK)
+    assert d.timer == T0 + 10 * MINUTE + 2 * HOUR

@@ -3,11 +3,17 @@ package io.inboxflow.flink;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.ScheduledFuture;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
 
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.java.tuple.Tuple5;
 import org.apache.flink.configuration.Configuration;
+import org.apache.flink.runtime.state.StateInitializationContext;
+import org.apache.flink.runtime.state.VoidNamespace;
+import org.apache.flink.runtime.state.VoidNamespaceSerializer;
 import org.apache.flink.streaming.api.functions.python.DataStreamPythonFunctionInfo;
+import org.apache.flink.streaming.api.operators.InternalTimerService;
 import org.apache.flink.streaming.api.operators.python.embedded.AbstractEmbeddedDataStreamPythonFunctionOperator;
 import org.apache.flink.streaming.api.operators.python.embedded.EmbeddedPythonKeyedProcessOperator;
 import org.apache.flink.streaming.api.watermark.Watermark;
@@ -31,6 +37,12 @@ import org.apache.flink.types.Row;
  * </ul>
  * The function also emits a full buffer itself, and drains inline in timers fired by the final
  * watermark. The drain runs on the task thread, like every other call into the function.
+ *
+ * <p>When it starts from restored state (a checkpoint or savepoint), it registers the event-time
+ * timer {@link #RESCHEDULE_CHECK} for every customer with a pending journey. It fires with the
+ * first watermark and lets the function move the journey's timer to its due time per the
+ * current schedule: after a timing change in the config, a reminder due earlier now fires at
+ * the new time even for a customer who sends no further event ({@code udfs.journey}).
  */
 public class CustomerOperator
         extends EmbeddedPythonKeyedProcessOperator<Row, Row, Tuple5<Integer, Integer, String, String, String>> {
@@ -45,11 +57,18 @@ public class CustomerOperator
     private static final String MODULE = "udfs.operators";
     private static final String MODULE_NAME = "_inboxflow_operators";
     private static final String DRAIN = "drain_store_rows";
+    /** Event time of the reschedule check; must match udfs.journey.RESCHEDULE_CHECK. */
+    static final long RESCHEDULE_CHECK = Long.MIN_VALUE + 1;
+    /** The keyed state (udfs.operators.JOURNEY_STATE) that is set while a reminder is pending. */
+    private static final String JOURNEY_STATE = "journey";
+    /** PyFlink's timer service of the keyed process operator (EmbeddedPythonKeyedProcessOperator). */
+    private static final String USER_TIMERS = "user-timers";
 
     private final TypeInformation<Row> inputType;
     private final long drainIntervalMs;
     private transient ScheduledFuture<?> drainTimer;
     private transient boolean functionClosed;
+    private transient boolean restored;
 
     public CustomerOperator(Configuration config, DataStreamPythonFunctionInfo functionInfo,
                             TypeInformation<Row> inputType,
@@ -58,6 +77,12 @@ public class CustomerOperator
         super(config, functionInfo, inputType, outputType);
         this.inputType = inputType;
         this.drainIntervalMs = drainIntervalMs;
+    }
+
+    @Override
+    public void initializeState(StateInitializationContext context) throws Exception {
+        super.initializeState(context);
+        restored = context.isRestored();
     }
 
     @Override
@@ -70,10 +95,30 @@ public class CustomerOperator
             throw new IllegalStateException(
                     "no customer function with a row buffer was opened on this task thread");
         }
+        if (restored) {
+            scheduleRescheduleChecks();
+        }
         if (drainIntervalMs > 0) {
             drainTimer = getProcessingTimeService().scheduleWithFixedDelay(
                     time -> drain("timer"), drainIntervalMs, drainIntervalMs);
         }
+    }
+
+    /** One {@link #RESCHEDULE_CHECK} timer per key of this subtask with a pending journey. */
+    private void scheduleRescheduleChecks() throws Exception {
+        InternalTimerService<VoidNamespace> timers =
+                getInternalTimerService(USER_TIMERS, VoidNamespaceSerializer.INSTANCE, this);
+        List<Row> keys;
+        try (Stream<Row> stream = this.<Row>getKeyedStateBackend()
+                .getKeys(JOURNEY_STATE, VoidNamespace.INSTANCE)) {
+            keys = stream.collect(Collectors.toList());
+        }
+        for (Row key : keys) {
+            setCurrentKey(key);
+            timers.registerEventTimeTimer(VoidNamespace.INSTANCE, RESCHEDULE_CHECK);
+        }
+        LOG.info("restored state: {} pending journeys will be checked against the current schedule",
+                keys.size());
     }
 
     @Override

@@ -1,0 +1,112 @@
+"""A real Flink standalone cluster for the whole test session, made from the installed PyFlink
+(``job/cluster.py``), and the packaged job (``var/package``) that is submitted to it with
+``inboxflow submit``.
+
+One JobManager runs for the session; ``cluster.reshape(taskmanagers, slots)`` swaps the
+TaskManagers between tests. Every JVM is stopped by pid at the end of the session (also when
+the session is interrupted), and the session's cluster home is removed unless a test failed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from job import cluster as flink_cluster
+from job.broker import TansuBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSIONS = ROOT / "var" / "flink-sessions"
+
+
+class TestCluster(flink_cluster.Cluster):
+    """:class:`job.cluster.Cluster` whose ``submit`` goes through the ``inboxflow submit``
+    command, as an operator would type it."""
+
+    __test__ = False  # not a test class
+
+    def submit(self, config: Path, *, parallelism: int | None = None,
+               savepoint: str | None = None, extra_args: list[str] | tuple = (),
+               detached: bool = True) -> str:
+        cmd = [sys.executable, "-m", "job.cli", "submit", "--cluster", self.address,
+               "--config", str(config), "--flink-home", str(self.home),
+               "--package-dir", str(self.package_dir)]
+        if detached:
+            cmd.append("--detached")
+        if parallelism:
+            cmd += ["--parallelism", str(parallelism)]
+        if savepoint:
+            cmd += ["--savepoint", savepoint]
+        if extra_args:
+            cmd += ["--", *extra_args]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=400, check=False)
+        assert done.returncode == 0, f"inboxflow submit failed: {done.stderr[-4000:]}"
+        job_id = done.stdout.strip().splitlines()[-1]
+        assert len(job_id) == 32, done.stdout
+        return job_id
+
+
+def _sweep_dead_sessions() -> None:
+    """Stops the JVMs of sessions that were killed before their teardown ran (their home is
+    named after the pytest process) and removes their homes."""
+    if not SESSIONS.is_dir():
+        return
+    for home in SESSIONS.iterdir():
+        pid = home.name.split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            flink_cluster.stop_pids(home)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(request) -> Iterator[TestCluster]:
+    _sweep_dead_sessions()
+    flink_cluster.package()
+    home = flink_cluster.session_home(SESSIONS, f"{os.getpid()}-{int(time.time())}")
+    c = TestCluster(home=home, rest_port=free_port(), startup_timeout_s=180)
+    atexit.register(c.down)  # an interrupted session must not leave JVMs behind
+    c.up(taskmanagers=1, slots=2)
+    failed_before = request.session.testsfailed
+    try:
+        yield c
+    finally:
+        c.down()
+        atexit.unregister(c.down)
+        if request.session.testsfailed == failed_before:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[TansuBroker]:
+    with TansuBroker() as b:
+        yield b
+
+
+def write_job_config(path: Path, cfg_overrides: dict) -> Path:
+    """The shipped ``conf/job.yaml`` with ``cfg_overrides`` merged over it, as a file for
+    ``inboxflow submit --config``."""
+    from job.config import DEFAULT_CONFIG, _merge
+
+    data = _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), cfg_overrides)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_flink_conf(path: Path, checkpoint_dir: Path, **overrides: str) -> Path:
+    """The shipped ``flink-conf.yaml`` with checkpoints every 2 s (they make the Kafka sinks
+    flush) into ``checkpoint_dir``, plus ``overrides``."""
+    data = yaml.safe_load((ROOT / "flink-conf.yaml").read_text())
+    data.update({"execution.checkpointing.interval": "2s",
+                 "execution.checkpointing.dir": checkpoint_dir.as_uri(), **overrides})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
