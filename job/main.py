@@ -232,6 +232,11 @@ def prepare_store(cfg: JobConfig) -> None:
     client = store.get_client(cfg.clickhouse.dsn)
     try:
         client.migrate(cfg.ddl_dir)
+    except store.StoreLockedError as exc:
+        # e.g. a TaskManager that ran an earlier job still holds the embedded engine (its
+        # writer host stays up after a cancel); the writer applies the migrations itself
+        log.warning("migrations not applied before submitting, the ClickHouse writer "
+                    "applies them when it opens: %s", exc)
     finally:
         client.close()
 

@@ -16,6 +16,7 @@ are ``table<TAB>row JSON`` lines: the rows of many events of one shard (see
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -96,20 +97,22 @@ class CustomerFunction(KeyedProcessFunction):
                  log_level: str = "INFO", log_format: str = "json"):
         self.log_level = log_level
         self.log_format = log_format
-        self.schema_dir = paths.portable(schema_dir)
+        # the files themselves, not their paths (udfs/paths.py)
+        self.schema_files = paths.snapshot(schema_dir, "*.json")
         self.max_event_bytes = max_event_bytes
         self.max_future_ms = max_future_ms
         self.settings = settings
-        self.template_dir = paths.portable(template_dir)
+        self.template_files = paths.snapshot(template_dir, "*.j2")
         self.cart_base_url = cart_base_url
         self.store_shards = store_shards  # 0: no profile store
         self.store_buffer_events = store_buffer_events
 
     def open(self, runtime_context: RuntimeContext) -> None:
         logs.configure_in_taskmanager(self.log_level, self.log_format)
-        self.core = CustomerCore(self.settings, paths.local(self.template_dir),
+        self._files = self.unpack_files()
+        self.core = CustomerCore(self.settings, self._files / "templates",
                                  self.cart_base_url, self.store_shards,
-                                 paths.local(self.schema_dir),
+                                 self._files / "schemas",
                                  self.max_event_bytes, self.max_future_ms)
         self.profile = runtime_context.get_state(
             ValueStateDescriptor(PROFILE_STATE, Types.STRING()))
@@ -170,8 +173,17 @@ class CustomerFunction(KeyedProcessFunction):
             # a bounded input ended: the final watermark goes downstream after these timers
             yield from self._emit_store_buffer()
 
+    def unpack_files(self) -> Path:
+        """The schemas and templates this function carries, in a new directory of its own
+        (``schemas/``, ``templates/``)."""
+        return paths.materialize({
+            **{f"schemas/{name}": data for name, data in self.schema_files.items()},
+            **{f"templates/{name}": data for name, data in self.template_files.items()}})
+
     def close(self) -> None:
         self._push_counts(final=True)
+        if getattr(self, "_files", None) is not None:
+            shutil.rmtree(self._files, ignore_errors=True)
         if getattr(_TASK, "function", None) is self:
             del _TASK.function
 

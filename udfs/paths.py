@@ -1,30 +1,39 @@
-"""Paths of the job's own files (JSON Schemas, templates, ClickHouse DDL) that hold wherever
-the code runs.
+"""The job's own files (JSON Schemas, email templates) travel inside the Flink function.
 
-The config is loaded where the job is built (``inboxflow run``, or the ``flink run`` client,
-which unpacks the ``-pyfs`` archive into a temporary directory it deletes once a detached job
-is submitted). A TaskManager runs its own copy of the code, so a path inside the code's tree
-travels relative to it and is resolved against the copy the function runs from; a path
-outside it (an operator's own templates) stays absolute and must exist on every TaskManager.
+The config is loaded where the job is built: ``inboxflow run``, or the ``flink run`` client,
+which unpacks the ``-pyfs`` archive into a temporary directory and deletes it once a detached
+job is submitted. A TaskManager cannot rely on either path, nor on its own copy of the code:
+in thread mode the interpreter of a TaskManager keeps the modules of the first job it ran
+(``sys.modules`` is per process), so ``__file__`` of a module can point into a finished job's
+deleted directory. The function therefore reads the files on the client (:func:`snapshot`)
+and writes them to a directory of its own on the TaskManager when it opens
+(:func:`materialize`), which is what the validator and the renderer read.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def snapshot(directory: str | Path, pattern: str) -> dict[str, bytes]:
+    """Every file under ``directory`` matching ``pattern``: relative POSIX path -> content.
+    A missing directory or no matching file is an error that names the directory."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"directory does not exist: {root}")
+    files = {p.relative_to(root).as_posix(): p.read_bytes()
+             for p in sorted(root.rglob(pattern)) if p.is_file()}
+    if not files:
+        raise ValueError(f"no {pattern} files in {root}")
+    return files
 
 
-def portable(path: str | Path) -> str:
-    """``path`` relative to the code's root when it lies inside it, else absolute."""
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(resolved)
-
-
-def local(path: str) -> Path:
-    """A :func:`portable` path on this machine."""
-    p = Path(path)
-    return p if p.is_absolute() else ROOT / p
+def materialize(files: dict[str, bytes], parent: Path | None = None) -> Path:
+    """A new directory (under ``parent``, else the system's temp dir) holding ``files``."""
+    target = Path(tempfile.mkdtemp(prefix="inboxflow-", dir=parent))
+    for name, content in files.items():
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return target

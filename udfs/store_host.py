@@ -69,11 +69,16 @@ class HostedClient:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
             p for p in (_PACKAGE_ROOT, *sys.path) if p))
+        # The engine resolves paths against its working directory on every insert: it must
+        # outlive the job's code directory, which a TaskManager deletes while this host (and
+        # the module that started it) can live on (udfs/paths.py).
+        workdir = os.path.dirname(chdb_path.rstrip("/")) or "/"
+        os.makedirs(workdir, exist_ok=True)
         try:
             self._proc = subprocess.Popen(
                 [python_executable(), "-m", "udfs.store_host", str(theirs.fileno()), chdb_path],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                cwd=_PACKAGE_ROOT)
+                cwd=workdir)
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections import deque
 from pathlib import Path
@@ -96,7 +97,8 @@ class WriterFunction(KeyedProcessFunction):
         self.log_level = log_level
         self.log_format = log_format
         self.dsn = dsn
-        self.ddl_dir = paths.portable(ddl_dir)
+        # the migrations travel with the function (udfs/paths.py): applied in open()
+        self.ddl_files = paths.snapshot(ddl_dir, "*.sql")
         self.flush_rows = flush_rows
         self.flush_interval_ms = flush_interval_ms
         self.freshness_log = freshness_log
@@ -105,13 +107,18 @@ class WriterFunction(KeyedProcessFunction):
         logs.configure_in_taskmanager(self.log_level, self.log_format)
         # hosted: the chdb engine must not run inside the JVM (udfs/store_host.py)
         self.store = store.get_client(self.dsn, hosted=True)
+        ddl = paths.materialize(self.ddl_files)
         try:
             # Open the engine now, not with the first rows: starting the chdb host takes
-            # about a second, which would otherwise age the first second of profiles.
-            self.store.schema_version()
+            # about a second, which would otherwise age the first second of profiles. The
+            # migrations are normally applied already (job.main.prepare_store); they are
+            # applied here too for when the submitting client could not open the path.
+            self.store.migrate(ddl)
         except store.TransientStoreError as exc:  # the first flush retries it
             log.warning("ClickHouse not reachable at start-up, will retry: %s", exc,
                         extra=logs.fields(error=type(exc).__name__))
+        finally:
+            shutil.rmtree(ddl, ignore_errors=True)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor(PENDING_STATE, Types.STRING()))
         self._counts: dict[int, int] = {}   # shard -> rows in pending_rows

@@ -2,7 +2,7 @@
 (``job/cluster.py``), and the packaged job (``var/package``) that is submitted to it with
 ``inboxflow submit``.
 
-One JobManager runs for the session; ``cluster.reshape(taskmanagers, slots)`` swaps the
+One JobManager runs for the tests in this package (torn down before the other tests run); ``cluster.reshape(taskmanagers, slots)`` swaps the
 TaskManagers between tests. Every JVM is stopped by pid at the end of the session (also when
 the session is interrupted), and the session's cluster home is removed unless a test failed.
 """
@@ -68,7 +68,7 @@ def _sweep_dead_sessions() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(request) -> Iterator[TestCluster]:
     _sweep_dead_sessions()
     flink_cluster.package()
@@ -86,7 +86,7 @@ def cluster(request) -> Iterator[TestCluster]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def broker() -> Iterator[TansuBroker]:
     with TansuBroker() as b:
         yield b

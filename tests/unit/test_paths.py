@@ -1,36 +1,56 @@
-"""The job's own files travel to a TaskManager as paths relative to the code's tree: the
-``flink run`` client deletes its unpacked copy of the ``-pyfs`` archive once a detached job is
-submitted, so an absolute client path failed every task opened after that."""
+"""The customer function carries its schemas and templates, not their paths: the ``flink run``
+client deletes its unpacked copy of the ``-pyfs`` archive once a detached job is submitted, and
+a TaskManager's interpreter keeps the modules (and their ``__file__``) of the first job it
+ran, whose directory is deleted when that job ends."""
 
 from __future__ import annotations
 
+import pickle
+import shutil
 from pathlib import Path
 
+import pytest
+
 from job.config import load_config
+from job.pipeline import journey_settings
 from udfs import paths
 from udfs.operators import CustomerFunction
-from udfs.writer_operator import WriterFunction
 
 
-def test_paths_inside_the_code_tree_travel_relative_to_it():
+def test_snapshot_and_materialize_round_trip_nested_files(tmp_path: Path):
+    (tmp_path / "src" / "partials").mkdir(parents=True)
+    (tmp_path / "src" / "a.j2").write_bytes("Grüße {{ x }}".encode())
+    (tmp_path / "src" / "partials" / "b.j2").write_bytes(b"b")
+    (tmp_path / "src" / "ignored.txt").write_bytes(b"c")
+    files = paths.snapshot(tmp_path / "src", "*.j2")
+    assert files == {"a.j2": "Grüße {{ x }}".encode(), "partials/b.j2": b"b"}
+    out = paths.materialize(files, tmp_path)
+    assert (out / "a.j2").read_bytes() == files["a.j2"]
+    assert (out / "partials" / "b.j2").read_bytes() == b"b"
+
+
+def test_snapshot_names_a_missing_or_empty_directory(tmp_path: Path):
+    with pytest.raises(ValueError, match="does not exist"):
+        paths.snapshot(tmp_path / "nope", "*.json")
+    with pytest.raises(ValueError, match=r"no \*\.json files in"):
+        paths.snapshot(tmp_path, "*.json")
+
+
+def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path):
     cfg = load_config(env={}, overrides={})
-    assert paths.portable(cfg.schema_dir) == "conf/schemas"
-    assert paths.portable(cfg.template_dir) == "templates"
-    assert paths.local("conf/schemas") == paths.ROOT / "conf" / "schemas"
-    assert paths.local(paths.portable(cfg.ddl_dir)) == paths.ROOT / "conf" / "clickhouse"
-
-
-def test_paths_outside_the_code_tree_stay_absolute(tmp_path: Path):
-    assert paths.portable(tmp_path / "templates") == str(tmp_path.resolve() / "templates")
-    assert paths.local(str(tmp_path)) == tmp_path
-
-
-def test_the_flink_functions_carry_portable_paths():
-    from job.pipeline import journey_settings
-
-    cfg = load_config(env={}, overrides={})
-    function = CustomerFunction(journey_settings(cfg), cfg.template_dir, "https://x/cart", 0,
-                                cfg.schema_dir, 1000, 1000)
-    assert (function.schema_dir, function.template_dir) == ("conf/schemas", "templates")
-    writer = WriterFunction("chdb:///tmp/x", cfg.ddl_dir, 10, 10)
-    assert writer.ddl_dir == "conf/clickhouse"
+    schemas = shutil.copytree(cfg.schema_dir, tmp_path / "schemas")
+    templates = shutil.copytree(cfg.template_dir, tmp_path / "templates")
+    function = CustomerFunction(journey_settings(cfg), templates, "https://x/cart", 0,
+                                schemas, 65536, 86_400_000)
+    shipped = pickle.dumps(function)
+    shutil.rmtree(schemas)
+    shutil.rmtree(templates)
+    copy = pickle.loads(shipped)
+    unpacked = copy.unpack_files()
+    try:
+        assert sorted(p.name for p in (unpacked / "schemas").iterdir()) == sorted(
+            p.name for p in Path(cfg.schema_dir).glob("*.json"))
+        assert (unpacked / "templates" / "abandoned_cart_1.html.j2").read_bytes() == (
+            Path(cfg.template_dir) / "abandoned_cart_1.html.j2").read_bytes()
+    finally:
+        shutil.rmtree(unpacked)
