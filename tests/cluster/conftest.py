@@ -1,10 +1,11 @@
-"""A real Flink standalone cluster for the whole test session, made from the installed PyFlink
-(``job/cluster.py``), and the packaged job (``var/package``) that is submitted to it with
-``inboxflow submit``.
+"""A real Flink standalone cluster for the tests of this package, made from the installed
+PyFlink (``job/cluster.py``), and the packaged job (``var/package``) that is submitted to it
+with ``inboxflow submit``.
 
-One JobManager runs for the tests in this package (torn down before the other tests run); ``cluster.reshape(taskmanagers, slots)`` swaps the
-TaskManagers between tests. Every JVM is stopped by pid at the end of the session (also when
-the session is interrupted), and the session's cluster home is removed unless a test failed.
+One JobManager runs for the package's tests and stops before the other tests run;
+``cluster.reshape(taskmanagers, slots)`` swaps the TaskManagers between tests. Every JVM is
+stopped by pid at the end (also when the session is interrupted), and the cluster home is
+removed unless a test failed.
 """
 
 from __future__ import annotations
