@@ -132,3 +132,35 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def helper_classes(lib_dir: Path = ROOT / "lib"):
+    """The JVM package ``io.inboxflow.flink`` of the PyFlink gateway, for building the job.
+
+    py4j resolves a Java class through the context class loader of the gateway thread that
+    serves the call, and PyFlink adds ``pipeline.jars`` to that loader. One in-process job
+    build in ``make test`` once found the helper classes missing from it (every later build
+    in the same session found them): when they are missing, the jars are added to the
+    serving thread's loader again before giving up. Under ``flink run`` they come with
+    ``--jarfile`` and nothing is added."""
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    package = get_gateway().jvm.io.inboxflow.flink
+    if isinstance(package.OutputRouter, JavaClass):
+        return package
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:
+        import logging
+
+        from pyflink.util.java_utils import add_jars_to_context_class_loader
+
+        logging.getLogger("inboxflow").warning(
+            "the gateway's class loader lacked %s: adding the jars of %s again",
+            HELPER_JAR, lib_dir)
+        add_jars_to_context_class_loader([j.as_uri() for j in jar_paths(lib_dir)])
+        package = get_gateway().jvm.io.inboxflow.flink
+        if isinstance(package.OutputRouter, JavaClass):
+            return package
+    raise SystemExit(f"the job's Java helper classes (io.inboxflow.flink) are not on the "
+                     f"classpath: run `make install` (lib/{HELPER_JAR}), or pass "
+                     f"`--jarfile var/package/inboxflow-job.jar` to flink run")

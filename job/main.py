@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with jo
 import yaml
 
 from job.config import DEFAULT_CONFIG, JobConfig, load_config
-from job.jars import jar_paths
+from job.jars import helper_classes, jar_paths
 
 DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
 _PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
@@ -123,7 +123,6 @@ def kafka_sink(cfg: JobConfig, topic: str):
     (``io.inboxflow.flink.KeyedJsonRecordSerializer``)."""
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaSink
-    from pyflink.java_gateway import get_gateway
 
     builder = (
         KafkaSink.builder()
@@ -132,7 +131,7 @@ def kafka_sink(cfg: JobConfig, topic: str):
     )
     # PyFlink's set_record_serializer only accepts its own builder's schemas
     builder._j_builder.setRecordSerializer(
-        get_gateway().jvm.io.inboxflow.flink.KeyedJsonRecordSerializer(topic))
+        helper_classes().KeyedJsonRecordSerializer(topic))
     for key, value in cfg.kafka.sink_properties.items():
         builder = builder.set_property(key, value)
     return builder.build()
@@ -147,7 +146,6 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
     ``start_timestamp_ms`` starts at the first record whose Kafka timestamp is at or after it
     (``job.replay``) instead of ``kafka.starting_offsets``."""
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
-    from pyflink.java_gateway import get_gateway
 
     from udfs.operators import KEYED_EVENT
 
@@ -158,7 +156,7 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
         start = _explicit_offsets(topic, start_offsets_for_timestamp(cfg, start_timestamp_ms))
     else:
         # PyFlink's committed_offsets() needs the SQL fat jar's shaded classes
-        start = KafkaOffsetsInitializer(get_gateway().jvm.io.inboxflow.flink.StartingOffsets
+        start = KafkaOffsetsInitializer(helper_classes().StartingOffsets
                                         .named(cfg.kafka.starting_offsets))
     builder = (
         KafkaSource.builder()
@@ -167,7 +165,7 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
         .set_group_id(cfg.kafka.group_id)
         .set_starting_offsets(start)
     )
-    builder._j_builder.setDeserializer(get_gateway().jvm.io.inboxflow.flink.EnvelopeDeserializer(
+    builder._j_builder.setDeserializer(helper_classes().EnvelopeDeserializer(
         cfg.limits.max_future_ms, KEYED_EVENT.get_java_type_info()))
     for key, value in cfg.kafka.source_properties.items():
         builder = builder.set_property(key, value)
@@ -181,11 +179,10 @@ def _explicit_offsets(topic: str, offsets: dict[int, int]):
     jar, and py4j hands the JVM Integer offsets where Long ones are needed; a helper class in
     lib/inboxflow-flink-helpers.jar builds it from a string instead."""
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer
-    from pyflink.java_gateway import get_gateway
 
     spec = ",".join(f"{int(p)}:{int(o)}" for p, o in sorted(offsets.items()))
     return KafkaOffsetsInitializer(
-        get_gateway().jvm.io.inboxflow.flink.StoppingOffsets.of(topic, spec))
+        helper_classes().StoppingOffsets.of(topic, spec))
 
 
 def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,

@@ -12,6 +12,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
+from job.jars import helper_classes
 from udfs.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST
 from udfs.journey import JourneySettings
 from udfs.operators import (
@@ -57,10 +58,9 @@ def event_time_strategy(cfg: JobConfig):
     (``io.inboxflow.flink.SubtaskWatermarks``): bounded out-of-orderness per Kafka partition,
     idleness and the lull rule decided for the whole source subtask, the event's own
     ``timestamp`` as event time (``EventTimeAssigner``), never Kafka's record time."""
-    from pyflink.java_gateway import get_gateway
 
     w = cfg.watermarks
-    return get_gateway().jvm.io.inboxflow.flink.SubtaskWatermarks(
+    return helper_classes().SubtaskWatermarks(
         w.out_of_orderness_ms, w.idleness_ms, w.idle_advance_ms)
 
 
@@ -83,7 +83,7 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
     if not enveloped:
         parallelism = timed.getParallelism()
         extracted = timed.process(
-            jvm.io.inboxflow.flink.EnvelopeExtractor(cfg.limits.max_future_ms),
+            helper_classes().EnvelopeExtractor(cfg.limits.max_future_ms),
             KEYED_EVENT.get_java_type_info())
         # Same parallelism as the source so it chains: a rebalance would reorder one
         # customer's events before they are keyed.
@@ -116,7 +116,7 @@ def process_customers(keyed: KeyedStream, function: CustomerFunction,
     j_conf = get_j_env_configuration(j_stream.getExecutionEnvironment())
     if j_conf.get(jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE) != "thread":
         return keyed.process(function, output_type=ROUTED)
-    j_operator = jvm.io.inboxflow.flink.CustomerOperator(
+    j_operator = helper_classes().CustomerOperator(
         j_conf,
         _create_j_data_stream_python_function_info(
             function, UserDefinedDataStreamFunction.KEYED_PROCESS),
@@ -143,7 +143,7 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    router = jvm.io.inboxflow.flink.OutputRouter
+    router = helper_classes().OutputRouter
     # chained to the customer function (same parallelism, forward): no network hop
     j_routed = customers._j_data_stream.process(router(), KEYED_STORE_ROW.get_java_type_info())
     j_routed.setParallelism(customers._j_data_stream.getParallelism())

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from job.config import JobConfig
+from job.jars import helper_classes
 
 log = logging.getLogger("inboxflow")
 
@@ -63,7 +64,7 @@ def start_offsets_for_timestamp(cfg: JobConfig, timestamp_ms: int) -> dict[int, 
     for key, value in cfg.kafka.source_properties.items():
         props.put(key, str(value))
     props.put("bootstrap.servers", cfg.kafka.bootstrap_servers)
-    found = jvm.io.inboxflow.flink.StartingOffsets.forTimestamp(
+    found = helper_classes().StartingOffsets.forTimestamp(
         cfg.kafka.topics.events, timestamp_ms, props, SCAN_QUIET_MS)
     offsets = {int(p): int(found.get(p)) for p in found.keySet()}
     iso = datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(
@@ -116,6 +117,5 @@ def jsonl_sink(path: Path):
     """A sink appending the JSON value of each ``Row(key, json)`` to ``path``, one per line
     (``io.inboxflow.flink.JsonLinesSink``); attach it at parallelism 1."""
     from pyflink.datastream.connectors.base import Sink
-    from pyflink.java_gateway import get_gateway
 
-    return Sink(get_gateway().jvm.io.inboxflow.flink.JsonLinesSink(str(path)))
+    return Sink(helper_classes().JsonLinesSink(str(path)))
