@@ -56,6 +56,19 @@ class TestCluster(flink_cluster.Cluster):
         assert len(job_id) == 32, done.stdout
         return job_id
 
+    def alive(self, job_id: str):
+        """The liveness check of :class:`tests.e2e.conftest.OutputReader` waits: raises
+        ``JobFailed`` once the job is not RUNNING or has recorded a failure."""
+        from tests.e2e.conftest import JobFailed
+
+        def check() -> None:
+            state = self.job(job_id)["state"]
+            failures = self.exceptions(job_id)
+            if state != "RUNNING" or failures:
+                raise JobFailed(f"job {job_id} is {state}: {failures}")
+
+        return check
+
 
 def _sweep_dead_sessions() -> None:
     """Stops the JVMs of sessions that were killed before their teardown ran (their home is
@@ -111,3 +124,25 @@ def write_flink_conf(path: Path, checkpoint_dir: Path, **overrides: str) -> Path
                  "execution.checkpointing.dir": checkpoint_dir.as_uri(), **overrides})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def job_on_fresh_topics(broker: TansuBroker, tmp_path: Path, prefix: str,
+                        **overrides: dict) -> tuple[dict[str, str], Path]:
+    """Fresh topics ``PREFIX.events`` (2 partitions), ``.dlq``, ``.requests``, ``.outcomes``,
+    and a job config on them (group ``prefix``, earliest offsets, ClickHouse off, section
+    ``overrides`` merged in) written to ``tmp_path/job.yaml``: (topics, config path)."""
+    from job.kafka_io import create_topics
+
+    topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
+    create_topics(broker.bootstrap, {topics["events"]: 2, topics["dlq"]: 1,
+                                     topics["requests"]: 1, topics["outcomes"]: 1})
+    config = write_job_config(tmp_path / "job.yaml", {
+        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
+                  "group_id": prefix,
+                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
+                             "email_requests": topics["requests"],
+                             "outcomes": topics["outcomes"]}},
+        "clickhouse": {"enabled": False},
+        **overrides,
+    })
+    return topics, config

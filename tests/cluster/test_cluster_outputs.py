@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from job.broker import TansuBroker
-from job.kafka_io import create_topics
-from tests.cluster.conftest import TestCluster, write_flink_conf, write_job_config
+from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
 from tests.conftest import HOUR, T0
 from tests.e2e import test_kafka_e2e as scenario
-from tests.e2e.conftest import JobFailed, OutputReader
+from tests.e2e.conftest import OutputReader
 from udfs.journey import request_id
 from udfs.render import iso_ms
 
@@ -55,19 +54,9 @@ def _outputs(reader: OutputReader, topics: dict[str, str]) -> dict:
 def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> dict:
     """Submits the job on fresh topics, plays the scenario phase by phase and returns the
     outputs once they have settled."""
-    prefix = f"cl-{uuid.uuid4().hex[:8]}"
-    topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: 2, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
-    config = write_job_config(tmp_path / "job.yaml", {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": prefix,
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
-        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
-        "clickhouse": {"enabled": False},
-    })
+    topics, config = job_on_fresh_topics(
+        broker, tmp_path, f"cl-{uuid.uuid4().hex[:8]}",
+        watermarks={"out_of_orderness": "5m", "idleness": "1s"})
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
     reader = OutputReader(broker.bootstrap, [topics["requests"], topics["dlq"],
                                              topics["outcomes"]])
@@ -75,11 +64,7 @@ def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> d
     try:
         cluster.wait_running(job_id, timeout_s=WAIT_S)
 
-        def alive() -> None:
-            state = cluster.job(job_id)["state"]
-            failures = cluster.exceptions(job_id)
-            if state != "RUNNING" or failures:
-                raise JobFailed(f"job {job_id} is {state}: {failures}")
+        alive = cluster.alive(job_id)
 
         events = topics["events"]
         scenario._send(broker.bootstrap, events, scenario.PHASE_1A)

@@ -14,10 +14,8 @@ import pytest
 import yaml
 
 from job.broker import TansuBroker
-from job.kafka_io import create_topics
 from job.prometheus import endpoints, port_range, total
-from tests.cluster.conftest import TestCluster, write_flink_conf, write_job_config
-from tests.e2e.conftest import JobFailed
+from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
 from tests.integration.test_metrics import (
     EXPECTED,
     WAIT_S,
@@ -35,18 +33,8 @@ def test_prometheus_endpoints_of_the_taskmanagers_report_exact_job_metrics(
         cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> None:
     cluster.reshape(2, 1)
     tag = f"cm{uuid.uuid4().hex[:8]}"
-    topics = {t: f"{tag}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: 2, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
-    config = write_job_config(tmp_path / "job.yaml", {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": tag,
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
-        "watermarks": {"idleness": "1s"},
-        "clickhouse": {"enabled": False},
-    })
+    topics, config = job_on_fresh_topics(broker, tmp_path, tag,
+                                         watermarks={"idleness": "1s"})
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
     ports = port_range(str(yaml.safe_load((ROOT / "flink-conf.yaml").read_text())[
         "metrics.reporter.prom.port"]))
@@ -54,11 +42,7 @@ def test_prometheus_endpoints_of_the_taskmanagers_report_exact_job_metrics(
     try:
         cluster.wait_running(job_id, timeout_s=WAIT_S)
 
-        def alive() -> None:
-            state = cluster.job(job_id)["state"]
-            failures = cluster.exceptions(job_id)
-            if state != "RUNNING" or failures:
-                raise JobFailed(f"job {job_id} is {state}: {failures}")
+        alive = cluster.alive(job_id)
 
         ids = play(broker, topics, tag, alive)
         samples, got = wait_for_metrics(lambda: endpoints(ports, job_id), job_id, EXPECTED, 60)

@@ -17,7 +17,6 @@ import pytest
 
 from job.broker import TansuBroker
 from tests.cluster.conftest import TestCluster
-from tests.e2e.conftest import JobFailed
 from tests.e2e.test_resume import (
     ROOT,
     WAIT_S,
@@ -60,14 +59,7 @@ def test_stop_with_savepoint_change_timing_resume_at_parallelism_1_on_the_cluste
                                 extra_args=flink_conf)
         cluster.wait_running(job_id, timeout_s=WAIT_S)
         assert {v["parallelism"] for v in cluster.job(job_id)["vertices"]} == {2}
-
-        def alive() -> None:
-            state = cluster.job(job_id)["state"]
-            failures = cluster.exceptions(job_id)
-            if state != "RUNNING" or failures:
-                raise JobFailed(f"job {job_id} is {state}: {failures}")
-
-        wait_for_requests(reader, sc.topics["requests"], before, alive,
+        wait_for_requests(reader, sc.topics["requests"], before, cluster.alive(job_id),
                           "the reminders due before the stop")
         savepoint = stop_with_savepoint(cluster, job_id, tmp_path / "stop")
         assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file()
@@ -79,7 +71,7 @@ def test_stop_with_savepoint_change_timing_resume_at_parallelism_1_on_the_cluste
                                 extra_args=flink_conf)
         cluster.wait_running(job_id, timeout_s=WAIT_S)
         assert {v["parallelism"] for v in cluster.job(job_id)["vertices"]} == {1}
-        run_phases(story, reader, before, alive)
+        run_phases(story, reader, before, cluster.alive(job_id))
         story.check_carried_state(reader)
     except BaseException:
         print(cluster.log_tail(40))
