@@ -128,21 +128,9 @@ def write_flink_conf(path: Path, checkpoint_dir: Path, **overrides: str) -> Path
 
 def job_on_fresh_topics(broker: TansuBroker, tmp_path: Path, prefix: str,
                         **overrides: dict) -> tuple[dict[str, str], Path]:
-    """Fresh topics ``PREFIX.events`` (2 partitions), ``.dlq``, ``.requests``, ``.outcomes``,
-    and a job config on them (group ``prefix``, earliest offsets, ClickHouse off, section
-    ``overrides`` merged in) written to ``tmp_path/job.yaml``: (topics, config path)."""
-    from job.kafka_io import create_topics
+    """(topics, config path): :func:`tests.e2e.conftest.fresh_topics` with 2 partitions,
+    the config written to ``tmp_path/job.yaml`` for ``inboxflow submit --config``."""
+    from tests.e2e.conftest import fresh_topics
 
-    topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: 2, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
-    config = write_job_config(tmp_path / "job.yaml", {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": prefix,
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
-        "clickhouse": {"enabled": False},
-        **overrides,
-    })
-    return topics, config
+    topics, sections = fresh_topics(broker, prefix, 2, overrides)
+    return topics, write_job_config(tmp_path / "job.yaml", sections)

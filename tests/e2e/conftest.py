@@ -116,18 +116,18 @@ class OutputReader:
         self._consumer.close(autocommit=False)
 
 
-def job_on_fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
-                        overrides: dict) -> tuple:
-    """(config, topics): the shipped config on new topics ``PREFIX.events`` (``partitions``
-    partitions), ``.dlq``, ``.requests`` and ``.outcomes``, read from the earliest offset by
-    a group of its own, ClickHouse off, ``overrides`` merged on top."""
-    from job.config import load_config
+def fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
+                 overrides: dict) -> tuple[dict[str, str], dict]:
+    """(topics, config overrides): new topics ``PREFIX.events`` (``partitions``
+    partitions), ``.dlq``, ``.requests`` and ``.outcomes``, and the config sections that
+    read them from the earliest offset with a group of its own, ClickHouse off,
+    ``overrides`` merged on top."""
     from job.kafka_io import create_topics
 
     topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
     create_topics(broker.bootstrap, {topics["events"]: partitions, topics["dlq"]: 1,
                                      topics["requests"]: 1, topics["outcomes"]: 1})
-    cfg = load_config(env={}, overrides={
+    return topics, {
         "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
                   "group_id": prefix,
                   "topics": {"events": topics["events"], "dlq": topics["dlq"],
@@ -135,8 +135,16 @@ def job_on_fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
                              "outcomes": topics["outcomes"]}},
         "clickhouse": {"enabled": False},
         **overrides,
-    })
-    return cfg, topics
+    }
+
+
+def job_on_fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
+                        overrides: dict) -> tuple:
+    """(config, topics): the shipped config with :func:`fresh_topics`."""
+    from job.config import load_config
+
+    topics, sections = fresh_topics(broker, prefix, partitions, overrides)
+    return load_config(env={}, overrides=sections), topics
 
 
 class RunningJob:

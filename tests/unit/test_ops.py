@@ -307,3 +307,10 @@ def test_rest_url_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     assert args.rest == "http://flink.internal:8081"
     monkeypatch.delenv(ops.ENV_REST)
     assert cli.build_parser().parse_args(["stop", JOB]).rest == ops.DEFAULT_REST
+
+
+def test_dry_run_refuses_to_resume_production_state_without_a_path(capsys):
+    from job.main import parse_args, run_from_args
+
+    assert run_from_args(parse_args(["--dry-run", "--resume"])) == 2
+    assert "--dry-run --resume needs a PATH" in capsys.readouterr().err
