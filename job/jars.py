@@ -130,8 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ok {jar.name}")
 
 
-if __name__ == "__main__":
-    main()
+def loaded_helper_classes():
+    """The JVM package ``io.inboxflow.flink`` when the gateway thread's class loader can see
+    the helper classes (probed with ``OutputRouter``), else None."""
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    package = get_gateway().jvm.io.inboxflow.flink
+    return package if isinstance(package.OutputRouter, JavaClass) else None
 
 
 def helper_classes(lib_dir: Path = ROOT / "lib"):
@@ -143,11 +149,8 @@ def helper_classes(lib_dir: Path = ROOT / "lib"):
     in the same session found them): when they are missing, the jars are added to the
     serving thread's loader again before giving up. Under ``flink run`` they come with
     ``--jarfile`` and nothing is added."""
-    from py4j.java_gateway import JavaClass
-    from pyflink.java_gateway import get_gateway
-
-    package = get_gateway().jvm.io.inboxflow.flink
-    if isinstance(package.OutputRouter, JavaClass):
+    package = loaded_helper_classes()
+    if package is not None:
         return package
     if "PYFLINK_GATEWAY_PORT" not in os.environ:
         import logging
@@ -158,9 +161,13 @@ def helper_classes(lib_dir: Path = ROOT / "lib"):
             "the gateway's class loader lacked %s: adding the jars of %s again",
             HELPER_JAR, lib_dir)
         add_jars_to_context_class_loader([j.as_uri() for j in jar_paths(lib_dir)])
-        package = get_gateway().jvm.io.inboxflow.flink
-        if isinstance(package.OutputRouter, JavaClass):
+        package = loaded_helper_classes()
+        if package is not None:
             return package
     raise SystemExit(f"the job's Java helper classes (io.inboxflow.flink) are not on the "
                      f"classpath: run `make install` (lib/{HELPER_JAR}), or pass "
                      f"`--jarfile var/package/inboxflow-job.jar` to flink run")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with jo
 import yaml
 
 from job.config import DEFAULT_CONFIG, JobConfig, load_config
-from job.jars import helper_classes, jar_paths
+from job.jars import helper_classes, jar_paths, loaded_helper_classes
 
 DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
 _PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
@@ -99,12 +99,8 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
 
 def _jars_on_client_classpath() -> bool:
     """Under ``flink run``: the job's Java classes came with ``--jarfile``."""
-    if "PYFLINK_GATEWAY_PORT" not in os.environ:
-        return False
-    from py4j.java_gateway import JavaClass
-    from pyflink.java_gateway import get_gateway
-
-    return isinstance(get_gateway().jvm.io.inboxflow.flink.OutputRouter, JavaClass)
+    return ("PYFLINK_GATEWAY_PORT" in os.environ
+            and loaded_helper_classes() is not None)
 
 
 def _detached(env) -> bool:
