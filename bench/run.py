@@ -119,8 +119,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
-    return {"count": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "p99": percentile(values, 99), "max": max(values) if values else None}
+    return {
+        "count": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -161,9 +166,14 @@ def quiet_logging() -> None:
     logging.getLogger("kafka").setLevel(KAFKA_LOG_LEVEL)
 
 
-def recovered_after(samples: Sequence[tuple[int, float]], since_ms: int, bound_ms: float,
-                    window_ms: int = LATENESS_WINDOW_MS, q: float = 95,
-                    min_count: int = 5) -> float | None:
+def recovered_after(
+    samples: Sequence[tuple[int, float]],
+    since_ms: int,
+    bound_ms: float,
+    window_ms: int = LATENESS_WINDOW_MS,
+    q: float = 95,
+    min_count: int = 5,
+) -> float | None:
     """Seconds from ``since_ms`` until the lateness is back to normal for good.
 
     ``samples`` are (received_ms, lateness_ms) of reminders. At each reminder received at
@@ -182,7 +192,7 @@ def recovered_after(samples: Sequence[tuple[int, float]], since_ms: int, bound_m
             start += 1
         if t < since_ms or i + 1 - start < min_count:
             continue
-        ok = percentile([lat for _, lat in ordered[start:i + 1]], q) <= bound_ms
+        ok = percentile([lat for _, lat in ordered[start : i + 1]], q) <= bound_ms
         judged.append((t, ok))
         if not ok:
             last_bad = len(judged) - 1
@@ -213,19 +223,47 @@ def unit_records(j: int, now_ms: int) -> list[tuple[str, bytes]]:
     kind = unit_kind(j)
     base = {"customer_id": cid, "timestamp": now_ms}
     if kind == "bad":
-        return [(cid, json.dumps({**base, "event_id": f"{cid}-bad",
-                                  "event_type": "bench_unknown"}).encode())]
-    cart = {**base, "event_id": f"{cid}-cart", "event_type": "cart_add",
-            "properties": {"product_id": f"p{j % 50}", "price": 19.5, "quantity": 1,
-                           "currency": "EUR", "cart_id": f"c{j}", "name": "Mug",
-                           "category": "kitchen"}}
+        return [
+            (
+                cid,
+                json.dumps(
+                    {**base, "event_id": f"{cid}-bad", "event_type": "bench_unknown"}
+                ).encode(),
+            )
+        ]
+    cart = {
+        **base,
+        "event_id": f"{cid}-cart",
+        "event_type": "cart_add",
+        "properties": {
+            "product_id": f"p{j % 50}",
+            "price": 19.5,
+            "quantity": 1,
+            "currency": "EUR",
+            "cart_id": f"c{j}",
+            "name": "Mug",
+            "category": "kitchen",
+        },
+    }
     if kind == "buy":
-        second = {**base, "event_id": f"{cid}-buy", "event_type": "purchase",
-                  "properties": {"order_id": f"o{j}", "revenue": 19.5, "currency": "EUR",
-                                 "cart_id": f"c{j}"}}
+        second = {
+            **base,
+            "event_id": f"{cid}-buy",
+            "event_type": "purchase",
+            "properties": {
+                "order_id": f"o{j}",
+                "revenue": 19.5,
+                "currency": "EUR",
+                "cart_id": f"c{j}",
+            },
+        }
         return [(cid, json.dumps(cart).encode()), (cid, json.dumps(second).encode())]
-    identify = {**base, "event_id": f"{cid}-id", "event_type": "identify",
-                "traits": {"email": f"{cid}@example.com", "first_name": "Sam"}}
+    identify = {
+        **base,
+        "event_id": f"{cid}-id",
+        "event_type": "identify",
+        "traits": {"email": f"{cid}@example.com", "first_name": "Sam"},
+    }
     return [(cid, json.dumps(identify).encode()), (cid, json.dumps(cart).encode())]
 
 
@@ -236,31 +274,45 @@ def unit_count(events: int) -> int:
 def unit_event_ids(j: int) -> list[str]:
     """The event ids of unit ``j``'s records, in the order ``unit_records`` yields them."""
     cid = f"{BURST_PREFIX}{j}"
-    return [f"{cid}-{suffix}" for suffix in
-            {"bad": ("bad",), "buy": ("cart", "buy"), "abandon": ("id", "cart")}[unit_kind(j)]]
+    return [
+        f"{cid}-{suffix}"
+        for suffix in {"bad": ("bad",), "buy": ("cart", "buy"), "abandon": ("id", "cart")}[
+            unit_kind(j)
+        ]
+    ]
 
 
-def missing_units(units: range, requests: Sequence[dict], outcomes: Sequence[dict],
-                  dlq: Sequence[dict]) -> list[str]:
+def missing_units(
+    units: range, requests: Sequence[dict], outcomes: Sequence[dict], dlq: Sequence[dict]
+) -> list[str]:
     """Every customer of ``units`` without the output its kind must produce, in unit order."""
     kinds = {f"{BURST_PREFIX}{j}": unit_kind(j) for j in units}
     got = _unit_outputs(kinds, requests, outcomes, dlq)
-    return [f"{BURST_PREFIX}{j}" for j in units
-            if f"{BURST_PREFIX}{j}" not in got[unit_kind(j)]]
+    return [f"{BURST_PREFIX}{j}" for j in units if f"{BURST_PREFIX}{j}" not in got[unit_kind(j)]]
 
 
-def _unit_outputs(kinds: dict[str, str], requests: Sequence[dict], outcomes: Sequence[dict],
-                  dlq: Sequence[dict]) -> dict[str, set[str]]:
+def _unit_outputs(
+    kinds: dict[str, str], requests: Sequence[dict], outcomes: Sequence[dict], dlq: Sequence[dict]
+) -> dict[str, set[str]]:
     reminded = {r["customer_id"] for r in requests if r.get("customer_id") in kinds}
-    cancelled = {o["customer_id"] for o in outcomes if o.get("customer_id") in kinds
-                 and o.get("kind") == "cancelled" and o.get("reason") == "purchased"}
-    rejected = {d.get("customer_id") for d in dlq if d.get("customer_id") in kinds
-                and str(d.get("event_id", "")).endswith("-bad")}
+    cancelled = {
+        o["customer_id"]
+        for o in outcomes
+        if o.get("customer_id") in kinds
+        and o.get("kind") == "cancelled"
+        and o.get("reason") == "purchased"
+    }
+    rejected = {
+        d.get("customer_id")
+        for d in dlq
+        if d.get("customer_id") in kinds and str(d.get("event_id", "")).endswith("-bad")
+    }
     return {"abandon": reminded, "buy": cancelled, "bad": rejected}
 
 
-def account_units(units: range, requests: Sequence[dict], outcomes: Sequence[dict],
-                  dlq: Sequence[dict]) -> dict[str, int]:
+def account_units(
+    units: range, requests: Sequence[dict], outcomes: Sequence[dict], dlq: Sequence[dict]
+) -> dict[str, int]:
     """Every event of ``units`` accounted for by the output it must produce: a reminder per
     "abandon" unit (2 events), a purchase cancellation per "buy" unit (2), a DLQ record per
     "bad" unit (1). ``lost`` = events without their output; ``unexpected`` = outputs of unit
@@ -273,15 +325,24 @@ def account_units(units: range, requests: Sequence[dict], outcomes: Sequence[dic
     accounted = sum(UNIT_EVENTS[k] for cid, k in kinds.items() if cid in got[k])
     unexpected = sum(1 for k, cids in got.items() for cid in cids if kinds[cid] != k)
     missing = [cid for cid, k in kinds.items() if cid not in got[k]]  # unit order
-    return {"units": len(kinds), "events": events, "accounted": accounted,
-            "lost": events - accounted, "unexpected": unexpected,
-            "late": sum(1 for o in outcomes if o.get("kind") == "late"),
-            "missing_units": missing[:10]}
+    return {
+        "units": len(kinds),
+        "events": events,
+        "accounted": accounted,
+        "lost": events - accounted,
+        "unexpected": unexpected,
+        "late": sum(1 for o in outcomes if o.get("kind") == "late"),
+        "missing_units": missing[:10],
+    }
 
 
-def check_topic(phases: dict[str, range], topic: Sequence[tuple[int, int, str | None]],
-                missing: Sequence[str], deliveries: dict[str, tuple[int, int]] | None = None,
-                limit: int = 50) -> dict[str, Any]:
+def check_topic(
+    phases: dict[str, range],
+    topic: Sequence[tuple[int, int, str | None]],
+    missing: Sequence[str],
+    deliveries: dict[str, tuple[int, int]] | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
     """Which input records of the units are in the events topic as read back at the end.
 
     ``topic``: (partition, offset, event id or None) of every record read back;
@@ -319,8 +380,10 @@ def check_topic(phases: dict[str, range], topic: Sequence[tuple[int, int, str | 
         if ordered[0] or skipped:
             gaps[partition] = {"first": ordered[0], "last": ordered[-1], "skipped": skipped}
     absent_set = set(absent)
-    missing_inputs = {cid: [eid for eid in unit_event_ids(int(cid[len(BURST_PREFIX):]))
-                            if eid in absent_set] for cid in missing}
+    missing_inputs = {
+        cid: [eid for eid in unit_event_ids(int(cid[len(BURST_PREFIX) :])) if eid in absent_set]
+        for cid in missing
+    }
     upstream = [cid for cid, ids in missing_inputs.items() if ids]
     in_job = [cid for cid, ids in missing_inputs.items() if not ids]
     detail = {}
@@ -328,18 +391,27 @@ def check_topic(phases: dict[str, range], topic: Sequence[tuple[int, int, str | 
         entry: dict[str, Any] = {}
         if deliveries and event_id in deliveries:
             partition, offset = deliveries[event_id]
-            entry = {"acked_at": [partition, offset],
-                     "topic_holds_there": at.get((partition, offset), "nothing")}
+            entry = {
+                "acked_at": [partition, offset],
+                "topic_holds_there": at.get((partition, offset), "nothing"),
+            }
         detail[event_id] = entry
-    return {"records_read": len(topic), "missing_in_topic": len(absent),
-            "missing_in_topic_per_phase": per_phase, "duplicates_in_topic": duplicates,
-            "offset_gaps": gaps, "absent_events": detail,
-            "lost_units_inputs_missing": upstream[:limit],
-            "lost_units_inputs_in_topic": in_job[:limit],
-            "lost_events_inputs_missing": sum(UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX):]))]
-                                              for c in upstream),
-            "lost_events_inputs_in_topic": sum(UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX):]))]
-                                               for c in in_job)}
+    return {
+        "records_read": len(topic),
+        "missing_in_topic": len(absent),
+        "missing_in_topic_per_phase": per_phase,
+        "duplicates_in_topic": duplicates,
+        "offset_gaps": gaps,
+        "absent_events": detail,
+        "lost_units_inputs_missing": upstream[:limit],
+        "lost_units_inputs_in_topic": in_job[:limit],
+        "lost_events_inputs_missing": sum(
+            UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX) :]))] for c in upstream
+        ),
+        "lost_events_inputs_in_topic": sum(
+            UNIT_EVENTS[unit_kind(int(c[len(BURST_PREFIX) :]))] for c in in_job
+        ),
+    }
 
 
 # --------------------------------------------------------------------------- child runs
@@ -349,23 +421,33 @@ def _job_config(spec: dict, work: Path, overrides: dict | None = None):
     from job.config import load_config
 
     store = bool(spec["store"])
-    kafka: dict[str, Any] = {"bootstrap_servers": spec["bootstrap"],
-                             "group_id": f"bench-{uuid.uuid4().hex[:12]}",
-                             "starting_offsets": "earliest"}
+    kafka: dict[str, Any] = {
+        "bootstrap_servers": spec["bootstrap"],
+        "group_id": f"bench-{uuid.uuid4().hex[:12]}",
+        "starting_offsets": "earliest",
+    }
     if spec.get("topics"):
         kafka["topics"] = spec["topics"]
-    base = {"kafka": kafka, "clickhouse": {
-        "enabled": store, "dsn": f"chdb://{work / 'clickhouse'}",
-        "freshness_log": str(work / "freshness.log") if store else ""}}
+    base = {
+        "kafka": kafka,
+        "clickhouse": {
+            "enabled": store,
+            "dsn": f"chdb://{work / 'clickhouse'}",
+            "freshness_log": str(work / "freshness.log") if store else "",
+        },
+    }
     return load_config(overrides={**base, **(overrides or {})}, env={})
 
 
 def _settings(parallelism: int, work: Path, checkpoints: bool) -> dict[str, str]:
     from job.main import flink_settings
 
-    settings = flink_settings(overrides={
-        "parallelism.default": str(parallelism),
-        "execution.checkpointing.dir": (work / "checkpoints").as_uri()})
+    settings = flink_settings(
+        overrides={
+            "parallelism.default": str(parallelism),
+            "execution.checkpointing.dir": (work / "checkpoints").as_uri(),
+        }
+    )
     if not checkpoints:
         settings.pop("execution.checkpointing.interval", None)
     return settings
@@ -379,12 +461,14 @@ def _count_lines(path: Path) -> int:
 
 
 def _table_counts(dsn: str) -> dict[str, int]:
-    from udfs import store
+    from udfs.clickhouse.client import get_client
+    from udfs.clickhouse.schema import TABLES
 
-    client = store.get_client(dsn)
+    client = get_client(dsn)
     try:
-        return {table: int(client.query(f"SELECT count() FROM {table}")[1][0][0])
-                for table in store.TABLES}
+        return {
+            table: int(client.query(f"SELECT count() FROM {table}")[1][0][0]) for table in TABLES
+        }
     finally:
         client.close()
 
@@ -399,8 +483,10 @@ def child_throughput(spec: dict) -> dict:
     stops = {int(p): int(o) for p, o in spec["stops"].items()}
     started = time.monotonic()
     result = run(cfg, settings, stopping_offsets=stops, job_name="inboxflow-bench")
-    out: dict[str, Any] = {"seconds": time.monotonic() - started,
-                           "net_runtime_ms": result.get_net_runtime()}
+    out: dict[str, Any] = {
+        "seconds": time.monotonic() - started,
+        "net_runtime_ms": result.get_net_runtime(),
+    }
     if spec["store"]:
         counts = _table_counts(cfg.clickhouse.dsn)
         # count() of customer_profiles shrinks when ReplacingMergeTree parts merge; the
@@ -408,7 +494,8 @@ def child_throughput(spec: dict) -> dict:
         profile_rows = _count_lines(work / "freshness.log")
         out["table_counts"] = counts
         out["rows_written"] = profile_rows + sum(
-            n for table, n in counts.items() if table != "customer_profiles")
+            n for table, n in counts.items() if table != "customer_profiles"
+        )
     return out
 
 
@@ -433,11 +520,16 @@ class RequestReader(threading.Thread):
         from kafka import KafkaConsumer, TopicPartition
 
         try:
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                     fetch_max_wait_ms=50, client_id="inboxflow-bench-reader",
-                                     max_poll_records=10_000,
-                                     max_partition_fetch_bytes=10 * 1024 * 1024)
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,
+                client_id="inboxflow-bench-reader",
+                max_poll_records=10_000,
+                max_partition_fetch_bytes=10 * 1024 * 1024,
+            )
             assigned = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             consumer.assign(assigned)
             consumer.seek_to_beginning(*assigned)
@@ -449,8 +541,9 @@ class RequestReader(threading.Thread):
                     for tp, records in batches.items():
                         for r in records:
                             if r.offset != last.get(tp.partition, -1) + 1:
-                                self.jumps.append((tp.partition, last.get(tp.partition, -1),
-                                                   r.offset))
+                                self.jumps.append(
+                                    (tp.partition, last.get(tp.partition, -1), r.offset)
+                                )
                             last[tp.partition] = r.offset
                         self.timestamps.extend(r.timestamp for r in records)
                         self.records.extend((received, r.value) for r in records)
@@ -465,13 +558,20 @@ class RequestReader(threading.Thread):
 
 
 def _envelope(key: str, event_type: str, n: int, now: int) -> bytes:
-    return json.dumps({"event_id": f"bench-{event_type}-{key}-{n}", "event_type": event_type,
-                       "customer_id": key, "timestamp": now,
-                       "properties": {"path": "/bench-clock"}}).encode()
+    return json.dumps(
+        {
+            "event_id": f"bench-{event_type}-{key}-{n}",
+            "event_type": event_type,
+            "customer_id": key,
+            "timestamp": now,
+            "properties": {"path": "/bench-clock"},
+        }
+    ).encode()
 
 
-def _send_to_every_partition(producer, topic: str, keys: list[str], event_type: str,
-                             n: int) -> None:
+def _send_to_every_partition(
+    producer, topic: str, keys: list[str], event_type: str, n: int
+) -> None:
     now = wall_ms()
     for key in keys:
         producer.send(topic, key=key.encode(), value=_envelope(key, event_type, n, now))
@@ -552,11 +652,12 @@ def _warm_up(bootstrap: str, producer, topics: dict[str, str], keys: list[str]) 
     """An unknown event type on every partition must come out of the DLQ before the timed
     part starts, so no reminder falls due while the job is still starting (that would count
     start-up time as lateness)."""
-    from job import kafka_io
+    from job.dev import kafka_io
 
     _send_to_every_partition(producer, topics["events"], keys, "bench_warmup", 0)
-    seen = kafka_io.consume(bootstrap, topics["dlq"], until_count=len(keys),
-                            idle_timeout_s=180, max_wait_s=180)
+    seen = kafka_io.consume(
+        bootstrap, topics["dlq"], until_count=len(keys), idle_timeout_s=180, max_wait_s=180
+    )
     if len(seen) < len(keys):
         raise TimeoutError(f"warm-up: {len(seen)} of {len(keys)} DLQ records in 180 s")
 
@@ -573,11 +674,27 @@ def _lull_records(keys: list[str], now: int) -> list[_Record]:
     for n, key in enumerate(keys):
         cid = f"bench-lull-{n}"
         for event_type, extra in (
-                ("identify", {"traits": {"email": f"{cid}@example.com"}}),
-                ("cart_add", {"properties": {"product_id": "p1", "price": 9.5, "quantity": 1,
-                                             "cart_id": f"cart-{cid}", "currency": "EUR"}})):
-            event = {"event_id": f"{cid}-{event_type}", "event_type": event_type,
-                     "customer_id": cid, "timestamp": now, **extra}
+            ("identify", {"traits": {"email": f"{cid}@example.com"}}),
+            (
+                "cart_add",
+                {
+                    "properties": {
+                        "product_id": "p1",
+                        "price": 9.5,
+                        "quantity": 1,
+                        "cart_id": f"cart-{cid}",
+                        "currency": "EUR",
+                    }
+                },
+            ),
+        ):
+            event = {
+                "event_id": f"{cid}-{event_type}",
+                "event_type": event_type,
+                "customer_id": cid,
+                "timestamp": now,
+                **extra,
+            }
             records.append(_Record(cid, json.dumps(event).encode()))
     return records
 
@@ -587,30 +704,45 @@ def child_live(spec: dict) -> dict:
     of every reminder and (store on) the writer's freshness samples."""
     from kafka import KafkaProducer
 
-    from job import gen, kafka_io
+    from job.dev import gen, kafka_io
     from job.main import run
 
     work = Path(spec["work_dir"])
     bootstrap = spec["bootstrap"]
     suffix = spec["suffix"]
-    topics = {"events": f"events.{suffix}", "dlq": f"events.dlq.{suffix}",
-              "email_requests": f"email.requests.{suffix}",
-              "outcomes": f"inboxflow.outcomes.{suffix}"}
+    topics = {
+        "events": f"events.{suffix}",
+        "dlq": f"events.dlq.{suffix}",
+        "email_requests": f"email.requests.{suffix}",
+        "outcomes": f"inboxflow.outcomes.{suffix}",
+    }
     # Fresh topics per run: the throughput topic holds historical events, and Tansu's
     # "latest" offsets cannot be used to skip them (DESIGN trap 6).
-    kafka_io.create_topics(bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
-                                       topics["email_requests"]: PARTITIONS,
-                                       topics["outcomes"]: 1})
+    kafka_io.create_topics(
+        bootstrap,
+        {
+            topics["events"]: PARTITIONS,
+            topics["dlq"]: 1,
+            topics["email_requests"]: PARTITIONS,
+            topics["outcomes"]: 1,
+        },
+    )
     lull = spec.get("lull", False)
-    cfg = _job_config({**spec, "topics": topics}, work, {
-        "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
-        "journey": {"abandon_after": LULL_DUE_AFTER if lull else ABANDON_AFTER, "steps": []}})
+    cfg = _job_config(
+        {**spec, "topics": topics},
+        work,
+        {
+            "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
+            "journey": {"abandon_after": LULL_DUE_AFTER if lull else ABANDON_AFTER, "steps": []},
+        },
+    )
     settings = _settings(LIVE_PARALLELISM, work, checkpoints=True)
     keys = partition_keys(PARTITIONS)
     reader = RequestReader(bootstrap, topics["email_requests"], PARTITIONS)
     reader.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                             client_id="inboxflow-bench-clock")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, client_id="inboxflow-bench-clock"
+    )
     client = None
     cancelled = False
     watch: JobWatch | None = None
@@ -627,12 +759,17 @@ def child_live(spec: dict) -> dict:
             # one abandoned cart per partition, due LULL_DUE_AFTER into the silence after it
             live = iter(_lull_records(keys, wall_ms()))
         else:
-            live = _watched(gen.generate_live(SEED, CUSTOMERS, spec["rate"] * spec["seconds"]),
-                            watch)
+            live = _watched(
+                gen.generate_live(SEED, CUSTOMERS, spec["rate"] * spec["seconds"]), watch
+            )
         produce_started = time.monotonic()
-        produced = kafka_io.produce(bootstrap, topics["events"],
-                                    ((r.key, r.value, None) for r in live),
-                                    rate=spec["rate"], linger_ms=5)
+        produced = kafka_io.produce(
+            bootstrap,
+            topics["events"],
+            ((r.key, r.value, None) for r in live),
+            rate=spec["rate"],
+            linger_ms=5,
+        )
         out["produced"] = len(produced)
         out["produce_seconds"] = time.monotonic() - produce_started
         if spec.get("clock", True) and not lull:
@@ -653,8 +790,11 @@ def child_live(spec: dict) -> dict:
         reader.stop()
         producer.close(timeout=5)
         # a stuck JVM would block the cancel too; the parent kills the process group
-        cancelled = client is not None and not (watch is not None and watch.problem) \
+        cancelled = (
+            client is not None
+            and not (watch is not None and watch.problem)
             and _cancel(client, timeout_s=30)
+        )
     if not cancelled:
         raise RuntimeError("the job did not cancel within 30 s (stuck JVM?)")
     if reader.error:
@@ -673,8 +813,9 @@ def child_live(spec: dict) -> dict:
     return out
 
 
-def _unit_stream(units: range, watch: JobWatch,
-                 stamps: dict[int, int] | None = None) -> Iterator[tuple[str, bytes, None]]:
+def _unit_stream(
+    units: range, watch: JobWatch, stamps: dict[int, int] | None = None
+) -> Iterator[tuple[str, bytes, None]]:
     """The records of ``units``, each unit stamped with the wall clock when it is pulled
     (kept in ``stamps``: unit -> ms)."""
     for j in units:
@@ -706,8 +847,11 @@ class ProducerLog(logging.Handler):
         duplicate = "DUPLICATE_SEQUENCE_NUMBER" in str(record.msg)
         if record.levelno < logging.WARNING and not duplicate:
             return
-        key = "duplicate_sequence_number" if duplicate \
+        key = (
+            "duplicate_sequence_number"
+            if duplicate
             else f"{record.name} {record.levelname.lower()}"
+        )
         self.counts[key] = self.counts.get(key, 0) + 1
         if len(self.samples) < 30:
             try:
@@ -717,8 +861,10 @@ class ProducerLog(logging.Handler):
             self.samples.append(f"{int(record.created * 1000)} {record.name}: {text[:300]}")
 
     def install(self) -> ProducerLog:
-        for name, level in ((self.SENDER, logging.DEBUG),
-                            *((n, logging.WARNING) for n in self.OTHERS)):
+        for name, level in (
+            (self.SENDER, logging.DEBUG),
+            *((n, logging.WARNING) for n in self.OTHERS),
+        ):
             logger = logging.getLogger(name)
             self._saved.append((logger, logger.level, logger.propagate))
             logger.setLevel(level)
@@ -781,9 +927,15 @@ def _blast(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes, None]
         if err is not None:
             errors.append(str(err))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "batch.size": 262_144, "acks": "all",
-                         "client.id": "inboxflow-bench-burst"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "batch.size": 262_144,
+            "acks": "all",
+            "client.id": "inboxflow-bench-burst",
+        }
+    )
     for key, value, _ in records:
         while True:
             try:
@@ -794,8 +946,9 @@ def _blast(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes, None]
         producer.poll(0)
     remaining = producer.flush(60)
     if remaining or errors:
-        raise RuntimeError(f"burst: {remaining} records undelivered, {len(errors)} failed "
-                           f"(first: {errors[:1]})")
+        raise RuntimeError(
+            f"burst: {remaining} records undelivered, {len(errors)} failed (first: {errors[:1]})"
+        )
     return len(records)
 
 
@@ -806,7 +959,7 @@ def child_burst(spec: dict) -> dict:
     accounts for every event."""
     from kafka import KafkaProducer
 
-    from job import kafka_io
+    from job.dev import kafka_io
     from job.main import run, with_rest_endpoint
     from job.monitor import JobMonitor
 
@@ -815,36 +968,56 @@ def child_burst(spec: dict) -> dict:
     # be stored twice, the job drops the copy by event id). The burst's librdkafka producer
     # is not idempotent either way (its default).
     idempotent = spec.get("idempotence", True)
-    steady_config: dict[str, Any] = {} if idempotent else {"enable_idempotence": False,
-                                                           "acks": "all"}
+    steady_config: dict[str, Any] = (
+        {} if idempotent else {"enable_idempotence": False, "acks": "all"}
+    )
 
     work = Path(spec["work_dir"])
     bootstrap, suffix, rate = spec["bootstrap"], spec["suffix"], spec["rate"]
-    topics = {"events": f"events.{suffix}", "dlq": f"events.dlq.{suffix}",
-              "email_requests": f"email.requests.{suffix}",
-              "outcomes": f"inboxflow.outcomes.{suffix}"}
-    kafka_io.create_topics(bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
-                                       topics["email_requests"]: PARTITIONS,
-                                       topics["outcomes"]: 1})
-    cfg = _job_config({**spec, "topics": topics}, work, {
-        "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
-        "journey": {"abandon_after": ABANDON_AFTER, "steps": []}})
+    topics = {
+        "events": f"events.{suffix}",
+        "dlq": f"events.dlq.{suffix}",
+        "email_requests": f"email.requests.{suffix}",
+        "outcomes": f"inboxflow.outcomes.{suffix}",
+    }
+    kafka_io.create_topics(
+        bootstrap,
+        {
+            topics["events"]: PARTITIONS,
+            topics["dlq"]: 1,
+            topics["email_requests"]: PARTITIONS,
+            topics["outcomes"]: 1,
+        },
+    )
+    cfg = _job_config(
+        {**spec, "topics": topics},
+        work,
+        {
+            "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
+            "journey": {"abandon_after": ABANDON_AFTER, "steps": []},
+        },
+    )
     settings, rest_url = with_rest_endpoint(_settings(LIVE_PARALLELISM, work, checkpoints=True))
     keys = partition_keys(PARTITIONS)
-    readers = {"requests": RequestReader(bootstrap, topics["email_requests"], PARTITIONS),
-               "outcomes": RequestReader(bootstrap, topics["outcomes"], 1),
-               "dlq": RequestReader(bootstrap, topics["dlq"], 1)}
+    readers = {
+        "requests": RequestReader(bootstrap, topics["email_requests"], PARTITIONS),
+        "outcomes": RequestReader(bootstrap, topics["outcomes"], 1),
+        "dlq": RequestReader(bootstrap, topics["dlq"], 1),
+    }
     for reader in readers.values():
         reader.start()
     producer_log = ProducerLog().install()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                             client_id="inboxflow-bench-clock", **steady_config)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, client_id="inboxflow-bench-clock", **steady_config
+    )
     n_before = unit_count(rate * spec["before_s"])
     n_burst = unit_count(spec["burst_events"])
     n_after = unit_count(rate * spec["after_s"])
-    phases = {"before": range(n_before),
-              "burst": range(n_before, n_before + n_burst),
-              "after": range(n_before + n_burst, n_before + n_burst + n_after)}
+    phases = {
+        "before": range(n_before),
+        "burst": range(n_before, n_before + n_burst),
+        "after": range(n_before + n_burst, n_before + n_burst + n_after),
+    }
     units = range(n_before + n_burst + n_after)
     client = None
     watch: JobWatch | None = None
@@ -874,31 +1047,41 @@ def child_burst(spec: dict) -> dict:
                 sent = _blast(bootstrap, topics["events"], burst_records)
             else:
                 t0, t0_ms = time.monotonic(), wall_ms()
-                acked = kafka_io.produce(bootstrap, topics["events"],
-                                         _unit_stream(phase, watch, stamps), rate=rate,
-                                         linger_ms=5, **steady_config)
-                deliveries.update(zip((eid for j in phase for eid in unit_event_ids(j)),
-                                      acked))
+                acked = kafka_io.produce(
+                    bootstrap,
+                    topics["events"],
+                    _unit_stream(phase, watch, stamps),
+                    rate=rate,
+                    linger_ms=5,
+                    **steady_config,
+                )
+                deliveries.update(zip((eid for j in phase for eid in unit_event_ids(j)), acked))
                 sent = len(acked)
             seconds = time.monotonic() - t0
-            out["phases"][name] = {"units": len(phase), "events": sent,
-                                   "seconds": seconds, "events_per_s": sent / seconds,
-                                   "start_ms": t0_ms, "end_ms": wall_ms()}
+            out["phases"][name] = {
+                "units": len(phase),
+                "events": sent,
+                "seconds": seconds,
+                "events_per_s": sent / seconds,
+                "start_ms": t0_ms,
+                "end_ms": wall_ms(),
+            }
         # the clock: page views on every partition move the watermark past the last units'
         # due times (abandon_after + out-of-orderness)
-        clock_sent += _run_clock(producer, topics["events"], keys, spec["clock_seconds"],
-                                 watch)
+        clock_sent += _run_clock(producer, topics["events"], keys, spec["clock_seconds"], watch)
         # every unit's output, or nothing new for a while (then what is missing is lost)
         deadline = time.monotonic() + BURST_DRAIN_TIMEOUT_S
         accounted, progress_at = -1, time.monotonic()
         while True:
             watch.check()
-            counts = account_units(units, parsed("requests"), parsed("outcomes"),
-                                   parsed("dlq"))
+            counts = account_units(units, parsed("requests"), parsed("outcomes"), parsed("dlq"))
             if counts["accounted"] > accounted:
                 accounted, progress_at = counts["accounted"], time.monotonic()
-            if counts["lost"] == 0 or time.monotonic() > deadline \
-                    or time.monotonic() - progress_at > 20:
+            if (
+                counts["lost"] == 0
+                or time.monotonic() > deadline
+                or time.monotonic() - progress_at > 20
+            ):
                 break
             time.sleep(2)
         time.sleep(1)  # anything unexpected still on its way
@@ -906,7 +1089,7 @@ def child_burst(spec: dict) -> dict:
         # metric could be read: any read made the TaskManager call the customer function's
         # Python gauges from Flink's metrics thread, which crashed the JVM twice in a row
         # while this bench sampled a metric every second; those metrics are pushed to the
-        # JVM side since, udfs/flink_metrics.py.)
+        # JVM side since, udfs/flink/metrics.py.)
         out["restarts"] = len(JobMonitor(rest_url, job_id).failures())
         watch.check()
     finally:
@@ -916,8 +1099,11 @@ def child_burst(spec: dict) -> dict:
             reader.stop()
         producer.close(timeout=5)
         producer_log.uninstall()
-        cancelled = client is not None and not (watch is not None and watch.problem) \
+        cancelled = (
+            client is not None
+            and not (watch is not None and watch.problem)
             and _cancel(client, timeout_s=30)
+        )
     if not cancelled:
         raise RuntimeError("the job did not cancel within 30 s (stuck JVM?)")
     for reader in readers.values():
@@ -937,34 +1123,47 @@ def child_burst(spec: dict) -> dict:
     read_seconds: dict[str, float] = {}
     check_started = time.monotonic()
     if jumps or missing_units(units, **live):
-        final = {name: [json.loads(r.value) for r in kafka_io.consume(
-            bootstrap, topics[topic], idle_timeout_s=3, max_wait_s=120)]
-            for name, topic in (("requests", "email_requests"), ("outcomes", "outcomes"),
-                                ("dlq", "dlq"))}
+        final = {
+            name: [
+                json.loads(r.value)
+                for r in kafka_io.consume(
+                    bootstrap, topics[topic], idle_timeout_s=3, max_wait_s=120
+                )
+            ]
+            for name, topic in (
+                ("requests", "email_requests"),
+                ("outcomes", "outcomes"),
+                ("dlq", "dlq"),
+            )
+        }
         read_seconds["outputs"] = time.monotonic() - check_started
     out["accounting"] = account_units(units, **final)
-    out["accounting"]["per_phase"] = {name: account_units(phase, **final)["lost"]
-                                      for name, phase in phases.items()}
+    out["accounting"]["per_phase"] = {
+        name: account_units(phase, **final)["lost"] for name, phase in phases.items()
+    }
     missing = missing_units(units, **final)
     # Where were the missing events lost? Read the whole events topic back (counting records:
     # Tansu's "latest" offsets are wrong), now that the job no longer takes the cores.
     events_started = time.monotonic()
     back = kafka_io.consume(bootstrap, topics["events"], idle_timeout_s=3, max_wait_s=300)
     read_seconds["events"] = time.monotonic() - events_started
-    check = check_topic(phases, [(r.partition, r.offset, _event_id(r.value)) for r in back],
-                        missing, deliveries)
-    check["records_expected"] = len(keys) + sum(p["events"] for p in out["phases"].values()) \
-        + clock_sent
+    check = check_topic(
+        phases, [(r.partition, r.offset, _event_id(r.value)) for r in back], missing, deliveries
+    )
+    check["records_expected"] = (
+        len(keys) + sum(p["events"] for p in out["phases"].values()) + clock_sent
+    )
     burst_start = out["phases"]["burst"]["start_ms"]
     for event_id, entry in check["absent_events"].items():
-        j = int(event_id[len(BURST_PREFIX):].split("-")[0])
+        j = int(event_id[len(BURST_PREFIX) :].split("-")[0])
         if j in stamps:
             entry["sent_s_after_burst_start"] = (stamps[j] - burst_start) / 1000
     check["live_reader_jumps"] = jumps
     if final is not live:
         out["accounting"]["lost_by_live_readers"] = account_units(units, **live)["lost"]
         check["output_records_live_vs_reread"] = {
-            name: [len(live[name]), len(final[name])] for name in live}
+            name: [len(live[name]), len(final[name])] for name in live
+        }
     check["seconds"] = time.monotonic() - check_started
     check["read_seconds"] = read_seconds  # each includes 3 s without new records at the end
     out["topic_check"] = check
@@ -973,15 +1172,26 @@ def child_burst(spec: dict) -> dict:
     # its sinks lost them: a bug), in full, and briefly for the first others
     in_job = set(check["lost_units_inputs_in_topic"][:20])
     out["accounting"]["missing_detail"] = {
-        cid: {"inputs_in_topic": cid in in_job,
-              "outcomes": [o if cid in in_job else o.get("kind")
-                           for o in final["outcomes"] if o.get("customer_id") == cid],
-              "requests": [r if cid in in_job else r.get("request_id")
-                           for r in final["requests"] if r.get("customer_id") == cid],
-              "dlq": [d if cid in in_job else d.get("reason")
-                      for d in final["dlq"] if d.get("customer_id") == cid]}
-        for cid in sorted(in_job | set(missing[:5]),
-                          key=lambda c: int(c[len(BURST_PREFIX):]))}
+        cid: {
+            "inputs_in_topic": cid in in_job,
+            "outcomes": [
+                o if cid in in_job else o.get("kind")
+                for o in final["outcomes"]
+                if o.get("customer_id") == cid
+            ],
+            "requests": [
+                r if cid in in_job else r.get("request_id")
+                for r in final["requests"]
+                if r.get("customer_id") == cid
+            ],
+            "dlq": [
+                d if cid in in_job else d.get("reason")
+                for d in final["dlq"]
+                if d.get("customer_id") == cid
+            ],
+        }
+        for cid in sorted(in_job | set(missing[:5]), key=lambda c: int(c[len(BURST_PREFIX) :]))
+    }
     burst = out["phases"]["burst"]
     bound_ms = _duration_ms(OUT_OF_ORDERNESS) + NORMAL_LATENESS_SLACK_MS
     # lateness = due time -> the reminder "emitted" (its Kafka timestamp: the job's sink
@@ -989,30 +1199,39 @@ def child_burst(spec: dict) -> dict:
     # (as in the lateness row; that consumer, on the same two cores, falls behind when
     # a thousand reminders fall due at once, which "emitted" leaves out)
     samples = {
-        "emitted": [(ts, ts - int(r["metadata"]["due_at_ms"]))
-                    for ts, (_, r) in zip(readers["requests"].timestamps, requests)],
-        "read": [(received, received - int(r["metadata"]["due_at_ms"]))
-                 for received, r in requests]}
+        "emitted": [
+            (ts, ts - int(r["metadata"]["due_at_ms"]))
+            for ts, (_, r) in zip(readers["requests"].timestamps, requests)
+        ],
+        "read": [
+            (received, received - int(r["metadata"]["due_at_ms"])) for received, r in requests
+        ],
+    }
     out["lateness_ms"] = {"normal_bound_ms": bound_ms}
     out["lateness_recovery_s"] = {}
     out["lateness_timeline"] = {}  # per second from the burst's start: [s, count, p50, p95]
     for how, pairs in samples.items():
         out["lateness_ms"][how] = {
             "before_burst": summarize([lat for t, lat in pairs if t < burst["start_ms"]]),
-            "from_burst_on": summarize([lat for t, lat in pairs if t >= burst["start_ms"]])}
+            "from_burst_on": summarize([lat for t, lat in pairs if t >= burst["start_ms"]]),
+        }
         out["lateness_recovery_s"][how] = recovered_after(pairs, burst["end_ms"], bound_ms)
         buckets: dict[int, list[float]] = {}
         for t, lateness in pairs:
             buckets.setdefault((t - burst["start_ms"]) // 1000, []).append(lateness)
         out["lateness_timeline"][how] = [
             [second, len(values), percentile(values, 50), percentile(values, 95)]
-            for second, values in sorted(buckets.items())]
+            for second, values in sorted(buckets.items())
+        ]
     # the backlog is drained once the job emitted the last burst unit's own output (its
     # cancellation or DLQ record; reminders come abandon_after later)
     burst_ids = {f"{BURST_PREFIX}{j}" for j in phases["burst"] if unit_kind(j) != "abandon"}
-    drained = [ts for name in ("outcomes", "dlq")
-               for ts, (_, value) in zip(readers[name].timestamps, readers[name].records)
-               if json.loads(value).get("customer_id") in burst_ids]
+    drained = [
+        ts
+        for name in ("outcomes", "dlq")
+        for ts, (_, value) in zip(readers[name].timestamps, readers[name].records)
+        if json.loads(value).get("customer_id") in burst_ids
+    ]
     if drained:
         out["drain_seconds"] = (max(drained) - burst["start_ms"]) / 1000
         # what the job processed meanwhile: the burst plus the steady input that arrived
@@ -1022,14 +1241,15 @@ def child_burst(spec: dict) -> dict:
         out["burst_over_capacity"] = burst["events_per_s"] / out["capacity_events_per_s"]
     # the backlog: from a "buy" unit's send (its event time) to its cancellation emitted
     unit_ids = {f"{BURST_PREFIX}{j}" for j in units}
-    delays = [(ts, ts - int(o["event_time"]))
-              for ts, (_, value) in zip(readers["outcomes"].timestamps,
-                                        readers["outcomes"].records)
-              if (o := json.loads(value)).get("kind") == "cancelled"
-              and o.get("customer_id") in unit_ids]
+    delays = [
+        (ts, ts - int(o["event_time"]))
+        for ts, (_, value) in zip(readers["outcomes"].timestamps, readers["outcomes"].records)
+        if (o := json.loads(value)).get("kind") == "cancelled" and o.get("customer_id") in unit_ids
+    ]
     out["backlog_ms"] = {
         "before_burst": summarize([d for t, d in delays if t < burst["start_ms"]]),
-        "from_burst_on": summarize([d for t, d in delays if t >= burst["start_ms"]])}
+        "from_burst_on": summarize([d for t, d in delays if t >= burst["start_ms"]]),
+    }
     return out
 
 
@@ -1059,8 +1279,9 @@ def child_main(spec_path: Path, out_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
     try:
-        result = {"throughput": child_throughput, "live": child_live,
-                  "burst": child_burst}[spec["kind"]](spec)
+        result = {"throughput": child_throughput, "live": child_live, "burst": child_burst}[
+            spec["kind"]
+        ](spec)
     except BaseException:  # noqa: BLE001 - reported, then the process ends
         # Exit at once: a normal interpreter exit may wait on a stuck JVM's gateway.
         traceback.print_exc()
@@ -1102,14 +1323,28 @@ def run_child(spec: dict, name: str, work_root: Path, timeout_s: float) -> dict:
     spec_path, out_path = work / "spec.json", work / "result.json"
     spec_path.write_text(json.dumps(spec))
     log_path = LOG_DIR / f"{name}.log"
-    cmd = [sys.executable, "-m", "bench.run", "--child", str(spec_path),
-           "--child-out", str(out_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--child",
+        str(spec_path),
+        "--child-out",
+        str(out_path),
+    ]
     with open(log_path, "wb") as log_file:
         # The JVM's own log goes next to the run's log (PyFlink's default is one file
         # inside the venv that every local job on the machine overwrites).
         env = {**os.environ, "FLINK_LOG_DIR": str(LOG_DIR / f"{name}.flink")}
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         try:
             code: int | None = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -1123,66 +1358,119 @@ def run_child(spec: dict, name: str, work_root: Path, timeout_s: float) -> dict:
     tail = log_path.read_text(errors="replace")[-1500:]
     print(f"    FAILED ({reason}); log {log_path}:\n{tail}", flush=True)
     if spec["store"]:
-        print("    (store-on runs that hang or die are the chdb signal-handler deadlock "
-              "described in bench/README.md)", flush=True)
+        print(
+            "    (store-on runs that hang or die are the chdb signal-handler deadlock "
+            "described in bench/README.md)",
+            flush=True,
+        )
     return {"error": reason, "log": str(log_path)}
 
 
-def _runs(plan: Plan, bootstrap: str, stops: dict[int, int],
-          tiny_stops: dict[int, int]) -> Iterator[tuple[str, str, dict, float]]:
+def _runs(
+    plan: Plan, bootstrap: str, stops: dict[int, int], tiny_stops: dict[int, int]
+) -> Iterator[tuple[str, str, dict, float]]:
     """(group, run name, spec, timeout) in execution order. Tiny and full runs alternate, and
     so do store-off and store-on runs of the same parallelism, so that the runs compared
     with each other see the same machine load (it drifts on a shared machine)."""
     # A healthy run processes well over 500 events/s; a hung one (see the README) is
     # killed instead of holding the bench for long.
     full_timeout = 180 + plan.events / 500
-    groups = [(store, group) for store, group in ((False, "throughput"), (True, "store"))
-              if group in plan.measurements]
+    groups = [
+        (store, group)
+        for store, group in ((False, "throughput"), (True, "store"))
+        if group in plan.measurements
+    ]
     for i in range(plan.runs):
         for p in (1, 2):
             for store, group in groups:
-                base = {"kind": "throughput", "bootstrap": bootstrap, "parallelism": p,
-                        "store": store}
-                yield (f"{group}-p{p}-tiny", f"{group}-p{p}-tiny-{i + 1}",
-                       {**base, "stops": tiny_stops}, 180)
-                yield (f"{group}-p{p}", f"{group}-p{p}-{i + 1}", {**base, "stops": stops},
-                       full_timeout)
+                base = {
+                    "kind": "throughput",
+                    "bootstrap": bootstrap,
+                    "parallelism": p,
+                    "store": store,
+                }
+                yield (
+                    f"{group}-p{p}-tiny",
+                    f"{group}-p{p}-tiny-{i + 1}",
+                    {**base, "stops": tiny_stops},
+                    180,
+                )
+                yield (
+                    f"{group}-p{p}",
+                    f"{group}-p{p}-{i + 1}",
+                    {**base, "stops": stops},
+                    full_timeout,
+                )
     live_timeout = 300 + plan.live_seconds * 2 + plan.clock_seconds
-    live_groups = [(False, "lateness", {}), (False, "lateness-noclock", {"clock": False}),
-                   (False, "lull", {"lull": True}), (True, "freshness", {})]
+    live_groups = [
+        (False, "lateness", {}),
+        (False, "lateness-noclock", {"clock": False}),
+        (False, "lull", {"lull": True}),
+        (True, "freshness", {}),
+    ]
     for store, group, extra in live_groups:
         if group.split("-")[0].replace("lull", "lateness") not in plan.measurements:
             continue
         for i in range(plan.runs):
-            yield (group, f"{group}-{i + 1}",
-                   {"kind": "live", "bootstrap": bootstrap, "store": store,
-                    "rate": plan.rate, "seconds": plan.live_seconds,
+            yield (
+                group,
+                f"{group}-{i + 1}",
+                {
+                    "kind": "live",
+                    "bootstrap": bootstrap,
+                    "store": store,
+                    "rate": plan.rate,
+                    "seconds": plan.live_seconds,
                     "clock_seconds": plan.clock_seconds,
-                    "suffix": f"{group.replace('-', '')}{i + 1}", **extra},
-                   live_timeout + LULL_SILENCE_S)
+                    "suffix": f"{group.replace('-', '')}{i + 1}",
+                    **extra,
+                },
+                live_timeout + LULL_SILENCE_S,
+            )
     if "burst" in plan.measurements:
         before_s, after_s = BURST_STEADY_S_QUICK if plan.quick else BURST_STEADY_S
         # start-up, the steady phases, the burst at a few hundred events/s at worst, the
         # clock and the wait for the last outputs
-        timeout = (300 + before_s + after_s + plan.burst_events / 300 + plan.clock_seconds
-                   + BURST_DRAIN_TIMEOUT_S)
+        timeout = (
+            300
+            + before_s
+            + after_s
+            + plan.burst_events / 300
+            + plan.clock_seconds
+            + BURST_DRAIN_TIMEOUT_S
+        )
         for i in range(plan.runs):
-            yield ("burst", f"burst-{i + 1}",
-                   {"kind": "burst", "bootstrap": bootstrap, "store": False,
-                    "rate": plan.rate, "before_s": before_s, "after_s": after_s,
-                    "burst_events": plan.burst_events, "clock_seconds": plan.clock_seconds,
-                    "idempotence": plan.idempotence, "suffix": f"burst{i + 1}"}, timeout)
+            yield (
+                "burst",
+                f"burst-{i + 1}",
+                {
+                    "kind": "burst",
+                    "bootstrap": bootstrap,
+                    "store": False,
+                    "rate": plan.rate,
+                    "before_s": before_s,
+                    "after_s": after_s,
+                    "burst_events": plan.burst_events,
+                    "clock_seconds": plan.clock_seconds,
+                    "idempotence": plan.idempotence,
+                    "suffix": f"burst{i + 1}",
+                },
+                timeout,
+            )
 
 
-def _cluster_runs(plan: Plan, bootstrap: str,
-                  work_root: Path) -> Iterator[tuple[str, str, dict]]:
-    """The packaged job on a standalone cluster of its own per run (``job.cluster``), over
+def _cluster_runs(plan: Plan, bootstrap: str, work_root: Path) -> Iterator[tuple[str, str, dict]]:
+    """The packaged job on a standalone cluster of its own per run (``job.dev.cluster``), over
     the same pre-produced events as the throughput rows, shapes alternating so that both see
     the same machine load. Each run: (group, run name, result)."""
-    from job.cluster import measure_throughput
+    from job.dev.cluster import measure_throughput
 
-    topics = {"events": "events", "dlq": "events.dlq", "email_requests": "email.requests",
-              "outcomes": "inboxflow.outcomes"}
+    topics = {
+        "events": "events",
+        "dlq": "events.dlq",
+        "email_requests": "email.requests",
+        "outcomes": "inboxflow.outcomes",
+    }
     for i in range(plan.runs):
         for tms, slots in CLUSTER_SHAPES:
             group = f"cluster-{tms}x{slots}"
@@ -1190,9 +1478,15 @@ def _cluster_runs(plan: Plan, bootstrap: str,
             print(f"[cluster] {name} ...", end=" ", flush=True)
             t0 = time.monotonic()
             try:
-                result = measure_throughput(bootstrap, topics, plan.events,
-                                            work_root / name, taskmanagers=tms, slots=slots,
-                                            timeout_s=120 + plan.events / 300)
+                result = measure_throughput(
+                    bootstrap,
+                    topics,
+                    plan.events,
+                    work_root / name,
+                    taskmanagers=tms,
+                    slots=slots,
+                    timeout_s=120 + plan.events / 300,
+                )
             except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
                 result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
             print(f"{_describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
@@ -1206,12 +1500,15 @@ def _describe(result: dict) -> str:
         acc, burst = result["accounting"], result["phases"]["burst"]
         recovery = result["lateness_recovery_s"]["emitted"]
         in_topic = acc.get("missing_in_topic")
-        return (f"{acc['events']:,} events, {acc['lost']} lost"
-                + ("" if in_topic is None else f" ({in_topic} never in the topic)")
-                + f"; burst "
-                f"{burst['events_per_s']:,.0f} ev/s, drained in "
-                f"{result.get('drain_seconds', float('nan')):.1f} s; lateness normal "
-                + ("never" if recovery is None else f"{recovery:.1f} s") + " after it")
+        return (
+            f"{acc['events']:,} events, {acc['lost']} lost"
+            + ("" if in_topic is None else f" ({in_topic} never in the topic)")
+            + f"; burst "
+            f"{burst['events_per_s']:,.0f} ev/s, drained in "
+            f"{result.get('drain_seconds', float('nan')):.1f} s; lateness normal "
+            + ("never" if recovery is None else f"{recovery:.1f} s")
+            + " after it"
+        )
     if "events_per_s" in result:
         return f"{result['events_per_s']:,.0f} ev/s, {result['restarts']} restarts"
     if "seconds" in result:
@@ -1233,8 +1530,9 @@ def _rate(value: float | None, unit: str = "ev/s") -> str:
     return "n/a" if value is None else f"{value:,.0f} {unit}"
 
 
-def paired_ratios(off: list[dict], off_tiny: list[dict], on: list[dict], on_tiny: list[dict],
-                  events: int) -> list[float]:
+def paired_ratios(
+    off: list[dict], off_tiny: list[dict], on: list[dict], on_tiny: list[dict], events: int
+) -> list[float]:
     """Store on / store off events/s of the runs made one after the other (repetition i of
     each), each adjusted by its own tiny run: on a machine whose load drifts these pairs are
     fairer than the ratio of the medians. Pairs with a failed run are left out."""
@@ -1261,10 +1559,13 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
             seconds = median([r["seconds"] for r in full])
             fixed = median([r["seconds"] for r in tiny])
             entry: dict[str, Any] = {
-                "events": plan.events, "runs": len(full), "seconds": seconds,
+                "events": plan.events,
+                "runs": len(full),
+                "seconds": seconds,
                 "startup_seconds": fixed,
                 "raw_events_per_s": plan.events / seconds if seconds else None,
-                "events_per_s": adjusted_rate(plan.events - TINY_EVENTS, seconds, fixed)}
+                "events_per_s": adjusted_rate(plan.events - TINY_EVENTS, seconds, fixed),
+            }
             if group == "store":
                 rows = median([r["rows_written"] for r in full])
                 tiny_rows = median([r["rows_written"] for r in tiny]) or 0
@@ -1273,19 +1574,28 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
                 entry["rows_per_s"] = adjusted_rate((rows or 0) - tiny_rows, seconds, fixed)
             summary[f"{group}-p{p}"] = entry
     for p in (1, 2):
-        ratios = paired_ratios(results.get(f"throughput-p{p}", []),
-                               results.get(f"throughput-p{p}-tiny", []),
-                               results.get(f"store-p{p}", []),
-                               results.get(f"store-p{p}-tiny", []), plan.events)
+        ratios = paired_ratios(
+            results.get(f"throughput-p{p}", []),
+            results.get(f"throughput-p{p}-tiny", []),
+            results.get(f"store-p{p}", []),
+            results.get(f"store-p{p}-tiny", []),
+            plan.events,
+        )
         if ratios and f"store-p{p}" in summary:
             summary[f"store-p{p}"]["paired_ratios"] = ratios
-    for group, key in (("lateness", "lateness_ms"), ("lateness-noclock", "lateness_ms"),
-                       ("lull", "lateness_ms"), ("freshness", "freshness_ms")):
+    for group, key in (
+        ("lateness", "lateness_ms"),
+        ("lateness-noclock", "lateness_ms"),
+        ("lull", "lateness_ms"),
+        ("freshness", "freshness_ms"),
+    ):
         runs = ok.get(group, [])
         if not runs:
             continue
-        entry = {stat: median([r[key][stat] for r in runs])
-                 for stat in ("count", "p50", "p95", "p99", "max")}
+        entry = {
+            stat: median([r[key][stat] for r in runs])
+            for stat in ("count", "p50", "p95", "p99", "max")
+        }
         entry["runs"] = len(runs)
         entry["produced_per_s"] = median([r["produced"] / r["produce_seconds"] for r in runs])
         if group == "freshness":
@@ -1295,10 +1605,12 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
         runs = ok.get(f"cluster-{tms}x{slots}", [])
         if runs:
             summary[f"cluster-{tms}x{slots}"] = {
-                "runs": len(runs), "events": plan.events,
+                "runs": len(runs),
+                "events": plan.events,
                 "parallelism": runs[0]["parallelism"],
                 "events_per_s": median([r["events_per_s"] for r in runs]),
-                "restarts": max(r["restarts"] for r in runs)}
+                "restarts": max(r["restarts"] for r in runs),
+            }
     runs = ok.get("burst", [])
     if runs:
         summary["burst"] = {
@@ -1307,46 +1619,48 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
             "lost": max(r["accounting"]["lost"] for r in runs),
             # events of the units that are not in the events topic read back at the end:
             # lost by the producer or the broker, upstream of the job
-            "missing_in_topic": max(r["accounting"].get("missing_in_topic") or 0
-                                    for r in runs),
+            "missing_in_topic": max(r["accounting"].get("missing_in_topic") or 0 for r in runs),
             "idempotence": runs[0].get("idempotence", True),
             "unexpected": max(r["accounting"]["unexpected"] for r in runs),
             "late": max(r["accounting"]["late"] for r in runs),
             "restarts": max((r.get("restarts") or 0) for r in runs),
             "burst_events": median([r["phases"]["burst"]["events"] for r in runs]),
-            "burst_events_per_s": median([r["phases"]["burst"]["events_per_s"]
-                                          for r in runs]),
+            "burst_events_per_s": median([r["phases"]["burst"]["events_per_s"] for r in runs]),
             "drain_seconds": median([r.get("drain_seconds") for r in runs]),
             "capacity_events_per_s": median([r.get("capacity_events_per_s") for r in runs]),
             "burst_over_capacity": median([r.get("burst_over_capacity") for r in runs]),
-            "backlog_p50_before_ms": median([r["backlog_ms"]["before_burst"]["p50"]
-                                             for r in runs]),
+            "backlog_p50_before_ms": median([r["backlog_ms"]["before_burst"]["p50"] for r in runs]),
             "backlog_max_ms": median([r["backlog_ms"]["from_burst_on"]["max"] for r in runs]),
-            "normal_bound_ms": runs[0]["lateness_ms"]["normal_bound_ms"]}
+            "normal_bound_ms": runs[0]["lateness_ms"]["normal_bound_ms"],
+        }
         for how in ("emitted", "read"):
             summary["burst"][how] = {
-                "p95_before": median([r["lateness_ms"][how]["before_burst"]["p95"]
-                                      for r in runs]),
+                "p95_before": median([r["lateness_ms"][how]["before_burst"]["p95"] for r in runs]),
                 "max": median([r["lateness_ms"][how]["from_burst_on"]["max"] for r in runs]),
                 # a run that never recovered makes the median "never"
-                "recovery_s": None if any(r["lateness_recovery_s"][how] is None
-                                          for r in runs)
-                else median([r["lateness_recovery_s"][how] for r in runs])}
+                "recovery_s": None
+                if any(r["lateness_recovery_s"][how] is None for r in runs)
+                else median([r["lateness_recovery_s"][how] for r in runs]),
+            }
     return summary
 
 
 def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
     cores = os.cpu_count()
-    lines = [f"inboxflow bench — {cores} cores — {date} — median of {plan.runs}"
-             + (" — QUICK (smoke sizes, not comparable)" if plan.quick else "")]
+    lines = [
+        f"inboxflow bench — {cores} cores — {date} — median of {plan.runs}"
+        + (" — QUICK (smoke sizes, not comparable)" if plan.quick else "")
+    ]
     for group, label in (("throughput", "store off"), ("store", "store on ")):
         for p in (1, 2):
             s = summary.get(f"{group}-p{p}")
             if s is None:
                 continue
-            line = (f"throughput, {label}, p{p}   {s['events']:>9,} events  "
-                    f"{_rate(s['events_per_s']):>12} (raw {_rate(s['raw_events_per_s'])} incl. "
-                    f"start-up {s['startup_seconds'] or 0:.1f} s)")
+            line = (
+                f"throughput, {label}, p{p}   {s['events']:>9,} events  "
+                f"{_rate(s['events_per_s']):>12} (raw {_rate(s['raw_events_per_s'])} incl. "
+                f"start-up {s['startup_seconds'] or 0:.1f} s)"
+            )
             if group == "store":
                 line += f"  ClickHouse {_rate(s['rows_per_s'], 'rows/s')}"
             lines.append(line)
@@ -1356,9 +1670,11 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             ratio = on["events_per_s"] / off["events_per_s"]
             verdict = "ok" if ratio >= STORE_TARGET_RATIO else "BELOW TARGET"
             pairs = ", ".join(f"{r:.0%}" for r in on.get("paired_ratios", []))
-            lines.append(f"store on / store off, p{p}   {ratio:.0%} "
-                         f"(target >= {STORE_TARGET_RATIO:.0%}: {verdict}; "
-                         f"runs made in pairs: {pairs or 'n/a'})")
+            lines.append(
+                f"store on / store off, p{p}   {ratio:.0%} "
+                f"(target >= {STORE_TARGET_RATIO:.0%}: {verdict}; "
+                f"runs made in pairs: {pairs or 'n/a'})"
+            )
     mini = summary.get("throughput-p2", {}).get("events_per_s")
     for tms, slots in CLUSTER_SHAPES:
         s = summary.get(f"cluster-{tms}x{slots}")
@@ -1369,36 +1685,43 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"throughput, store off, standalone cluster {tms} TM x {slots} slot, "
             f"p{s['parallelism']}  {s['events']:>9,} events  {_rate(s['events_per_s']):>12} "
             f"(slope of records into the customer operator, 10-90 %{versus}; "
-            f"restarts {s['restarts']})")
+            f"restarts {s['restarts']})"
+        )
     s = summary.get("lateness")
     if s:
         lines.append(
             f"reminder lateness, p{LIVE_PARALLELISM}, {plan.rate:,}/s  {s['count']:>6,.0f} reminders  "
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
-            f"max {_ms(s['max'])}  (out-of-orderness bound {OUT_OF_ORDERNESS})")
+            f"max {_ms(s['max'])}  (out-of-orderness bound {OUT_OF_ORDERNESS})"
+        )
     s = summary.get("lateness-noclock")
     if s:
         lines.append(
             f"  the same without clock events  {s['count']:>6,.0f} reminders  "
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
             f"max {_ms(s['max'])}  (after the stream only the lull rule moves the watermark: "
-            f"reminders due in the silence wait for the idleness timeout)")
+            f"reminders due in the silence wait for the idleness timeout)"
+        )
     s = summary.get("lull")
     if s:
         lines.append(
             f"reminder lateness after a lull (due {LULL_DUE_AFTER} into silence, no clock)  "
-            f"{s['count']:>3,.0f} reminders  p50 {_ms(s['p50'])}  max {_ms(s['max'])}")
+            f"{s['count']:>3,.0f} reminders  p50 {_ms(s['p50'])}  max {_ms(s['max'])}"
+        )
     s = summary.get("freshness")
     if s:
-        verdict = "ok" if s["p95"] is not None and s["p95"] < FRESHNESS_TARGET_P95_MS \
-            else "ABOVE TARGET"
+        verdict = (
+            "ok" if s["p95"] is not None and s["p95"] < FRESHNESS_TARGET_P95_MS else "ABOVE TARGET"
+        )
         lines.append(
             f"profile freshness, p{LIVE_PARALLELISM}, {plan.rate:,}/s  {s['count']:>6,.0f} rows  "
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
             f"max {_ms(s['max'])}  (target p95 < {FRESHNESS_TARGET_P95_MS / 1000:.0f} s: "
-            f"{verdict})")
+            f"{verdict})"
+        )
     s = summary.get("burst")
     if s:
+
         def recovery(how: str) -> str:
             value = s[how]["recovery_s"]
             return "NEVER (within the run)" if value is None else f"{value:.1f} s"
@@ -1411,13 +1734,15 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"{(s['burst_over_capacity'] or 0):.1f}x capacity "
             f"({_rate(s['capacity_events_per_s'])}), drained in "
             f"{(s['drain_seconds'] or 0):.1f} s; send -> output delay p50 before "
-            f"{_ms(s['backlog_p50_before_ms'])}, max {_ms(s['backlog_max_ms'])}")
+            f"{_ms(s['backlog_p50_before_ms'])}, max {_ms(s['backlog_max_ms'])}"
+        )
         lines.append(
             f"  reminder lateness after the burst (normal: 2 s window p95 <= "
             f"{_ms(s['normal_bound_ms'])}): emitted p95 before {_ms(s['emitted']['p95_before'])}, "
             f"max {_ms(s['emitted']['max'])}, normal {recovery('emitted')} after the burst; "
             f"read by the bench p95 before {_ms(s['read']['p95_before'])}, max "
-            f"{_ms(s['read']['max'])}, normal {recovery('read')} after")
+            f"{_ms(s['read']['max'])}, normal {recovery('read')} after"
+        )
     return "\n".join(lines)
 
 
@@ -1437,8 +1762,8 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def bench(plan: Plan) -> int:
-    from job import gen, kafka_io
-    from job.broker import TansuBroker
+    from job.dev import gen, kafka_io
+    from job.dev.broker import TansuBroker
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     shutil.rmtree(LOG_DIR, ignore_errors=True)
@@ -1452,18 +1777,28 @@ def bench(plan: Plan) -> int:
         with _silenced("kafka"):  # refused connections until the broker listens
             broker = TansuBroker(log_path=LOG_DIR / "tansu.log").start()
         with broker:
-            kafka_io.create_topics(broker.bootstrap, {
-                "events": PARTITIONS, "events.dlq": 1, "email.requests": PARTITIONS,
-                "inboxflow.outcomes": 1})
+            kafka_io.create_topics(
+                broker.bootstrap,
+                {
+                    "events": PARTITIONS,
+                    "events.dlq": 1,
+                    "email.requests": PARTITIONS,
+                    "inboxflow.outcomes": 1,
+                },
+            )
             stops: dict[int, int] = {}
             tiny_stops: dict[int, int] = {}
             if {"throughput", "store", "cluster"} & set(plan.measurements):
-                print(f"producing {plan.events:,} events ({CUSTOMERS:,} customers, seed "
-                      f"{SEED}) to {broker.bootstrap} ...", flush=True)
+                print(
+                    f"producing {plan.events:,} events ({CUSTOMERS:,} customers, seed "
+                    f"{SEED}) to {broker.bootstrap} ...",
+                    flush=True,
+                )
                 t0 = time.monotonic()
                 records = gen.generate(SEED, CUSTOMERS, plan.events, gen.DEFAULT_START_MS)
-                deliveries = kafka_io.produce(broker.bootstrap, "events",
-                                              ((r.key, r.value, None) for r in records))
+                deliveries = kafka_io.produce(
+                    broker.bootstrap, "events", ((r.key, r.value, None) for r in records)
+                )
                 print(f"  produced in {time.monotonic() - t0:.1f} s", flush=True)
                 ends = kafka_io.end_offsets_from_deliveries(deliveries)
                 tiny_ends = kafka_io.end_offsets_from_deliveries(deliveries[:TINY_EVENTS])
@@ -1486,15 +1821,26 @@ def bench(plan: Plan) -> int:
     summary = summarize_runs(plan, results)
     table = format_table(plan, summary, date)
     failed = [r["name"] for r in runs_log if "error" in r]
-    out = {"date": date, "cores": os.cpu_count(), "plan": asdict(plan),
-           "customers": CUSTOMERS, "seed": SEED, "tiny_events": TINY_EVENTS,
-           "out_of_orderness": OUT_OF_ORDERNESS, "abandon_after": ABANDON_AFTER,
-           "total_seconds": time.monotonic() - started, "summary": summary,
-           "runs": runs_log, "failed": failed}
+    out = {
+        "date": date,
+        "cores": os.cpu_count(),
+        "plan": asdict(plan),
+        "customers": CUSTOMERS,
+        "seed": SEED,
+        "tiny_events": TINY_EVENTS,
+        "out_of_orderness": OUT_OF_ORDERNESS,
+        "abandon_after": ABANDON_AFTER,
+        "total_seconds": time.monotonic() - started,
+        "summary": summary,
+        "runs": runs_log,
+        "failed": failed,
+    }
     (RESULTS_DIR / "latest.json").write_text(json.dumps(out, indent=2))
     print("\n" + table)
-    print(f"\n{time.monotonic() - started:.0f} s in total; results in "
-          f"{RESULTS_DIR / 'latest.json'}; run logs in {LOG_DIR}")
+    print(
+        f"\n{time.monotonic() - started:.0f} s in total; results in "
+        f"{RESULTS_DIR / 'latest.json'}; run logs in {LOG_DIR}"
+    )
     if failed:
         print(f"FAILED runs: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -1502,31 +1848,47 @@ def bench(plan: Plan) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
-    p.add_argument("--events", type=int, help="events for the throughput runs "
-                   "(default 200,000: runs of 30 s and more; 5,000 with --quick)")
+    p.add_argument(
+        "--events",
+        type=int,
+        help="events for the throughput runs "
+        "(default 200,000: runs of 30 s and more; 5,000 with --quick)",
+    )
     p.add_argument("--rate", type=int, default=1000, help="live events/s (lateness, freshness)")
-    p.add_argument("--live-seconds", type=int,
-                   help="seconds of live production (default 25; 10 with --quick)")
-    p.add_argument("--only", default=",".join(MEASUREMENTS),
-                   help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
-    p.add_argument("--burst-events", type=int,
-                   help=f"events sent at once in the burst run (default {BURST_EVENTS:,}; "
-                        f"{BURST_EVENTS_QUICK:,} with --quick)")
+    p.add_argument(
+        "--live-seconds", type=int, help="seconds of live production (default 25; 10 with --quick)"
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help=f"comma-separated subset of {','.join(MEASUREMENTS)}",
+    )
+    p.add_argument(
+        "--burst-events",
+        type=int,
+        help=f"events sent at once in the burst run (default {BURST_EVENTS:,}; "
+        f"{BURST_EVENTS_QUICK:,} with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke-test sizes")
-    p.add_argument("--no-idempotence", action="store_true",
-                   help="burst run: produce the steady phases and the clock with "
-                        "enable_idempotence=False, acks=all (see bench/README.md)")
+    p.add_argument(
+        "--no-idempotence",
+        action="store_true",
+        help="burst run: produce the steady phases and the clock with "
+        "enable_idempotence=False, acks=all (see bench/README.md)",
+    )
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(MEASUREMENTS)
     if unknown:
         p.error(f"--only: unknown measurement {min(unknown)!r}")
-    if args.runs < 1 or args.rate < 1 or (args.events is not None and
-                                           args.events <= TINY_EVENTS):
+    if args.runs < 1 or args.rate < 1 or (args.events is not None and args.events <= TINY_EVENTS):
         p.error(f"need --runs >= 1, --rate >= 1 and --events > {TINY_EVENTS}")
     if args.burst_events is not None and args.burst_events < 1:
         p.error("need --burst-events >= 1")
@@ -1541,15 +1903,17 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         # >= 30 s of processing at the ~2,500-2,900 events/s measured here (store off)
         events=args.events or (5_000 if args.quick else 200_000),
-        runs=args.runs, rate=args.rate,
+        runs=args.runs,
+        rate=args.rate,
         live_seconds=args.live_seconds or (10 if args.quick else 25),
         # reminders due after the last live event need the watermark to pass
         # last event + abandon_after (5 s) + out-of-orderness (2 s)
         clock_seconds=10,
         measurements=tuple(m for m in MEASUREMENTS if m in args.only.split(",")),
-        quick=args.quick, idempotence=not args.no_idempotence,
-        burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick
-                                           else BURST_EVENTS))
+        quick=args.quick,
+        idempotence=not args.no_idempotence,
+        burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick else BURST_EVENTS),
+    )
     return bench(plan)
 
 

@@ -8,10 +8,12 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from job import db, demo, gen, main, ops
+    from job import db, main, ops, submit
+    from job.dev import demo, gen
 
     parser = argparse.ArgumentParser(
-        prog="inboxflow", description="Real-time abandoned-cart emails on Apache Flink.")
+        prog="inboxflow", description="Real-time abandoned-cart emails on Apache Flink."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the streaming job (Kafka in, Kafka + ClickHouse out)")
     main.add_run_arguments(run)
@@ -20,9 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     db.register(sub)
     ops.register(sub)
-    from job import cluster
-
-    cluster.register_submit(sub)
+    submit.register_submit(sub)
     return parser
 
 

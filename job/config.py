@@ -245,11 +245,13 @@ def _validate(cfg: JobConfig) -> None:
     from udfs.logs import FORMATS, LEVELS
 
     if cfg.logging.level not in LEVELS:
-        raise ConfigError(f"logging.level: expected one of {', '.join(LEVELS)}, "
-                          f"got {cfg.logging.level!r}")
+        raise ConfigError(
+            f"logging.level: expected one of {', '.join(LEVELS)}, got {cfg.logging.level!r}"
+        )
     if cfg.logging.format not in FORMATS:
-        raise ConfigError(f"logging.format: expected one of {', '.join(FORMATS)}, "
-                          f"got {cfg.logging.format!r}")
+        raise ConfigError(
+            f"logging.format: expected one of {', '.join(FORMATS)}, got {cfg.logging.format!r}"
+        )
 
     if not cfg.links.cart_base_url.startswith(("https://", "http://")):
         raise ConfigError(
@@ -259,15 +261,16 @@ def _validate(cfg: JobConfig) -> None:
 
 def check_templates(cfg: JobConfig) -> None:
     """Stops start-up when a template named in the journey is missing or does not compile."""
-    from udfs.render import Renderer
+    from udfs.core.render import Renderer
 
     renderer = Renderer(cfg.template_dir, cfg.links.cart_base_url)
     names = [name for _, name in cfg.journey.schedule()]
     missing = renderer.missing_templates(names)
     if missing:
         keys = {cfg.journey.template: "journey.template"}
-        keys.update({s.template: f"journey.steps[{i}].template"
-                     for i, s in enumerate(cfg.journey.steps)})
+        keys.update(
+            {s.template: f"journey.steps[{i}].template" for i, s in enumerate(cfg.journey.steps)}
+        )
         name = missing[0]
         raise ConfigError(
             f"{keys.get(name, 'journey')}: template {name!r} is missing or broken in "
@@ -275,9 +278,12 @@ def check_templates(cfg: JobConfig) -> None:
         )
 
 
-def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None,
-                check_template_files: bool = True) -> JobConfig:
+def load_config(
+    path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    check_template_files: bool = True,
+) -> JobConfig:
     """Load, override from the environment and validate. ``overrides`` is a nested mapping
     merged over the file (tests and the benchmark use it instead of editing YAML)."""
     env = os.environ if env is None else env
@@ -293,12 +299,15 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     cfg = _build(JobConfig, data, "")
     if env.get(ENV_BOOTSTRAP):
         cfg = dataclasses.replace(
-            cfg, kafka=dataclasses.replace(cfg.kafka, bootstrap_servers=env[ENV_BOOTSTRAP]))
+            cfg, kafka=dataclasses.replace(cfg.kafka, bootstrap_servers=env[ENV_BOOTSTRAP])
+        )
     if env.get(ENV_CLICKHOUSE_DSN):
         cfg = dataclasses.replace(
-            cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=env[ENV_CLICKHOUSE_DSN]))
-    cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(
-        cfg.clickhouse, dsn=_resolve_dsn(cfg.clickhouse.dsn)))
+            cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=env[ENV_CLICKHOUSE_DSN])
+        )
+    cfg = dataclasses.replace(
+        cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=_resolve_dsn(cfg.clickhouse.dsn))
+    )
     _validate(cfg)
     if check_template_files:
         check_templates(cfg)
@@ -308,7 +317,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
 def _resolve_dsn(dsn: str) -> str:
     """A relative embedded path is resolved against the working directory, once, here: the
     Flink workers may run elsewhere."""
-    from udfs.store import DsnError, resolve_dsn
+    from udfs.clickhouse.dsn import DsnError, resolve_dsn
 
     try:
         return resolve_dsn(dsn, Path.cwd())

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
-from udfs import store as st
+from udfs.clickhouse.client import Store, get_client
+from udfs.clickhouse.dsn import PASSWORD_ENV, DsnError, resolve_dsn
+from udfs.clickhouse.errors import StoreError, StoreLockedError, TransientStoreError
 
 DSN_ENV = "INBOXFLOW_CLICKHOUSE_DSN"
 DDL_DIR = Path(__file__).resolve().parent.parent / "conf" / "clickhouse"
@@ -41,16 +43,22 @@ def register(subparsers: Any) -> None:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     migrate = db_sub.add_parser("migrate", help="apply pending conf/clickhouse/*.sql migrations")
     _add_dsn(migrate)
-    migrate.add_argument("--ddl-dir", type=Path, default=DDL_DIR, help="directory of NNN_name.sql files")
+    migrate.add_argument(
+        "--ddl-dir", type=Path, default=DDL_DIR, help="directory of NNN_name.sql files"
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     query = subparsers.add_parser("query", help="run one SQL statement against ClickHouse")
     query.add_argument("sql", help='e.g. "SELECT * FROM recovery_summary_by_step"')
-    query.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    query.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
     _add_dsn(query)
     query.set_defaults(func=cmd_query)
 
-    profile = subparsers.add_parser("profile", help="show a customer's latest profile, emails and recoveries")
+    profile = subparsers.add_parser(
+        "profile", help="show a customer's latest profile, emails and recoveries"
+    )
     profile.add_argument("customer_id")
     _add_dsn(profile)
     profile.set_defaults(func=cmd_profile)
@@ -61,7 +69,7 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         default=None,
         help=f"chdb:///path or http(s)://user@host:8123/db (default: ${DSN_ENV}, else ./var/clickhouse); "
-        f"the password comes from ${st.PASSWORD_ENV}",
+        f"the password comes from ${PASSWORD_ENV}",
     )
 
 
@@ -69,27 +77,31 @@ def dsn_from_args(args: argparse.Namespace, base_dir: Path | None = None) -> str
     """``--dsn``, else ``$INBOXFLOW_CLICKHOUSE_DSN``, else the default; relative chdb paths
     resolve against ``base_dir`` (the working directory)."""
     raw = getattr(args, "dsn", None) or os.environ.get(DSN_ENV) or None
-    return st.resolve_dsn(raw, base_dir or Path.cwd())
+    return resolve_dsn(raw, base_dir or Path.cwd())
 
 
-def cmd_migrate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def cmd_migrate(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     ddl_dir = getattr(args, "ddl_dir", None) or DDL_DIR
     return _with_store(args, err, lambda store: _migrate(store, ddl_dir, out))
 
 
-def _migrate(store: st.Store, ddl_dir: Path, out: TextIO) -> int:
+def _migrate(store: Store, ddl_dir: Path, out: TextIO) -> int:
     before = store.schema_version()
     after = store.migrate(ddl_dir)
     print(f"schema version {after} (was {before})", file=out)
     return EXIT_OK
 
 
-def cmd_query(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def cmd_query(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     fmt = getattr(args, "format", "table") or "table"
 
-    def run(store: st.Store) -> int:
+    def run(store: Store) -> int:
         columns, rows = store.query(args.sql)
         out.write(render(columns, rows, fmt))
         return EXIT_OK
@@ -108,11 +120,13 @@ _RECOVERIES_SQL = (
 )
 
 
-def cmd_profile(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def cmd_profile(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     params = {"cid": args.customer_id}
 
-    def run(store: st.Store) -> int:
+    def run(store: Store) -> int:
         columns, rows = store.query(
             "SELECT * FROM customer_profiles_latest WHERE customer_id = {cid:String}", params
         )
@@ -133,24 +147,24 @@ def cmd_profile(args: argparse.Namespace, out: TextIO | None = None, err: TextIO
     return _with_store(args, err, run)
 
 
-def _with_store(args: argparse.Namespace, err: TextIO, action: Callable[[st.Store], int]) -> int:
+def _with_store(args: argparse.Namespace, err: TextIO, action: Callable[[Store], int]) -> int:
     """Run ``action`` on a store handle, turning store failures into a message and exit code."""
     try:
         dsn = dsn_from_args(args)
-    except st.DsnError as exc:
+    except DsnError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNAVAILABLE
     try:
-        store = st.get_client(dsn)
-    except st.StoreError as exc:
+        store = get_client(dsn)
+    except StoreError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNAVAILABLE
     try:
         return action(store)
-    except (st.StoreLockedError, st.TransientStoreError) as exc:
+    except (StoreLockedError, TransientStoreError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_UNAVAILABLE
-    except st.StoreError as exc:
+    except StoreError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_FAILED
     finally:
@@ -207,7 +221,10 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
         writer.writerows([("" if v is None else format_cell(v)) for v in row] for row in rows)
         return buffer.getvalue()
     if fmt == "json":
-        objects = [{name: _jsonable(value) for name, value in zip(columns, row, strict=True)} for row in rows]
+        objects = [
+            {name: _jsonable(value) for name, value in zip(columns, row, strict=True)}
+            for row in rows
+        ]
         return json.dumps(objects, ensure_ascii=False, indent=2) + "\n"
     if fmt != "table":
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -216,13 +233,20 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
         return f"({len(rows)} rows)\n"
     cells = [[format_cell(v) for v in row] for row in rows]
     numeric = [
-        bool(rows) and all(isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool) for row in rows)
+        bool(rows)
+        and all(
+            isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool)
+            for row in rows
+        )
         for i in range(len(columns))
     ]
     widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:
-        padded = (v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+        padded = (
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        )
         return "  ".join(padded).rstrip() + "\n"
 
     text = line(columns) + line(["-" * w for w in widths]) + "".join(line(row) for row in cells)

@@ -2,7 +2,7 @@
 ``email.requests`` (+ ``events.dlq``, outcomes, ClickHouse).
 
 Local run: ``inboxflow run``. On a cluster: ``flink run --python job/main.py [--config ...]``
-with the jars from ``lib/`` (``python -m job.jars``) or the same artifacts from Maven.
+with the jars from ``lib/`` (``python -m job.dev.jars``) or the same artifacts from Maven.
 """
 
 from __future__ import annotations
@@ -20,20 +20,20 @@ if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with jo
 import yaml
 
 from job.config import DEFAULT_CONFIG, JobConfig, load_config
-from job.jars import helper_classes, jar_paths, loaded_helper_classes
+from job.jvm import helper_classes, jar_paths, loaded_helper_classes
 
 DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
 _PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
 log = logging.getLogger("inboxflow")
 
 
-def flink_settings(path: Path = DEFAULT_FLINK_CONF,
-                   overrides: dict[str, str] | None = None) -> dict[str, str]:
+def flink_settings(
+    path: Path = DEFAULT_FLINK_CONF, overrides: dict[str, str] | None = None
+) -> dict[str, str]:
     """flink-conf.yaml as flat string settings, relative paths made absolute URIs, plus the
     interpreter settings PyFlink needs to find this venv (DESIGN trap 3)."""
     data = yaml.safe_load(Path(path).read_text()) or {}
-    settings = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in data.items()}
+    settings = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()}
     settings.update(overrides or {})
     for key in _PATH_KEYS:
         value = settings.get(key)
@@ -49,7 +49,7 @@ def _preload_jsig() -> None:
     loaded by a UDF in the embedded interpreter that installs signal handlers chains to the
     JVM's instead of replacing them. chdb needed it once; chdb installs its handlers with raw
     system calls that libjsig cannot see, so its engine now runs outside the JVM
-    (udfs/store_host.py). The preload stays as a guard for other native libraries."""
+    (udfs/clickhouse/host.py). The preload stays as a guard for other native libraries."""
     if not sys.platform.startswith("linux"):
         return
     import shutil
@@ -70,8 +70,8 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     # packages and this project (DESIGN trap 3).
     paths = [str(ROOT), *[p for p in sys.path if p.endswith("site-packages")]]
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)).keys()
-        - {""})
+        dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)).keys() - {""}
+    )
     _preload_jsig()
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
@@ -80,8 +80,10 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     jars = [] if _jars_on_client_classpath() else jar_paths(lib_dir)
     missing = [j.name for j in jars if not j.is_file()]
     if missing:
-        raise SystemExit(f"missing jars in {lib_dir}: {', '.join(missing)} "
-                         f"(run `python -m job.jars` or `make install`)")
+        raise SystemExit(
+            f"missing jars in {lib_dir}: {', '.join(missing)} "
+            f"(run `python -m job.dev.jars` or `make install`)"
+        )
     conf = Configuration()
     for key, value in settings.items():
         conf.set_string(key, value)
@@ -99,8 +101,7 @@ def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
 
 def _jars_on_client_classpath() -> bool:
     """Under ``flink run``: the job's Java classes came with ``--jarfile``."""
-    return ("PYFLINK_GATEWAY_PORT" in os.environ
-            and loaded_helper_classes() is not None)
+    return "PYFLINK_GATEWAY_PORT" in os.environ and loaded_helper_classes() is not None
 
 
 def _detached(env) -> bool:
@@ -109,8 +110,7 @@ def _detached(env) -> bool:
     from pyflink.util.java_utils import get_j_env_configuration
 
     options = get_gateway().jvm.org.apache.flink.configuration.DeploymentOptions
-    return not get_j_env_configuration(env._j_stream_execution_environment).get(
-        options.ATTACHED)
+    return not get_j_env_configuration(env._j_stream_execution_environment).get(options.ATTACHED)
 
 
 def kafka_sink(cfg: JobConfig, topic: str):
@@ -126,15 +126,17 @@ def kafka_sink(cfg: JobConfig, topic: str):
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
     # PyFlink's set_record_serializer only accepts its own builder's schemas
-    builder._j_builder.setRecordSerializer(
-        helper_classes().KeyedJsonRecordSerializer(topic))
+    builder._j_builder.setRecordSerializer(helper_classes().KeyedJsonRecordSerializer(topic))
     for key, value in cfg.kafka.sink_properties.items():
         builder = builder.set_property(key, value)
     return builder.build()
 
 
-def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
-                 start_timestamp_ms: int | None = None):
+def kafka_source(
+    cfg: JobConfig,
+    stopping_offsets: dict[int, int] | None = None,
+    start_timestamp_ms: int | None = None,
+):
     """Reads events as ``KEYED_EVENT`` envelopes (key, event time and Kafka append time read
     on the JVM by ``io.inboxflow.flink.EnvelopeDeserializer``). ``stopping_offsets``
     (partition -> exclusive end offset) makes the read bounded; it must come from delivery
@@ -143,7 +145,7 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
     (``job.replay``) instead of ``kafka.starting_offsets``."""
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 
-    from udfs.operators import KEYED_EVENT
+    from udfs.flink.customer_function import KEYED_EVENT
 
     topic = cfg.kafka.topics.events
     if start_timestamp_ms is not None:
@@ -152,8 +154,9 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
         start = _explicit_offsets(topic, start_offsets_for_timestamp(cfg, start_timestamp_ms))
     else:
         # PyFlink's committed_offsets() needs the SQL fat jar's shaded classes
-        start = KafkaOffsetsInitializer(helper_classes().StartingOffsets
-                                        .named(cfg.kafka.starting_offsets))
+        start = KafkaOffsetsInitializer(
+            helper_classes().StartingOffsets.named(cfg.kafka.starting_offsets)
+        )
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
@@ -161,8 +164,11 @@ def kafka_source(cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
         .set_group_id(cfg.kafka.group_id)
         .set_starting_offsets(start)
     )
-    builder._j_builder.setDeserializer(helper_classes().EnvelopeDeserializer(
-        cfg.limits.max_future_ms, KEYED_EVENT.get_java_type_info()))
+    builder._j_builder.setDeserializer(
+        helper_classes().EnvelopeDeserializer(
+            cfg.limits.max_future_ms, KEYED_EVENT.get_java_type_info()
+        )
+    )
     for key, value in cfg.kafka.source_properties.items():
         builder = builder.set_property(key, value)
     if stopping_offsets is not None:
@@ -177,42 +183,53 @@ def _explicit_offsets(topic: str, offsets: dict[int, int]):
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer
 
     spec = ",".join(f"{int(p)}:{int(o)}" for p, o in sorted(offsets.items()))
-    return KafkaOffsetsInitializer(
-        helper_classes().StoppingOffsets.of(topic, spec))
+    return KafkaOffsetsInitializer(helper_classes().StoppingOffsets.of(topic, spec))
 
 
-def build_kafka_job(env, cfg: JobConfig, stopping_offsets: dict[int, int] | None = None,
-                    store: bool | None = None, start_timestamp_ms: int | None = None,
-                    dry_run_dir: Path | None = None) -> None:
+def build_kafka_job(
+    env,
+    cfg: JobConfig,
+    stopping_offsets: dict[int, int] | None = None,
+    store: bool | None = None,
+    start_timestamp_ms: int | None = None,
+    dry_run_dir: Path | None = None,
+) -> None:
     """``dry_run_dir``: requests, outcomes and DLQ records go to JSONL files there instead of
     Kafka (``job.replay``)."""
     from pyflink.common import WatermarkStrategy
 
     from job.pipeline import build, event_time_strategy
-    from udfs.operators import KEYED_EVENT
+    from udfs.flink.customer_function import KEYED_EVENT
 
     # Event time and watermarks at the source, one watermark per Kafka partition: a subtask
     # reading several partitions emits the minimum, so a partition that runs ahead cannot
     # make another's events late. The timestamp is the event's own (a Java assigner; a
     # Python one on from_source left Kafka's record time in place, DESIGN trap 1).
-    raw = env.from_source(kafka_source(cfg, stopping_offsets, start_timestamp_ms),
-                          WatermarkStrategy(event_time_strategy(cfg)), "kafka-events",
-                          type_info=KEYED_EVENT).uid("kafka-events")
+    raw = env.from_source(
+        kafka_source(cfg, stopping_offsets, start_timestamp_ms),
+        WatermarkStrategy(event_time_strategy(cfg)),
+        "kafka-events",
+        type_info=KEYED_EVENT,
+    ).uid("kafka-events")
     out = build(cfg, raw, store=store, enveloped=True)
     if dry_run_dir is not None:
         from job.replay import DRY_RUN_FILES, jsonl_sink
 
-        for name, stream in (("requests", out.requests), ("outcomes", out.outcomes),
-                             ("dlq", out.dlq)):
-            stream.sink_to(jsonl_sink(dry_run_dir / DRY_RUN_FILES[name])) \
-                .name(f"dry-run-{name}").uid(f"dry-run-{name}").set_parallelism(1)
+        for name, stream in (
+            ("requests", out.requests),
+            ("outcomes", out.outcomes),
+            ("dlq", out.dlq),
+        ):
+            stream.sink_to(jsonl_sink(dry_run_dir / DRY_RUN_FILES[name])).name(
+                f"dry-run-{name}"
+            ).uid(f"dry-run-{name}").set_parallelism(1)
         return
     topics = cfg.kafka.topics
-    out.requests.sink_to(kafka_sink(cfg, topics.email_requests)).name("email-requests") \
-        .uid("sink-email-requests")
+    out.requests.sink_to(kafka_sink(cfg, topics.email_requests)).name("email-requests").uid(
+        "sink-email-requests"
+    )
     out.dlq.sink_to(kafka_sink(cfg, topics.dlq)).name("dlq").uid("sink-dlq")
-    out.outcomes.sink_to(kafka_sink(cfg, topics.outcomes)).name("outcomes") \
-        .uid("sink-outcomes")
+    out.outcomes.sink_to(kafka_sink(cfg, topics.outcomes)).name("outcomes").uid("sink-outcomes")
 
 
 def prepare_store(cfg: JobConfig) -> None:
@@ -220,16 +237,20 @@ def prepare_store(cfg: JobConfig) -> None:
     the writer (possibly another process) can open it (DESIGN trap 8)."""
     if not cfg.clickhouse.enabled:
         return
-    from udfs import store
+    from udfs.clickhouse.client import get_client
+    from udfs.clickhouse.errors import StoreLockedError
 
-    client = store.get_client(cfg.clickhouse.dsn)
+    client = get_client(cfg.clickhouse.dsn)
     try:
         client.migrate(cfg.ddl_dir)
-    except store.StoreLockedError as exc:
+    except StoreLockedError as exc:
         # e.g. a TaskManager that ran an earlier job still holds the embedded engine (its
         # writer host stays up after a cancel); the writer applies the migrations itself
-        log.warning("migrations not applied before submitting, the ClickHouse writer "
-                    "applies them when it opens: %s", exc)
+        log.warning(
+            "migrations not applied before submitting, the ClickHouse writer "
+            "applies them when it opens: %s",
+            exc,
+        )
     finally:
         client.close()
 
@@ -240,7 +261,7 @@ def with_rest_endpoint(settings: dict[str, str]) -> tuple[dict[str, str], str]:
     web UI are read there."""
     settings = dict(settings)
     if "rest.port" not in settings:
-        from job.broker import free_port
+        from job.ops import free_port
 
         settings["rest.port"] = str(free_port())
     settings.setdefault("rest.bind-port", settings["rest.port"])
@@ -249,9 +270,15 @@ def with_rest_endpoint(settings: dict[str, str]) -> tuple[dict[str, str], str]:
     return settings, f"http://{settings['rest.address']}:{settings['rest.port']}"
 
 
-def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
-        job_name: str = "inboxflow", wait: bool = True, start_timestamp_ms: int | None = None,
-        dry_run_dir: Path | None = None):
+def run(
+    cfg: JobConfig,
+    settings: dict[str, str],
+    stopping_offsets=None,
+    job_name: str = "inboxflow",
+    wait: bool = True,
+    start_timestamp_ms: int | None = None,
+    dry_run_dir: Path | None = None,
+):
     """Submit the job. ``wait``: block until it ends (its JobExecutionResult; raises when
     it fails) while a watcher logs every restart loudly; else return its JobClient."""
     prepare_store(cfg)
@@ -261,8 +288,9 @@ def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
     if local:
         settings, rest_url = with_rest_endpoint(settings)
     env = create_env(settings)
-    build_kafka_job(env, cfg, stopping_offsets, start_timestamp_ms=start_timestamp_ms,
-                    dry_run_dir=dry_run_dir)
+    build_kafka_job(
+        env, cfg, stopping_offsets, start_timestamp_ms=start_timestamp_ms, dry_run_dir=dry_run_dir
+    )
     client = env.execute_async(job_name)
     if not wait:
         return client
@@ -284,15 +312,25 @@ def run(cfg: JobConfig, settings: dict[str, str], stopping_offsets=None,
     from udfs.logs import log_path
 
     announce(settings, job_id, log)  # logs the Prometheus URL once it serves the job
-    log.info("logs of the Python functions: %s", log_path(
-        get_gateway().jvm.System.getProperty("log.file"), cfg.logging.format))
-    log.info("savepoint: inboxflow savepoint %s --rest %s; stop with one: inboxflow stop %s "
-             "--savepoint --rest %s", job_id, rest_url, job_id, rest_url)
+    log.info(
+        "logs of the Python functions: %s",
+        log_path(get_gateway().jvm.System.getProperty("log.file"), cfg.logging.format),
+    )
+    log.info(
+        "savepoint: inboxflow savepoint %s --rest %s; stop with one: inboxflow stop %s "
+        "--savepoint --rest %s",
+        job_id,
+        rest_url,
+        job_id,
+        rest_url,
+    )
     done = threading.Event()
     watcher = threading.Thread(
         target=JobMonitor(rest_url, job_id).wait_until_terminal,
         kwargs={"on_restart": log_restart, "stop": done.is_set},
-        name="inboxflow-job-watch", daemon=True)
+        name="inboxflow-job-watch",
+        daemon=True,
+    )
     watcher.start()
     try:
         return client.get_job_execution_result().result()
@@ -311,30 +349,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="job config (default conf/job.yaml)")
-    parser.add_argument("--flink-conf", type=Path, default=DEFAULT_FLINK_CONF,
-                        help="Flink settings (default flink-conf.yaml)")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="job config (default conf/job.yaml)"
+    )
+    parser.add_argument(
+        "--flink-conf",
+        type=Path,
+        default=DEFAULT_FLINK_CONF,
+        help="Flink settings (default flink-conf.yaml)",
+    )
     parser.add_argument("--parallelism", type=int, help="override parallelism.default")
-    parser.add_argument("--resume", nargs="?", const="", metavar="PATH",
-                        help="restore the state (pending reminders, profiles, Kafka offsets) "
-                             "from PATH, a checkpoint or savepoint; without PATH from the "
-                             "newest completed checkpoint or savepoint under "
-                             "execution.checkpointing.dir / savepoint-dir")
-    parser.add_argument("--allow-non-restored-state", action="store_true",
-                        help="with --resume: skip state of operators the job no longer has")
-    parser.add_argument("--rest-port", type=int, metavar="PORT",
-                        help="port of the local run's REST API and web UI (default: a free "
-                             "port, logged at start); `inboxflow savepoint --rest` uses it")
-    parser.add_argument("--from-timestamp", metavar="T",
-                        help="start at the first event whose Kafka record timestamp is at or "
-                             "after T (epoch ms or RFC 3339, e.g. 2026-01-05T08:00:00Z)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="requests, outcomes and DLQ records to JSONL files, nothing to "
-                             "Kafka or ClickHouse, production offsets untouched; runs until "
-                             "Ctrl-C")
-    parser.add_argument("--output", type=Path, metavar="DIR",
-                        help="directory of the dry run's files (default var/dry-run/<UTC time>)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="restore the state (pending reminders, profiles, Kafka offsets) "
+        "from PATH, a checkpoint or savepoint; without PATH from the "
+        "newest completed checkpoint or savepoint under "
+        "execution.checkpointing.dir / savepoint-dir",
+    )
+    parser.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="with --resume: skip state of operators the job no longer has",
+    )
+    parser.add_argument(
+        "--rest-port",
+        type=int,
+        metavar="PORT",
+        help="port of the local run's REST API and web UI (default: a free "
+        "port, logged at start); `inboxflow savepoint --rest` uses it",
+    )
+    parser.add_argument(
+        "--from-timestamp",
+        metavar="T",
+        help="start at the first event whose Kafka record timestamp is at or "
+        "after T (epoch ms or RFC 3339, e.g. 2026-01-05T08:00:00Z)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="requests, outcomes and DLQ records to JSONL files, nothing to "
+        "Kafka or ClickHouse, production offsets untouched; runs until "
+        "Ctrl-C",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="directory of the dry run's files (default var/dry-run/<UTC time>)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,16 +423,20 @@ def run_from_args(args: argparse.Namespace) -> int:
         # cluster's parallelism.default decides, not the copy of flink-conf.yaml read here
         settings.pop("parallelism.default", None)
     if getattr(args, "dry_run", False) and getattr(args, "resume", None) == "":
-        print("inboxflow: --dry-run --resume needs a PATH: without one it would restore the "
-              "production job's newest checkpoint (its state and Kafka offsets)",
-              file=sys.stderr)
+        print(
+            "inboxflow: --dry-run --resume needs a PATH: without one it would restore the "
+            "production job's newest checkpoint (its state and Kafka offsets)",
+            file=sys.stderr,
+        )
         return 2
     from job import ops
 
     try:
         settings = ops.resume_settings(
-            settings, getattr(args, "resume", None),
-            allow_non_restored=getattr(args, "allow_non_restored_state", False))
+            settings,
+            getattr(args, "resume", None),
+            allow_non_restored=getattr(args, "allow_non_restored_state", False),
+        )
     except ops.OpsError as exc:
         print(f"inboxflow: {exc}", file=sys.stderr)
         return 2
@@ -389,8 +458,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if dry_run_dir is not None:
         cfg = replay.dry_run_config(cfg)
         settings = replay.dry_run_settings(settings, dry_run_dir)
-        log.info("dry run: outputs to %s, consumer group %s (no commits), ClickHouse off",
-                 dry_run_dir, cfg.kafka.group_id)
+        log.info(
+            "dry run: outputs to %s, consumer group %s (no commits), ClickHouse off",
+            dry_run_dir,
+            cfg.kafka.group_id,
+        )
     if log.level == logging.NOTSET:
         # importing PyFlink's environment lowers the root logger to WARNING (its Beam worker
         # pool module); the run's own INFO lines (offsets, REST URL) must still show

@@ -36,7 +36,7 @@ class Failure:
 
     timestamp_ms: int
     exception: str  # class name of the root exception
-    summary: str    # first line of its message, cut to 200 characters
+    summary: str  # first line of its message, cut to 200 characters
     task: str | None
 
 
@@ -75,8 +75,15 @@ class JobMonitor:
         for vertex in data.get("vertices", []):
             base = f"/jobs/{self.job_id}/vertices/{vertex['id']}/subtasks/metrics"
             listed = self._get(base)
-            ids = [m["id"] for m in listed if isinstance(m, dict)
-                   and str(m.get("id", "")).endswith(f".{name}")] if isinstance(listed, list) else []
+            ids = (
+                [
+                    m["id"]
+                    for m in listed
+                    if isinstance(m, dict) and str(m.get("id", "")).endswith(f".{name}")
+                ]
+                if isinstance(listed, list)
+                else []
+            )
             if not ids:
                 continue
             values = self._get(f"{base}?get={','.join(ids)}&agg=sum")
@@ -96,13 +103,22 @@ class JobMonitor:
             name = str(entry.get("exceptionName") or "?")
             trace = str(entry.get("stacktrace") or "")
             first = trace.splitlines()[0] if trace else name
-            found.append(Failure(int(entry.get("timestamp") or 0), name.rsplit(".", 1)[-1],
-                                 first[:_FIRST_LINE_CHARS], entry.get("taskName")))
+            found.append(
+                Failure(
+                    int(entry.get("timestamp") or 0),
+                    name.rsplit(".", 1)[-1],
+                    first[:_FIRST_LINE_CHARS],
+                    entry.get("taskName"),
+                )
+            )
         return sorted(found, key=lambda f: f.timestamp_ms)
 
-    def wait_until_terminal(self, interval_s: float = 2.0,
-                            on_restart: Callable[[int, list[Failure]], None] | None = None,
-                            stop: Callable[[], bool] = lambda: False) -> str:
+    def wait_until_terminal(
+        self,
+        interval_s: float = 2.0,
+        on_restart: Callable[[int, list[Failure]], None] | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> str:
         """Poll until the job is in a terminal state (or ``stop()``); call ``on_restart``
         with the restart count and the new failures whenever either grows. Returns the last
         status seen."""
@@ -130,11 +146,17 @@ class JobMonitor:
 def log_restart(restarts: int, new: list[Failure]) -> None:
     """The loud message ``inboxflow run`` writes when its job restarts."""
     for failure in new:
-        log.error("JOB RESTART #%d: task %s failed with %s: %s", restarts, failure.task,
-                  failure.exception, failure.summary)
+        log.error(
+            "JOB RESTART #%d: task %s failed with %s: %s",
+            restarts,
+            failure.task,
+            failure.exception,
+            failure.summary,
+        )
     if not new:
-        log.error("JOB RESTART #%d (no failure recorded in the exception history yet)",
-                  restarts)
-    log.error("The job restarted %d time(s). A restart replays input since the last "
-              "checkpoint; repeated restarts mean no email goes out. See the Flink log.",
-              restarts)
+        log.error("JOB RESTART #%d (no failure recorded in the exception history yet)", restarts)
+    log.error(
+        "The job restarted %d time(s). A restart replays input since the last "
+        "checkpoint; repeated restarts mean no email goes out. See the Flink log.",
+        restarts,
+    )

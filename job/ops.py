@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
@@ -66,6 +67,7 @@ class Snapshot:
 
 # --- finding state ---------------------------------------------------------------------------
 
+
 def local_path(value: str) -> Path | None:
     """A local directory from a path or a ``file:`` URI; None for another scheme (s3://...)."""
     parsed = urllib.parse.urlparse(value)
@@ -84,17 +86,24 @@ def _snapshot(metadata: Path, kind: str) -> Snapshot | None:
     return Snapshot(metadata.parent, kind, stat.st_mtime) if stat.st_size > 0 else None
 
 
-def completed_snapshots(checkpoint_dir: Path | None,
-                        savepoint_dir: Path | None = None) -> list[Snapshot]:
+def completed_snapshots(
+    checkpoint_dir: Path | None, savepoint_dir: Path | None = None
+) -> list[Snapshot]:
     """Every completed checkpoint (``<dir>/<job id>/chk-<n>/_metadata``) and savepoint
     (``<dir>/savepoint-*/_metadata``), oldest first by completion time."""
     found: list[Snapshot] = []
     if checkpoint_dir is not None and checkpoint_dir.is_dir():
-        found += [s for m in checkpoint_dir.glob(f"*/chk-*/{METADATA}")
-                  if (s := _snapshot(m, "checkpoint"))]
+        found += [
+            s
+            for m in checkpoint_dir.glob(f"*/chk-*/{METADATA}")
+            if (s := _snapshot(m, "checkpoint"))
+        ]
     if savepoint_dir is not None and savepoint_dir.is_dir():
-        found += [s for m in savepoint_dir.glob(f"savepoint-*/{METADATA}")
-                  if (s := _snapshot(m, "savepoint"))]
+        found += [
+            s
+            for m in savepoint_dir.glob(f"savepoint-*/{METADATA}")
+            if (s := _snapshot(m, "savepoint"))
+        ]
     return sorted(found, key=_order)
 
 
@@ -115,19 +124,26 @@ def latest_snapshot(settings: dict[str, str]) -> Snapshot:
     """The newest completed checkpoint or savepoint under the directories of ``settings``."""
     checkpoints, raw_checkpoints = _dir_setting(settings, CHECKPOINT_DIR_KEY)
     savepoints, raw_savepoints = _dir_setting(settings, SAVEPOINT_DIR_KEY)
-    remote = [v for p, v in ((checkpoints, raw_checkpoints), (savepoints, raw_savepoints))
-              if v and p is None]
+    remote = [
+        v
+        for p, v in ((checkpoints, raw_checkpoints), (savepoints, raw_savepoints))
+        if v and p is None
+    ]
     found = completed_snapshots(checkpoints, savepoints)
     if found:
         return found[-1]
     looked = " and ".join(str(p) for p in (checkpoints, savepoints) if p is not None)
-    hint = (f"; {', '.join(remote)} cannot be searched from here: give the path, "
-            f"--resume PATH" if remote else "")
+    hint = (
+        f"; {', '.join(remote)} cannot be searched from here: give the path, --resume PATH"
+        if remote
+        else ""
+    )
     raise OpsError(
         f"--resume: no completed checkpoint or savepoint under {looked or 'nothing'} "
         f"(a checkpoint is complete once its {METADATA} file is written; with "
         f"{CHECKPOINT_DIR_KEY} unset there are none){hint}. Start without --resume for an "
-        f"empty state, or give the path: --resume PATH")
+        f"empty state, or give the path: --resume PATH"
+    )
 
 
 def resolve_snapshot(value: str) -> Snapshot:
@@ -144,21 +160,27 @@ def resolve_snapshot(value: str) -> Snapshot:
         snapshot = _snapshot(path / METADATA, kind)
         if snapshot is not None:
             return snapshot
-        raise OpsError(f"--resume {value}: {path / METADATA} is empty (an incomplete "
-                       f"checkpoint); use an older one or the newest: --resume")
+        raise OpsError(
+            f"--resume {value}: {path / METADATA} is empty (an incomplete "
+            f"checkpoint); use an older one or the newest: --resume"
+        )
     if not path.exists():
         raise OpsError(f"--resume {value}: {path} does not exist")
     if path.is_dir():
         inside = completed_snapshots(path, path) + [
-            s for m in path.glob(f"chk-*/{METADATA}") if (s := _snapshot(m, "checkpoint"))]
+            s for m in path.glob(f"chk-*/{METADATA}") if (s := _snapshot(m, "checkpoint"))
+        ]
         if inside:
             return max(inside, key=_order)
-    raise OpsError(f"--resume {value}: {path} is not a completed checkpoint or savepoint "
-                   f"(no {METADATA} in it or below it)")
+    raise OpsError(
+        f"--resume {value}: {path} is not a completed checkpoint or savepoint "
+        f"(no {METADATA} in it or below it)"
+    )
 
 
-def resume_settings(settings: dict[str, str], resume: str | None, *,
-                    allow_non_restored: bool = False) -> dict[str, str]:
+def resume_settings(
+    settings: dict[str, str], resume: str | None, *, allow_non_restored: bool = False
+) -> dict[str, str]:
     """``settings`` that restore the job from ``resume`` (None: no change; ``""``: the
     newest completed checkpoint or savepoint). Logs which one it uses."""
     if resume is None:
@@ -179,6 +201,7 @@ def resume_settings(settings: dict[str, str], resume: str | None, *,
 
 # --- the REST API ----------------------------------------------------------------------------
 
+
 class FlinkRest:
     """The few calls of Flink's REST API the savepoint commands need."""
 
@@ -189,8 +212,11 @@ class FlinkRest:
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.url}{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {})
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
                 text = resp.read()
@@ -201,7 +227,8 @@ class FlinkRest:
             raise OpsError(
                 f"cannot reach Flink's REST API at {self.url} ({reason}): is the cluster (or "
                 f"`inboxflow run`, which logs its REST URL) running? Give it with --rest URL "
-                f"or {ENV_REST}") from None
+                f"or {ENV_REST}"
+            ) from None
         return json.loads(text) if text.strip() else {}
 
     def job_status(self, job_id: str) -> str:
@@ -209,18 +236,22 @@ class FlinkRest:
             return str(self._call("GET", f"/jobs/{job_id}")["state"])
         except _HttpError as exc:
             if exc.status == 404:
-                raise OpsError(f"no job {job_id} on {self.url} (list the jobs: "
-                               f"{self.url}/jobs/overview)") from None
+                raise OpsError(
+                    f"no job {job_id} on {self.url} (list the jobs: {self.url}/jobs/overview)"
+                ) from None
             raise OpsError(f"job {job_id} on {self.url}: {exc}") from None
 
     def require_running(self, job_id: str) -> None:
         if not _JOB_ID.match(job_id):
-            raise OpsError(f"{job_id!r} is not a Flink job id (32 hex digits, as `inboxflow "
-                           f"run` logs it and {self.url}/jobs/overview lists it)")
+            raise OpsError(
+                f"{job_id!r} is not a Flink job id (32 hex digits, as `inboxflow "
+                f"run` logs it and {self.url}/jobs/overview lists it)"
+            )
         status = self.job_status(job_id)
         if status != "RUNNING":
-            raise OpsError(f"job {job_id} on {self.url} is {status}: only a running job can "
-                           f"take a savepoint")
+            raise OpsError(
+                f"job {job_id} on {self.url} is {status}: only a running job can take a savepoint"
+            )
 
     def savepoint(self, job_id: str, target_dir: str | None, timeout_s: float) -> str:
         """Trigger a savepoint and wait for it; its location."""
@@ -231,8 +262,7 @@ class FlinkRest:
         trigger = self._trigger(f"/jobs/{job_id}/savepoints", body)
         return self._await(job_id, trigger, timeout_s, "savepoint")
 
-    def stop_with_savepoint(self, job_id: str, target_dir: str | None,
-                            timeout_s: float) -> str:
+    def stop_with_savepoint(self, job_id: str, target_dir: str | None, timeout_s: float) -> str:
         """Stop the job with a savepoint (no drain: pending timers stay pending); its
         location once the savepoint is complete."""
         self.require_running(job_id)
@@ -254,8 +284,10 @@ class FlinkRest:
             return str(self._call("POST", path, body)["request-id"])
         except _HttpError as exc:
             if "savepoint" in str(exc).lower() and "not set" in str(exc).lower():
-                raise OpsError(f"the cluster at {self.url} has no default savepoint directory "
-                               f"({SAVEPOINT_DIR_KEY}): give one with --dir PATH") from None
+                raise OpsError(
+                    f"the cluster at {self.url} has no default savepoint directory "
+                    f"({SAVEPOINT_DIR_KEY}): give one with --dir PATH"
+                ) from None
             raise OpsError(f"POST {self.url}{path} failed: {exc}") from None
 
     def _await(self, job_id: str, trigger: str, timeout_s: float, what: str) -> str:
@@ -269,12 +301,15 @@ class FlinkRest:
                 operation = reply.get("operation") or {}
                 if "location" in operation and not operation.get("failure-cause"):
                     return str(operation["location"])
-                raise OpsError(f"{what} of job {job_id} failed: "
-                               f"{_cause(operation.get('failure-cause'))}")
+                raise OpsError(
+                    f"{what} of job {job_id} failed: {_cause(operation.get('failure-cause'))}"
+                )
             if time.monotonic() > deadline:
-                raise OpsError(f"{what} of job {job_id} not complete after {timeout_s:.0f} s "
-                               f"(trigger {trigger}); see the job's checkpoints in the web UI "
-                               f"{self.url}")
+                raise OpsError(
+                    f"{what} of job {job_id} not complete after {timeout_s:.0f} s "
+                    f"(trigger {trigger}); see the job's checkpoints in the web UI "
+                    f"{self.url}"
+                )
             time.sleep(_POLL_S)
 
 
@@ -298,14 +333,18 @@ def _cause(cause: object) -> str:
     if not isinstance(cause, dict):
         return "unknown cause"
     trace = str(cause.get("stack-trace") or "")
-    lines = [ln.strip() for ln in trace.splitlines()
-             if ln.strip() and not ln.strip().startswith(("at ", "..."))]
+    lines = [
+        ln.strip()
+        for ln in trace.splitlines()
+        if ln.strip() and not ln.strip().startswith(("at ", "..."))
+    ]
     causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
     first = lines[0] if lines else str(cause.get("class") or "unknown cause")
     return first[:300] + (f" (caused by {causes[-1][:300]})" if causes else "")
 
 
 # --- the commands ----------------------------------------------------------------------------
+
 
 def _target_dir(value: str | None) -> str | None:
     """A URI for Flink; None: the cluster's own ``execution.checkpointing.savepoint-dir``."""
@@ -319,8 +358,12 @@ def savepoint_command(args: argparse.Namespace) -> int:
     rest = FlinkRest(args.rest)
     try:
         target = _target_dir(args.dir)
-        log.info("savepoint of job %s on %s into %s", args.job_id, rest.url,
-                 target or "the cluster's savepoint directory")
+        log.info(
+            "savepoint of job %s on %s into %s",
+            args.job_id,
+            rest.url,
+            target or "the cluster's savepoint directory",
+        )
         location = rest.savepoint(args.job_id, target, args.timeout)
     except OpsError as exc:
         print(f"inboxflow savepoint: {exc}", file=sys.stderr)
@@ -334,51 +377,88 @@ def stop_command(args: argparse.Namespace) -> int:
     rest = FlinkRest(args.rest)
     try:
         if not args.savepoint:
-            log.info("cancelling job %s on %s (no savepoint; its last checkpoint is kept)",
-                     args.job_id, rest.url)
+            log.info(
+                "cancelling job %s on %s (no savepoint; its last checkpoint is kept)",
+                args.job_id,
+                rest.url,
+            )
             rest.cancel(args.job_id)
             return 0
         target = _target_dir(args.dir)
-        log.info("stopping job %s on %s with a savepoint into %s", args.job_id, rest.url,
-                 target or "the cluster's savepoint directory")
+        log.info(
+            "stopping job %s on %s with a savepoint into %s",
+            args.job_id,
+            rest.url,
+            target or "the cluster's savepoint directory",
+        )
         location = rest.stop_with_savepoint(args.job_id, target, args.timeout)
     except OpsError as exc:
         print(f"inboxflow stop: {exc}", file=sys.stderr)
         return 1
-    log.info("job %s stopped; resume from its savepoint with: inboxflow run --resume %s",
-             args.job_id, location)
+    log.info(
+        "job %s stopped; resume from its savepoint with: inboxflow run --resume %s",
+        args.job_id,
+        location,
+    )
     print(location)
     return 0
 
 
 def register(sub) -> None:
     """The ``savepoint`` and ``stop`` subcommands."""
+
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("job_id", metavar="JOB_ID",
-                            help="Flink job id (`inboxflow run` logs it; the web UI lists it)")
-        parser.add_argument("--rest", default=os.environ.get(ENV_REST, DEFAULT_REST),
-                            metavar="URL",
-                            help=f"Flink REST API (default ${ENV_REST} or {DEFAULT_REST}, the "
-                                 f"standalone cluster; `inboxflow run` logs its own URL)")
-        parser.add_argument("--dir", metavar="PATH",
-                            help="savepoint directory (default: the cluster's "
-                                 "execution.checkpointing.savepoint-dir; flink-conf.yaml sets "
-                                 "var/savepoints)")
-        parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                            help="how long to wait for the savepoint (default 300)")
+        parser.add_argument(
+            "job_id",
+            metavar="JOB_ID",
+            help="Flink job id (`inboxflow run` logs it; the web UI lists it)",
+        )
+        parser.add_argument(
+            "--rest",
+            default=os.environ.get(ENV_REST, DEFAULT_REST),
+            metavar="URL",
+            help=f"Flink REST API (default ${ENV_REST} or {DEFAULT_REST}, the "
+            f"standalone cluster; `inboxflow run` logs its own URL)",
+        )
+        parser.add_argument(
+            "--dir",
+            metavar="PATH",
+            help="savepoint directory (default: the cluster's "
+            "execution.checkpointing.savepoint-dir; flink-conf.yaml sets "
+            "var/savepoints)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="how long to wait for the savepoint (default 300)",
+        )
 
     savepoint = sub.add_parser(
-        "savepoint", help="take a savepoint of a running job; prints its path",
+        "savepoint",
+        help="take a savepoint of a running job; prints its path",
         description="Take a savepoint of a running job and print its path; the job keeps "
-                    "running. Resume from it with `inboxflow run --resume PATH`.")
+        "running. Resume from it with `inboxflow run --resume PATH`.",
+    )
     common(savepoint)
     savepoint.set_defaults(func=savepoint_command)
     stop = sub.add_parser(
-        "stop", help="stop a running job with a savepoint (--savepoint); prints its path",
+        "stop",
+        help="stop a running job with a savepoint (--savepoint); prints its path",
         description="Stop a running job. With --savepoint: stop-with-savepoint (pending "
-                    "reminders stay pending; nothing is drained) and print the savepoint's "
-                    "path. Without: cancel it (its last checkpoint is kept).")
+        "reminders stay pending; nothing is drained) and print the savepoint's "
+        "path. Without: cancel it (its last checkpoint is kept).",
+    )
     common(stop)
-    stop.add_argument("--savepoint", action="store_true",
-                      help="take a savepoint as the job stops (recommended)")
+    stop.add_argument(
+        "--savepoint", action="store_true", help="take a savepoint as the job stops (recommended)"
+    )
     stop.set_defaults(func=stop_command)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the usual bind-to-0 race applies)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -12,10 +12,10 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
-from job.jars import helper_classes
-from udfs.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST
-from udfs.journey import JourneySettings
-from udfs.operators import (
+from job.jvm import helper_classes
+from udfs.core.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST
+from udfs.core.journey import JourneySettings
+from udfs.flink.customer_function import (
     KEYED_EVENT,
     KEYED_JSON,
     KEYED_STORE_ROW,
@@ -61,7 +61,8 @@ def event_time_strategy(cfg: JobConfig):
 
     w = cfg.watermarks
     return helper_classes().SubtaskWatermarks(
-        w.out_of_orderness_ms, w.idleness_ms, w.idle_advance_ms)
+        w.out_of_orderness_ms, w.idleness_ms, w.idle_advance_ms
+    )
 
 
 def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) -> KeyedStream:
@@ -84,19 +85,20 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
         parallelism = timed.getParallelism()
         extracted = timed.process(
             helper_classes().EnvelopeExtractor(cfg.limits.max_future_ms),
-            KEYED_EVENT.get_java_type_info())
+            KEYED_EVENT.get_java_type_info(),
+        )
         # Same parallelism as the source so it chains: a rebalance would reorder one
         # customer's events before they are keyed.
         extracted.setParallelism(parallelism).name("extract-key-and-time").uid("extract")
         timed = extracted.assignTimestampsAndWatermarks(event_time_strategy(cfg))
         timed.setParallelism(parallelism).name("event-time").uid("event-time")
-    j_keyed = timed.keyBy(
-        jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    j_keyed = timed.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, RAW_EVENT, DataStream(timed))
 
 
-def process_customers(keyed: KeyedStream, function: CustomerFunction,
-                      drain_interval_ms: int) -> DataStream:
+def process_customers(
+    keyed: KeyedStream, function: CustomerFunction, drain_interval_ms: int
+) -> DataStream:
     """``keyed.process(function, ROUTED)``; in thread mode with
     ``io.inboxflow.flink.CustomerOperator``, PyFlink's own embedded keyed process operator
     plus the draining of the function's ClickHouse row buffer (before every checkpoint
@@ -119,27 +121,41 @@ def process_customers(keyed: KeyedStream, function: CustomerFunction,
     j_operator = helper_classes().CustomerOperator(
         j_conf,
         _create_j_data_stream_python_function_info(
-            function, UserDefinedDataStreamFunction.KEYED_PROCESS),
+            function, UserDefinedDataStreamFunction.KEYED_PROCESS
+        ),
         j_stream.getTransformation().getOutputType(),
         ROUTED.get_java_type_info(),
-        drain_interval_ms)
+        drain_interval_ms,
+    )
     return DataStream(j_stream.transform("KEYED PROCESS", ROUTED.get_java_type_info(), j_operator))
 
 
-def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
-          enveloped: bool = False) -> Outputs:
+def build(
+    cfg: JobConfig, raw: DataStream, *, store: bool | None = None, enveloped: bool = False
+) -> Outputs:
     """``raw``: raw event strings whose stream timestamps do not matter (event time is
     assigned here from each event's ``timestamp``, DESIGN trap 1), or with ``enveloped``
     ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
     store = cfg.clickhouse.enabled if store is None else store
-    customers = process_customers(
-        keyed_by_customer(cfg, raw, enveloped),
-        CustomerFunction(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url,
-                         cfg.clickhouse.shards if store else 0, cfg.schema_dir,
-                         cfg.limits.max_event_bytes, cfg.limits.max_future_ms,
-                         log_level=cfg.logging.level, log_format=cfg.logging.format),
-        cfg.clickhouse.buffer_interval_ms,
-    ).name("customers").uid("customers")
+    customers = (
+        process_customers(
+            keyed_by_customer(cfg, raw, enveloped),
+            CustomerFunction(
+                journey_settings(cfg),
+                cfg.template_dir,
+                cfg.links.cart_base_url,
+                cfg.clickhouse.shards if store else 0,
+                cfg.schema_dir,
+                cfg.limits.max_event_bytes,
+                cfg.limits.max_future_ms,
+                log_level=cfg.logging.level,
+                log_format=cfg.logging.format,
+            ),
+            cfg.clickhouse.buffer_interval_ms,
+        )
+        .name("customers")
+        .uid("customers")
+    )
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -154,20 +170,27 @@ def build(cfg: JobConfig, raw: DataStream, *, store: bool | None = None,
 
     dlq = side(KIND_DLQ)
     if store:
-        from udfs.writer_operator import WriterFunction
+        from udfs.flink.writer_function import WriterFunction
 
         j_keyed = j_routed.keyBy(
-            jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+            jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info()
+        )
         rejected = (
             KeyedStream(j_keyed, STORE_ROW, DataStream(j_routed))
-            .process(WriterFunction(cfg.clickhouse.dsn, cfg.ddl_dir,
-                                    cfg.clickhouse.flush_rows,
-                                    cfg.clickhouse.flush_interval_ms,
-                                    cfg.clickhouse.freshness_log or None,
-                                    log_level=cfg.logging.level,
-                                    log_format=cfg.logging.format),
-                     output_type=KEYED_JSON)
-            .name("clickhouse-writer").uid("clickhouse-writer")
+            .process(
+                WriterFunction(
+                    cfg.clickhouse.dsn,
+                    cfg.ddl_dir,
+                    cfg.clickhouse.flush_rows,
+                    cfg.clickhouse.flush_interval_ms,
+                    cfg.clickhouse.freshness_log or None,
+                    log_level=cfg.logging.level,
+                    log_format=cfg.logging.format,
+                ),
+                output_type=KEYED_JSON,
+            )
+            .name("clickhouse-writer")
+            .uid("clickhouse-writer")
         )
         if writer_parallelism(cfg) is not None:
             rejected = rejected.set_parallelism(writer_parallelism(cfg))

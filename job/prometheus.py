@@ -82,8 +82,9 @@ def parse(text: str) -> list[Sample]:
         if not match:
             continue
         name, labels, value = match.groups()
-        pairs = {k: v.replace('\\"', '"').replace("\\\\", "\\")
-                 for k, v in _LABEL.findall(labels or "")}
+        pairs = {
+            k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(labels or "")
+        }
         samples.append(Sample(name, pairs, float(value)))
     return samples
 
@@ -109,15 +110,18 @@ def endpoints(ports: Iterable[int], job_id: str, host: str = "127.0.0.1") -> lis
     return found
 
 
-def find_endpoint(ports: Iterable[int], job_id: str, host: str = "127.0.0.1",
-                  timeout_s: float = 60) -> str:
+def find_endpoint(
+    ports: Iterable[int], job_id: str, host: str = "127.0.0.1", timeout_s: float = 60
+) -> str:
     """The first of :func:`endpoints`, waiting up to ``timeout_s`` for one."""
     ports = list(ports)
     deadline = time.monotonic() + timeout_s
     while not (found := endpoints(ports, job_id, host)):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no Prometheus endpoint on {host} ports {ports[0]}-{ports[-1]} "
-                               f"exports job {job_id}")
+            raise TimeoutError(
+                f"no Prometheus endpoint on {host} ports {ports[0]}-{ports[-1]} "
+                f"exports job {job_id}"
+            )
         time.sleep(0.5)
     return found[0]
 
@@ -126,28 +130,39 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
     """Sum of ``name`` (without the ``flink_taskmanager_job_task_operator_`` prefix when it
     has none) over every sample whose labels include ``labels`` (e.g. all subtasks)."""
     full = name if name.startswith("flink_") else PREFIX + name
-    return sum(s.value for s in samples
-               if s.name == full and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for s in samples
+        if s.name == full and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
-def by_label(samples: Iterable[Sample], name: str, *keys: str,
-             **labels: str) -> dict[tuple[str, ...] | str, float]:
+def by_label(
+    samples: Iterable[Sample], name: str, *keys: str, **labels: str
+) -> dict[tuple[str, ...] | str, float]:
     """``name`` summed per value of the label(s) ``keys``, zero totals left out."""
     full = name if name.startswith("flink_") else PREFIX + name
     out: dict = {}
     for s in samples:
         if s.name == full and all(s.labels.get(k) == v for k, v in labels.items()):
             key = tuple(s.labels.get(k, "") for k in keys)
-            out[key[0] if len(keys) == 1 else key] = out.get(
-                key[0] if len(keys) == 1 else key, 0) + s.value
+            out[key[0] if len(keys) == 1 else key] = (
+                out.get(key[0] if len(keys) == 1 else key, 0) + s.value
+            )
     return {k: v for k, v in out.items() if v}
 
 
 def announce(settings: Mapping[str, str], job_id: str, log) -> None:
     """Logs, from a daemon thread, the local run's Prometheus URL once the job's metrics are
     served there (the reporter takes the first free port of its range)."""
-    spec = next((v for k, v in settings.items()
-                 if k.startswith("metrics.reporter.") and k.endswith(".port")), None)
+    spec = next(
+        (
+            v
+            for k, v in settings.items()
+            if k.startswith("metrics.reporter.") and k.endswith(".port")
+        ),
+        None,
+    )
     if not spec or not reporter_jars(settings):
         return
     import threading

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from job.config import JobConfig
-from job.jars import helper_classes
+from job.jvm import helper_classes
 
 log = logging.getLogger("inboxflow")
 
@@ -50,7 +50,8 @@ def parse_timestamp(text: str) -> int:
     if parsed is None or parsed.tzinfo is None or "T" not in text.upper():
         raise ValueError(
             f"--from-timestamp: expected epoch milliseconds or an RFC 3339 time with an offset "
-            f"(e.g. 2026-01-05T08:00:00Z), got {text!r}")
+            f"(e.g. 2026-01-05T08:00:00Z), got {text!r}"
+        )
     return (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
@@ -65,12 +66,16 @@ def start_offsets_for_timestamp(cfg: JobConfig, timestamp_ms: int) -> dict[int, 
         props.put(key, str(value))
     props.put("bootstrap.servers", cfg.kafka.bootstrap_servers)
     found = helper_classes().StartingOffsets.forTimestamp(
-        cfg.kafka.topics.events, timestamp_ms, props, SCAN_QUIET_MS)
+        cfg.kafka.topics.events, timestamp_ms, props, SCAN_QUIET_MS
+    )
     offsets = {int(p): int(found.get(p)) for p in found.keySet()}
-    iso = datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(
-        timespec="milliseconds")
-    log.info("starting %s at Kafka record time %s: %s", cfg.kafka.topics.events, iso,
-             ", ".join(f"partition {p} offset {o}" for p, o in sorted(offsets.items())))
+    iso = datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    log.info(
+        "starting %s at Kafka record time %s: %s",
+        cfg.kafka.topics.events,
+        iso,
+        ", ".join(f"partition {p} offset {o}" for p, o in sorted(offsets.items())),
+    )
     return offsets
 
 
@@ -79,9 +84,12 @@ def dry_run_config(cfg: JobConfig) -> JobConfig:
     kafka = dataclasses.replace(
         cfg.kafka,
         group_id=cfg.kafka.group_id + DRY_RUN_GROUP_SUFFIX,
-        source_properties={**cfg.kafka.source_properties,
-                           "commit.offsets.on.checkpoint": "false",
-                           "enable.auto.commit": "false"})
+        source_properties={
+            **cfg.kafka.source_properties,
+            "commit.offsets.on.checkpoint": "false",
+            "enable.auto.commit": "false",
+        },
+    )
     clickhouse = dataclasses.replace(cfg.clickhouse, enabled=False)
     return dataclasses.replace(cfg, kafka=kafka, clickhouse=clickhouse)
 
@@ -98,8 +106,9 @@ def prepare_output(output: Path) -> Path:
     output = output.resolve()
     taken = [name for name in DRY_RUN_FILES.values() if (output / name).exists()]
     if taken:
-        raise ValueError(f"--output {output} already holds {', '.join(taken)}: "
-                         f"choose another directory")
+        raise ValueError(
+            f"--output {output} already holds {', '.join(taken)}: choose another directory"
+        )
     output.mkdir(parents=True, exist_ok=True)
     return output
 

@@ -67,12 +67,29 @@ NOW = T0 + 40 * DAY
 #: (U+00A0, U+202F: Java's String.strip() keeps them, Python's str.strip() does not, so the
 #: event goes to the DLQ as key_mismatch).
 CUSTOMERS: tuple[str, ...] = (
-    "c-1", "c-2", "ü-3", "客户-4", "c\U0001f600-5", " c-1\t", "\u3000c-2",
-    "c-1\u200b", "\u202ec-6", "c-7\x00", "\xa0c-1", "c-8\u202f",
+    "c-1",
+    "c-2",
+    "ü-3",
+    "客户-4",
+    "c\U0001f600-5",
+    " c-1\t",
+    "\u3000c-2",
+    "c-1\u200b",
+    "\u202ec-6",
+    "c-7\x00",
+    "\xa0c-1",
+    "c-8\u202f",
 )
 PLAIN_CUSTOMERS: tuple[str, ...] = CUSTOMERS[:5]
 INPUT_CLASSES: tuple[str, ...] = (
-    "valid", "wrong_type", "json", "deep", "bytes", "oversize", "broken")
+    "valid",
+    "wrong_type",
+    "json",
+    "deep",
+    "bytes",
+    "oversize",
+    "broken",
+)
 
 
 # --------------------------------------------------------------------------- draw back ends
@@ -144,8 +161,14 @@ class RandomDraw:
 
 
 _CHAR_RANGES = (  # (weight, lo, hi)
-    (40, 0x20, 0x7E), (8, 0x00, 0x1F), (8, 0x7F, 0xFF), (16, 0x100, 0xD7FF),
-    (6, 0xD800, 0xDFFF), (8, 0xE000, 0xFFFF), (10, 0x10000, 0x10FFFF), (4, 0x300, 0x36F),
+    (40, 0x20, 0x7E),
+    (8, 0x00, 0x1F),
+    (8, 0x7F, 0xFF),
+    (16, 0x100, 0xD7FF),
+    (6, 0xD800, 0xDFFF),
+    (8, 0xE000, 0xFFFF),
+    (10, 0x10000, 0x10FFFF),
+    (4, 0x300, 0x36F),
 )
 
 
@@ -162,32 +185,146 @@ def _random_char(rng: random.Random) -> str:
 
 HOSTILE_ATOMS: tuple[str, ...] = (
     # control characters, white space the JVM and Python disagree on, invisible characters
-    "\x00", "\x01", "\x08", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1b[31m", "\x1c", "\x1f",
-    "\x7f", "\x85", "\x9f", "\xa0", "\xad", "\u034f", "\u061c", "\u180e", "\u200b", "\u200c",
-    "\u200d", "\u2028", "\u2029", "\u202f", "\u2060", "\u3000", "\ufeff", "\ufffd", "\ufffe",
+    "\x00",
+    "\x01",
+    "\x08",
+    "\t",
+    "\n",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1b[31m",
+    "\x1c",
+    "\x1f",
+    "\x7f",
+    "\x85",
+    "\x9f",
+    "\xa0",
+    "\xad",
+    "\u034f",
+    "\u061c",
+    "\u180e",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2028",
+    "\u2029",
+    "\u202f",
+    "\u2060",
+    "\u3000",
+    "\ufeff",
+    "\ufffd",
+    "\ufffe",
     "\uffff",
     # bidirectional controls (RTL marks and overrides)
-    "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067",
-    "\u2068", "\u2069", "\u202eoxt.exe",
+    "\u200e",
+    "\u200f",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u202eoxt.exe",
     # unpaired surrogates (as escapes in ASCII-escaped documents, raw characters otherwise)
-    "\ud800", "\udbff", "\udc00", "\udfff", "\udc00\ud800", "\ud83d", "x\ude00",
+    "\ud800",
+    "\udbff",
+    "\udc00",
+    "\udfff",
+    "\udc00\ud800",
+    "\ud83d",
+    "x\ude00",
     # astral, combining, case-mapping oddities, scripts, digits
-    "\U0001f600", "\U0001f469\u200d\U0001f4bb", "\U0001f1fa\U0001f1f8", "\U0001d54f",
-    "\U000e0041", "\U0010ffff", "\U000f0000", "e\u0301", "Z\u0351\u0352\u0353\u0354\u0355",
-    "\u0301", "İ", "ı", "ß", "ſ", "ﬀ", "Ω", "Å", "ŉ", "ǅ", "٢٠٢٦", "𝟘", "①", "مرحبا",
-    "שלום", "日本語", "한국어", "ไทย", "हिन्दी",
+    "\U0001f600",
+    "\U0001f469\u200d\U0001f4bb",
+    "\U0001f1fa\U0001f1f8",
+    "\U0001d54f",
+    "\U000e0041",
+    "\U0010ffff",
+    "\U000f0000",
+    "e\u0301",
+    "Z\u0351\u0352\u0353\u0354\u0355",
+    "\u0301",
+    "İ",
+    "ı",
+    "ß",
+    "ſ",
+    "ﬀ",
+    "Ω",
+    "Å",
+    "ŉ",
+    "ǅ",
+    "٢٠٢٦",
+    "𝟘",
+    "①",
+    "مرحبا",
+    "שלום",
+    "日本語",
+    "한국어",
+    "ไทย",
+    "हिन्दी",
     # injection: markup, templates, headers, URLs, SQL, format strings, JSON-ish text
-    "<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>", "</title><script>",
-    "&lt;&amp;&#x3C;", "{{ 7*7 }}", "{{ config.items() }}", "{% raw %}", "{#", "}}",
-    "${jndi:ldap://x/a}", "%s%n%x", "' OR '1'='1", "\"; DROP TABLE x; --", "\\", "\"", "'",
-    "`", "../../../etc/passwd", "\r\nBcc: victim@example.com", "\nSubject: x",
-    "javascript:alert(1)", "data:text/html,<script>", "?a=1&b=2#frag", "%00", "%0d%0a",
-    "\\u0000", "\\ud800", "null", "NaN", "Infinity", "-0", "1e400", "true", "{}", "[]",
-    "\t\n ", " ",
+    "<script>alert(1)</script>",
+    "\"><img src=x onerror=alert(1)>",
+    "</title><script>",
+    "&lt;&amp;&#x3C;",
+    "{{ 7*7 }}",
+    "{{ config.items() }}",
+    "{% raw %}",
+    "{#",
+    "}}",
+    "${jndi:ldap://x/a}",
+    "%s%n%x",
+    "' OR '1'='1",
+    "\"; DROP TABLE x; --",
+    "\\",
+    "\"",
+    "'",
+    "`",
+    "../../../etc/passwd",
+    "\r\nBcc: victim@example.com",
+    "\nSubject: x",
+    "javascript:alert(1)",
+    "data:text/html,<script>",
+    "?a=1&b=2#frag",
+    "%00",
+    "%0d%0a",
+    "\\u0000",
+    "\\ud800",
+    "null",
+    "NaN",
+    "Infinity",
+    "-0",
+    "1e400",
+    "true",
+    "{}",
+    "[]",
+    "\t\n ",
+    " ",
 )
 _WORDS = ("Mug", "sku-1", "Alice", "cart", "Ünïcödé", "x", "0", "shop", "naïve café")
-LONG_LENGTHS = (100, 127, 128, 129, 255, 256, 511, 512, 513, 1024, 1025, 2048, 2049,
-                10_000, 33_000, 65_536, 70_000)
+LONG_LENGTHS = (
+    100,
+    127,
+    128,
+    129,
+    255,
+    256,
+    511,
+    512,
+    513,
+    1024,
+    1025,
+    2048,
+    2049,
+    10_000,
+    33_000,
+    65_536,
+    70_000,
+)
 
 
 def hostile_text(d: Draw, max_len: int | None = None) -> str:
@@ -200,10 +337,14 @@ def hostile_text(d: Draw, max_len: int | None = None) -> str:
     elif shape == 7:
         text = d.any_text(40)
     else:  # very long: one atom repeated
-        atom = d.choice(("x", "é", "\U0001d54f", "\u0301", "<b>", "\u202e", "\x00", "\ud800",
-                         "a b"))
-        length = d.choice(LONG_LENGTHS if max_len is None else
-                          tuple(n for n in LONG_LENGTHS if n <= max_len) or (max_len,))
+        atom = d.choice(
+            ("x", "é", "\U0001d54f", "\u0301", "<b>", "\u202e", "\x00", "\ud800", "a b")
+        )
+        length = d.choice(
+            LONG_LENGTHS
+            if max_len is None
+            else tuple(n for n in LONG_LENGTHS if n <= max_len) or (max_len,)
+        )
         text = (atom * (length // len(atom) + 1))[:length]
     return text if max_len is None else text[:max_len]
 
@@ -246,8 +387,15 @@ def draw_style(d: Draw) -> Style:
     return Style(escape, item_sep, key_sep, d.rng())
 
 
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
-                  "\r": "\\r", "\t": "\\t"}
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 
 
 def string_literal(text: str, style: Style) -> str:
@@ -300,19 +448,61 @@ def to_json_text(value: Any, style: Style) -> str:
     if isinstance(value, list | tuple):
         return "[" + style.item_sep.join(to_json_text(v, style) for v in value) + "]"
     items = value.items if isinstance(value, Pairs) else tuple(value.items())
-    return "{" + style.item_sep.join(
-        string_literal(k, style) + style.key_sep + to_json_text(v, style) for k, v in items
-    ) + "}"
+    return (
+        "{"
+        + style.item_sep.join(
+            string_literal(k, style) + style.key_sep + to_json_text(v, style) for k, v in items
+        )
+        + "}"
+    )
 
 
 NUMBER_TOKENS: tuple[str, ...] = (
-    "0", "-0", "1", "-1", "0.5", "-0.0", "1e2", "1E+2", "1e-2", "2.0", "10000", "10001",
-    "9007199254740993", "9223372036854775807", "9223372036854775808", "18446744073709551615",
-    "18446744073709551616", "-9223372036854775809", "100000000000000000000000000000",
-    "1e308", "1.7976931348623157e308", "1e309", "1e400", "-1e400", "5e-324", "1e-400",
-    "2.2250738585072014e-308", "0.1", "123456789.123456789", "999999999.995", "1000000000",
-    "1000000000.0000001", "9" * 400, "9" * 5000, "NaN", "-NaN", "Infinity", "-Infinity",
-    "+1", "01", ".5", "1.", "0x10", "1_000", "١",
+    "0",
+    "-0",
+    "1",
+    "-1",
+    "0.5",
+    "-0.0",
+    "1e2",
+    "1E+2",
+    "1e-2",
+    "2.0",
+    "10000",
+    "10001",
+    "9007199254740993",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "100000000000000000000000000000",
+    "1e308",
+    "1.7976931348623157e308",
+    "1e309",
+    "1e400",
+    "-1e400",
+    "5e-324",
+    "1e-400",
+    "2.2250738585072014e-308",
+    "0.1",
+    "123456789.123456789",
+    "999999999.995",
+    "1000000000",
+    "1000000000.0000001",
+    "9" * 400,
+    "9" * 5000,
+    "NaN",
+    "-NaN",
+    "Infinity",
+    "-Infinity",
+    "+1",
+    "01",
+    ".5",
+    "1.",
+    "0x10",
+    "1_000",
+    "١",
 )
 
 
@@ -321,12 +511,29 @@ def number_token(d: Draw) -> Raw:
         return Raw(d.choice(NUMBER_TOKENS))
     if d.chance(50):
         return Raw(str(d.integer(-(2**70), 2**70)))
-    return Raw(repr(d.integer(-10**6, 10**6) / d.choice((1, 3, 7, 1000, 1e-300, 1e300))))
+    return Raw(repr(d.integer(-(10**6), 10**6) / d.choice((1, 3, 7, 1000, 1e-300, 1e300))))
 
 
-_KEY_POOL = ("event_id", "event_type", "customer_id", "timestamp", "properties", "traits",
-             "context", "price", "items", "email", "name", "", " ", "\ud800", "a", "a",
-             "customer_id\x00", "ＣＵＳＴＯＭＥＲ_ID")
+_KEY_POOL = (
+    "event_id",
+    "event_type",
+    "customer_id",
+    "timestamp",
+    "properties",
+    "traits",
+    "context",
+    "price",
+    "items",
+    "email",
+    "name",
+    "",
+    " ",
+    "\ud800",
+    "a",
+    "a",
+    "customer_id\x00",
+    "ＣＵＳＴＯＭＥＲ_ID",
+)
 
 
 def json_value(d: Draw, depth: int = 3) -> Any:
@@ -340,8 +547,12 @@ def json_value(d: Draw, depth: int = 3) -> Any:
         return hostile_text(d) if d.chance(70) else d.choice(_WORDS)
     if shape <= 7:
         return [json_value(d, depth - 1) for _ in range(d.integer(0, 4))]
-    return Pairs(tuple((d.choice(_KEY_POOL) if d.chance(60) else hostile_text(d, 20),
-                        json_value(d, depth - 1)) for _ in range(d.integer(0, 5))))
+    return Pairs(
+        tuple(
+            (d.choice(_KEY_POOL) if d.chance(60) else hostile_text(d, 20), json_value(d, depth - 1))
+            for _ in range(d.integer(0, 5))
+        )
+    )
 
 
 def plain_json_value(d: Draw, depth: int = 2) -> Any:
@@ -350,14 +561,17 @@ def plain_json_value(d: Draw, depth: int = 2) -> Any:
     if shape == 0:
         return d.choice((None, True, False))
     if shape <= 2:
-        return d.choice((0, -1, 2**63 - 1, 2**64, 10**30, 0.5, -0.0, 5e-324, 1e308,
-                         d.integer(-(2**40), 2**40)))
+        return d.choice(
+            (0, -1, 2**63 - 1, 2**64, 10**30, 0.5, -0.0, 5e-324, 1e308, d.integer(-(2**40), 2**40))
+        )
     if shape <= 5:
         return _drop_surrogates(hostile_text(d, 300))
     if shape <= 6:
         return [plain_json_value(d, depth - 1) for _ in range(d.integer(0, 3))]
-    return {_drop_surrogates(hostile_text(d, 20)): plain_json_value(d, depth - 1)
-            for _ in range(d.integer(0, 3))}
+    return {
+        _drop_surrogates(hostile_text(d, 20)): plain_json_value(d, depth - 1)
+        for _ in range(d.integer(0, 3))
+    }
 
 
 # --------------------------------------------------------------------------- event builders
@@ -424,9 +638,28 @@ class Hostile:
 
     def amount(self) -> Any:
         d = self.d
-        return d.choice((0, 0.0, -0.0, 5e-324, 1e-9, 0.005, 0.01, 0.125, 0.125 + 1e-12, 1.005,
-                         19.99, 59.9, 1234.5, 999999999.995, 1e9, 10**9,
-                         d.integer(0, 10**9), d.integer(0, 10**6) / 100))
+        return d.choice(
+            (
+                0,
+                0.0,
+                -0.0,
+                5e-324,
+                1e-9,
+                0.005,
+                0.01,
+                0.125,
+                0.125 + 1e-12,
+                1.005,
+                19.99,
+                59.9,
+                1234.5,
+                999999999.995,
+                1e9,
+                10**9,
+                d.integer(0, 10**9),
+                d.integer(0, 10**6) / 100,
+            )
+        )
 
     def quantity(self) -> Any:
         return self.d.choice((1, 2, 3, 2.0, 7, 99, 10000, self.d.integer(1, 10000)))
@@ -442,21 +675,43 @@ class Hostile:
     def email(self) -> str:
         """Matches identify.json's pattern for both regex dialects: no '@' or white space
         in the parts, no '.' in the labels."""
+
         def part(max_len: int, dots: bool) -> str:
             text = self.text(max_len)
             # not isspace() alone: the schema's regex (ECMA 262) also counts U+FEFF as \s
-            keep = "".join(ch for ch in text if ch != "@" and not ch.isspace()
-                           and ch != "\ufeff" and (dots or ch != "."))
+            keep = "".join(
+                ch
+                for ch in text
+                if ch != "@" and not ch.isspace() and ch != "\ufeff" and (dots or ch != ".")
+            )
             return keep or "x"
+
         email = f"{part(60, True)}@{part(60, False)}.{part(20, False)}"
         if self.d.chance(20):
             email = self.d.choice((" ", "\t", "\u3000")) + email.upper() + " "
         return email[-254:] if len(email) > 254 else email
 
 
-BAD_EMAILS = ("a@b@c.de", "a@", "@b.de", "@", "a\ufeff@b.de", "a@b.de\u2028", "a\x00@b.de",
-              "a\x7f@b.de", "\u3000a@b.de", "a b@c.de", "<a@b.de>", "a@b.de\r\nBcc: x@y.z",
-              "a\u200b@b.de", "a\xa0@b.de", "a@\u202eed.b", "ä@ü.de", "x", "a@b\x85.de")
+BAD_EMAILS = (
+    "a@b@c.de",
+    "a@",
+    "@b.de",
+    "@",
+    "a\ufeff@b.de",
+    "a@b.de\u2028",
+    "a\x00@b.de",
+    "a\x7f@b.de",
+    "\u3000a@b.de",
+    "a b@c.de",
+    "<a@b.de>",
+    "a@b.de\r\nBcc: x@y.z",
+    "a\u200b@b.de",
+    "a\xa0@b.de",
+    "a@\u202eed.b",
+    "ä@ü.de",
+    "x",
+    "a@b\x85.de",
+)
 PRODUCTS = ("sku-1", "sku-2", "sku-3", "sku-\U0001f600", "sku <b>4</b>")
 CARTS = ("cart-1", "cart-2", "cart-\u202e3")
 ORDERS = ("o-1", "o-2", "o-3")
@@ -467,9 +722,13 @@ def _items(h: Hostile, max_items: int = 3) -> list[dict]:
     out = []
     for _ in range(d.integer(0, max_items)):
         item: dict[str, Any] = {"product_id": h.ident(PRODUCTS)}
-        for key, make in (("quantity", h.quantity), ("price", h.amount),
-                          ("currency", h.currency), ("name", lambda: h.text(512)),
-                          ("category", lambda: h.text(512))):
+        for key, make in (
+            ("quantity", h.quantity),
+            ("price", h.amount),
+            ("currency", h.currency),
+            ("name", lambda: h.text(512)),
+            ("category", lambda: h.text(512)),
+        ):
             if d.chance(60):
                 item[key] = make()
         out.append(item)
@@ -511,9 +770,14 @@ def event_properties(h: Hostile, event_type: str) -> dict[str, Any] | None:
         _maybe(d, p, "items", lambda: _items(h))
     elif event_type == "product_view":
         p["product_id"] = h.ident(PRODUCTS)
-        for key, make in (("name", lambda: h.text(512)), ("category", lambda: h.text(512)),
-                          ("price", h.amount), ("currency", h.currency), ("image_url", h.url),
-                          ("url", h.url)):
+        for key, make in (
+            ("name", lambda: h.text(512)),
+            ("category", lambda: h.text(512)),
+            ("price", h.amount),
+            ("currency", h.currency),
+            ("image_url", h.url),
+            ("url", h.url),
+        ):
             _maybe(d, p, key, make, 50)
     elif event_type == "page_view":
         for key, limit in (("url", 2048), ("path", 2048), ("title", 512), ("referrer", 2048)):
@@ -524,10 +788,16 @@ def event_properties(h: Hostile, event_type: str) -> dict[str, Any] | None:
     elif event_type == "identify" and d.chance(70):
         return None
     if d.chance(25):  # keys the type schema does not define: allowed, must be harmless
-        defined = {path[1] for path, _ in fields_by_type()[event_type]
-                   if path[0] == "properties" and len(path) == 2}
-        extra = [k for k in ("color", "category", "name", "extra", "nested", "price_text",
-                             "\u202ekey") if k not in defined]
+        defined = {
+            path[1]
+            for path, _ in fields_by_type()[event_type]
+            if path[0] == "properties" and len(path) == 2
+        }
+        extra = [
+            k
+            for k in ("color", "category", "name", "extra", "nested", "price_text", "\u202ekey")
+            if k not in defined
+        ]
         for _ in range(d.integer(1, 3)):
             p[d.choice(extra)] = plain_json_value(d)
     return p
@@ -540,19 +810,37 @@ def event_traits(h: Hostile, event_type: str) -> dict[str, Any] | None:
         # strings that almost look like email addresses
         if not d.chance(15):
             return None
-        return {d.choice(("email", "first_name", "locale", "timezone", "vip")):
-                d.choice(BAD_EMAILS) if d.chance(40) else plain_json_value(d)
-                for _ in range(d.integer(1, 3))}
+        return {
+            d.choice(("email", "first_name", "locale", "timezone", "vip")): d.choice(BAD_EMAILS)
+            if d.chance(40)
+            else plain_json_value(d)
+            for _ in range(d.integer(1, 3))
+        }
     t: dict[str, Any] = {}
     _maybe(d, t, "email", h.email, 80)
     _maybe(d, t, "first_name", lambda: h.text(128), 70)
     _maybe(d, t, "last_name", lambda: h.text(128), 40)
-    _maybe(d, t, "locale", lambda: d.choice(("en", "de-DE", "pt_BR", "zh-Hant-TW", "EN",
-                                             "fil-PH-x1y2z3")), 40)
-    _maybe(d, t, "timezone", lambda: d.choice(("Europe/Berlin", "UTC", "Etc/GMT+5",
-                                               "America/Argentina/Buenos_Aires")), 40)
-    _maybe(d, t, "consent", lambda: d.choice((True, False, {}, {"email": True, "sms": False},
-                                              {"\u202e": True})), 30)
+    _maybe(
+        d,
+        t,
+        "locale",
+        lambda: d.choice(("en", "de-DE", "pt_BR", "zh-Hant-TW", "EN", "fil-PH-x1y2z3")),
+        40,
+    )
+    _maybe(
+        d,
+        t,
+        "timezone",
+        lambda: d.choice(("Europe/Berlin", "UTC", "Etc/GMT+5", "America/Argentina/Buenos_Aires")),
+        40,
+    )
+    _maybe(
+        d,
+        t,
+        "consent",
+        lambda: d.choice((True, False, {}, {"email": True, "sms": False}, {"\u202e": True})),
+        30,
+    )
     return t
 
 
@@ -569,29 +857,46 @@ def event_context(h: Hostile) -> dict[str, Any] | None:
     return c
 
 
-EVENT_TYPES: tuple[str, ...] = tuple(sorted(
-    p.stem for p in SCHEMA_DIR.glob("*.json") if p.name not in ("envelope.json",
-                                                                "email_request.json")))
+EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted(
+        p.stem
+        for p in SCHEMA_DIR.glob("*.json")
+        if p.name not in ("envelope.json", "email_request.json")
+    )
+)
 
 
-def valid_event(d: Draw, customer: str, ts: int, *, event_type: str | None = None,
-                surrogates: bool = False, event_id: str | None = None) -> dict[str, Any]:
+def valid_event(
+    d: Draw,
+    customer: str,
+    ts: int,
+    *,
+    event_type: str | None = None,
+    surrogates: bool = False,
+    event_id: str | None = None,
+) -> dict[str, Any]:
     """A valid event (as a dict): hostile text in every free-text field, within the
     schemas. ``surrogates``: free text may hold unpaired surrogates (then the event is
     rejected as ``unpaired_surrogate`` once spelled with escapes)."""
     h = Hostile(d, surrogates)
-    kind = event_type or d.choice(EVENT_TYPES + ("cart_add", "cart_add", "identify",
-                                                 "purchase"))
+    kind = event_type or d.choice(EVENT_TYPES + ("cart_add", "cart_add", "identify", "purchase"))
     doc: dict[str, Any] = {
         # a small pool now and then: redelivered duplicates
-        "event_id": event_id or (d.choice(tuple(f"e-{i}" for i in range(20))) if d.chance(10)
-                                 else h.ident((f"e-{d.integer(0, 10**9)}",))),
+        "event_id": event_id
+        or (
+            d.choice(tuple(f"e-{i}" for i in range(20)))
+            if d.chance(10)
+            else h.ident((f"e-{d.integer(0, 10**9)}",))
+        ),
         "event_type": kind,
         "customer_id": customer,
         "timestamp": timestamp_value(d, ts),
     }
-    for name, section in (("properties", event_properties(h, kind)),
-                          ("traits", event_traits(h, kind)), ("context", event_context(h))):
+    for name, section in (
+        ("properties", event_properties(h, kind)),
+        ("traits", event_traits(h, kind)),
+        ("context", event_context(h)),
+    ):
         if section is not None:
             doc[name] = section
     if d.chance(10):
@@ -684,34 +989,78 @@ def wrong_values(allowed: frozenset[str]) -> tuple[Any, ...]:
 def plain_event(event_type: str, customer: str = "c-1", ts: int = T0) -> dict[str, Any]:
     """A small valid event of ``event_type`` that has every section and one item, so that
     every schema path exists (the base for :func:`with_value`)."""
-    item = {"product_id": "sku-1", "quantity": 1, "price": 1.5, "currency": "EUR",
-            "name": "Mug", "category": "kitchen"}
+    item = {
+        "product_id": "sku-1",
+        "quantity": 1,
+        "price": 1.5,
+        "currency": "EUR",
+        "name": "Mug",
+        "category": "kitchen",
+    }
     props: dict[str, dict[str, Any]] = {
-        "cart_add": {"product_id": "sku-1", "price": 1.5, "quantity": 1, "name": "Mug",
-                     "category": "kitchen", "currency": "EUR", "cart_id": "cart-1",
-                     "image_url": "https://img.example/1.png"},
+        "cart_add": {
+            "product_id": "sku-1",
+            "price": 1.5,
+            "quantity": 1,
+            "name": "Mug",
+            "category": "kitchen",
+            "currency": "EUR",
+            "cart_id": "cart-1",
+            "image_url": "https://img.example/1.png",
+        },
         "cart_remove": {"product_id": "sku-1", "quantity": 1, "cart_id": "cart-1"},
-        "checkout_start": {"cart_id": "cart-1", "value": 1.5, "currency": "EUR",
-                           "items": [item]},
-        "purchase": {"order_id": "o-1", "revenue": 1.5, "currency": "EUR",
-                     "cart_id": "cart-1", "items": [item]},
-        "product_view": {"product_id": "sku-1", "name": "Mug", "category": "kitchen",
-                         "price": 1.5, "currency": "EUR", "image_url": "https://i.example/",
-                         "url": "https://shop.example.com/p/1"},
-        "page_view": {"url": "https://shop.example.com/", "path": "/", "title": "Shop",
-                      "referrer": "https://search.example/"},
+        "checkout_start": {"cart_id": "cart-1", "value": 1.5, "currency": "EUR", "items": [item]},
+        "purchase": {
+            "order_id": "o-1",
+            "revenue": 1.5,
+            "currency": "EUR",
+            "cart_id": "cart-1",
+            "items": [item],
+        },
+        "product_view": {
+            "product_id": "sku-1",
+            "name": "Mug",
+            "category": "kitchen",
+            "price": 1.5,
+            "currency": "EUR",
+            "image_url": "https://i.example/",
+            "url": "https://shop.example.com/p/1",
+        },
+        "page_view": {
+            "url": "https://shop.example.com/",
+            "path": "/",
+            "title": "Shop",
+            "referrer": "https://search.example/",
+        },
         "unsubscribe": {"list": "news", "reason": "too many"},
         "identify": {},
     }
-    traits = ({"email": "alice@example.com", "first_name": "Alice", "last_name": "Smith",
-               "locale": "en", "timezone": "UTC", "consent": {"email": True}}
-              if event_type == "identify" else {})
+    traits = (
+        {
+            "email": "alice@example.com",
+            "first_name": "Alice",
+            "last_name": "Smith",
+            "locale": "en",
+            "timezone": "UTC",
+            "consent": {"email": True},
+        }
+        if event_type == "identify"
+        else {}
+    )
     return {
-        "event_id": "e-1", "event_type": event_type, "customer_id": customer,
+        "event_id": "e-1",
+        "event_type": event_type,
+        "customer_id": customer,
         "timestamp": ts,
-        "context": {"page": {"url": "https://shop.example.com/"}, "user_agent": "UA",
-                    "campaign": "spring", "ip": "127.0.0.1", "locale": "en"},
-        "properties": dict(props.get(event_type, {})), "traits": traits,
+        "context": {
+            "page": {"url": "https://shop.example.com/"},
+            "user_agent": "UA",
+            "campaign": "spring",
+            "ip": "127.0.0.1",
+            "locale": "en",
+        },
+        "properties": dict(props.get(event_type, {})),
+        "traits": traits,
     }
 
 
@@ -762,9 +1111,22 @@ def deep_text(d: Draw) -> str:
 
 
 def byte_mutation(d: Draw, data: bytes) -> bytes:
-    bad = (b"\xff", b"\xfe", b"\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
-           b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"\x80",
-           b"\xef\xbb\xbf", b"\x00", b"\xc3\x28", b"\xe2\x82")
+    bad = (
+        b"\xff",
+        b"\xfe",
+        b"\xc3",
+        b"\xc0\xaf",
+        b"\xe0\x80\xaf",
+        b"\xed\xa0\x80",
+        b"\xed\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf8\x88\x80\x80\x80",
+        b"\x80",
+        b"\xef\xbb\xbf",
+        b"\x00",
+        b"\xc3\x28",
+        b"\xe2\x82",
+    )
     what = d.integer(0, 5)
     pos = d.integer(0, len(data))
     if what == 0:
@@ -773,14 +1135,15 @@ def byte_mutation(d: Draw, data: bytes) -> bytes:
         return data[:pos] + d.choice(bad) + data[pos:]
     if what == 2 and data:
         i = min(pos, len(data) - 1)
-        return data[:i] + bytes([data[i] ^ (1 << d.integer(0, 7))]) + data[i + 1:]
+        return data[:i] + bytes([data[i] ^ (1 << d.integer(0, 7))]) + data[i + 1 :]
     if what == 3:
         return d.choice((b"\xef\xbb\xbf", b"\xff\xfe", b"\x00")) + data
     if what == 4:
         text = data.decode("utf-8", "surrogatepass")
         try:
-            return text.encode(d.choice(("utf-16", "utf-16-be", "utf-32", "latin-1")),
-                               "surrogatepass")
+            return text.encode(
+                d.choice(("utf-16", "utf-16-be", "utf-32", "latin-1")), "surrogatepass"
+            )
         except UnicodeError:  # latin-1 cannot hold the text
             return data[::-1]
     return d.any_bytes(300)
@@ -807,8 +1170,12 @@ def record(d: Draw, customers: Sequence[str], ts: int) -> Record:
     if pick < 70:
         value = json_value(d, 3)
         if d.chance(50):  # an object with the envelope's keys, arbitrary values
-            value = Pairs(tuple((k, json_value(d, 2) if d.chance(50) else v) for k, v in
-                                valid_event(d, customer, ts).items()))
+            value = Pairs(
+                tuple(
+                    (k, json_value(d, 2) if d.chance(50) else v)
+                    for k, v in valid_event(d, customer, ts).items()
+                )
+            )
         return Record("json", to_json_text(value, draw_style(d)))
     if pick < 76:
         nested = deep_text(d)
@@ -843,8 +1210,22 @@ def record(d: Draw, customers: Sequence[str], ts: int) -> Record:
     elif defect == 3:
         text = text.replace('"', "'")
     else:
-        text = d.choice(("", " ", "null", "[]", "42", '"str"', "true", "{}", "\ufeff{}",
-                         "/* c */{}", "{,}", '{"a":1,}'))
+        text = d.choice(
+            (
+                "",
+                " ",
+                "null",
+                "[]",
+                "42",
+                '"str"',
+                "true",
+                "{}",
+                "\ufeff{}",
+                "/* c */{}",
+                "{,}",
+                '{"a":1,}',
+            )
+        )
     return Record("broken", text)
 
 
@@ -853,19 +1234,49 @@ def big_cart(customer: str, lines: int, atom: str, start: int = T0) -> list[str]
     the longest fields the schema allows, made of the one character ``atom`` (one that
     escaping makes longer, or 4 bytes in UTF-8), then an event 2 h later that makes step 1
     due: the largest email requests valid events can ask for."""
-    out = [json.dumps({"event_id": "big-0", "event_type": "identify", "customer_id": customer,
-                       "timestamp": start, "traits": {"email": "big@example.com",
-                                                      "first_name": atom * 128}})]
+    out = [
+        json.dumps(
+            {
+                "event_id": "big-0",
+                "event_type": "identify",
+                "customer_id": customer,
+                "timestamp": start,
+                "traits": {"email": "big@example.com", "first_name": atom * 128},
+            }
+        )
+    ]
     for i in range(lines):
-        out.append(json.dumps({
-            "event_id": f"big-{i + 1}", "event_type": "cart_add", "customer_id": customer,
-            "timestamp": start + i + 1,
-            "properties": {"product_id": (f"{i:04d}" + atom * 124)[:128], "price": 999.99,
-                           "quantity": 10000, "currency": "EUR", "cart_id": "big",
-                           "name": atom * 512, "category": atom * 512,
-                           "image_url": "https://" + atom * 2040}}, ensure_ascii=False))
-    out.append(json.dumps({"event_id": "big-end", "event_type": "page_view",
-                           "customer_id": customer, "timestamp": start + lines + 2 * HOUR}))
+        out.append(
+            json.dumps(
+                {
+                    "event_id": f"big-{i + 1}",
+                    "event_type": "cart_add",
+                    "customer_id": customer,
+                    "timestamp": start + i + 1,
+                    "properties": {
+                        "product_id": (f"{i:04d}" + atom * 124)[:128],
+                        "price": 999.99,
+                        "quantity": 10000,
+                        "currency": "EUR",
+                        "cart_id": "big",
+                        "name": atom * 512,
+                        "category": atom * 512,
+                        "image_url": "https://" + atom * 2040,
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
+    out.append(
+        json.dumps(
+            {
+                "event_id": "big-end",
+                "event_type": "page_view",
+                "customer_id": customer,
+                "timestamp": start + lines + 2 * HOUR,
+            }
+        )
+    )
     return out
 
 
@@ -879,7 +1290,8 @@ def as_kafka_value(value: str | bytes) -> bytes:
 
 _JAVA_WHITESPACE = frozenset(
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-    "\u2008\u2009\u200a\u2028\u2029\u205f\u3000")
+    "\u2008\u2009\u200a\u2028\u2029\u205f\u3000"
+)
 _JACKSON_WS = " \t\r\n"
 _JACKSON_MAX_DEPTH = 1000  # StreamReadConstraints of the shaded Jackson 2.15
 _JACKSON_MAX_NUMBER = 1000
@@ -1029,8 +1441,9 @@ MIN_TS = 946_684_800_000
 SPAN = 30 * DAY
 
 
-def event_times(d: Draw, n: int, start: int = T0, span: int = SPAN,
-                now: int | None = None) -> list[int]:
+def event_times(
+    d: Draw, n: int, start: int = T0, span: int = SPAN, now: int | None = None
+) -> list[int]:
     """Event times of a stream within ``[start, start + span)``: mostly forward in steps
     that make reminders come due, sometimes back (out of order, late), wrapping around at
     the end of the span; rarely far off (year 2000 or 9999, just outside the accepted range,
@@ -1040,8 +1453,9 @@ def event_times(d: Draw, n: int, start: int = T0, span: int = SPAN,
     if now is not None:
         far += (now + DAY, now + DAY + 1)
     for _ in range(n):
-        clock += d.choice((0, SECOND, MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR, HOUR + 1,
-                           2 * HOUR, 25 * HOUR))
+        clock += d.choice(
+            (0, SECOND, MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR, HOUR + 1, 2 * HOUR, 25 * HOUR)
+        )
         jitter = d.choice((0, 0, 0, -MINUTE, -10 * MINUTE, -3 * HOUR))
         ts = start + (clock % span) + jitter
         if d.chance(3):
@@ -1050,13 +1464,20 @@ def event_times(d: Draw, n: int, start: int = T0, span: int = SPAN,
     return out
 
 
-def stream(d: Draw, n: int, customers: Sequence[str] = CUSTOMERS, start: int = T0,
-           span: int = SPAN, now: int | None = None) -> list[Record]:
+def stream(
+    d: Draw,
+    n: int,
+    customers: Sequence[str] = CUSTOMERS,
+    start: int = T0,
+    span: int = SPAN,
+    now: int | None = None,
+) -> list[Record]:
     return [record(d, customers, ts) for ts in event_times(d, n, start, span, now)]
 
 
-def fuzzed_records(seed: int, n: int, customers: Sequence[str] = CUSTOMERS,
-                   start: int = T0, span: int = SPAN) -> list[bytes]:
+def fuzzed_records(
+    seed: int, n: int, customers: Sequence[str] = CUSTOMERS, start: int = T0, span: int = SPAN
+) -> list[bytes]:
     """``n`` hostile Kafka values drawn from ``random.Random(seed)``: the same list for the
     same arguments on every run (no Hypothesis engine). Customer ids come from
     ``customers`` (pass ids of a scripted story so that some records hit its customers);
@@ -1078,8 +1499,7 @@ def st_record(draw: Any, customers: Sequence[str] = CUSTOMERS, ts: int = T0) -> 
 
 
 @st.composite
-def st_stream(draw: Any, max_size: int = 30, customers: Sequence[str] = CUSTOMERS) \
-        -> list[Record]:
+def st_stream(draw: Any, max_size: int = 30, customers: Sequence[str] = CUSTOMERS) -> list[Record]:
     d = HypothesisDraw(draw)
     # a few customers per stream, so that each one sees enough events for a journey
     first = d.integer(0, len(customers) - 1)
@@ -1088,8 +1508,9 @@ def st_stream(draw: Any, max_size: int = 30, customers: Sequence[str] = CUSTOMER
 
 
 @st.composite
-def st_valid_event(draw: Any, customers: Sequence[str] = PLAIN_CUSTOMERS,
-                   event_type: str | None = None) -> tuple[dict[str, Any], str]:
+def st_valid_event(
+    draw: Any, customers: Sequence[str] = PLAIN_CUSTOMERS, event_type: str | None = None
+) -> tuple[dict[str, Any], str]:
     """(doc, text): a valid event without unpaired surrogates, and one spelling of it."""
     d = HypothesisDraw(draw)
     doc = valid_event(d, d.choice(customers), T0 + d.integer(0, DAY), event_type=event_type)

@@ -35,9 +35,24 @@ LOGGER: Final = "inboxflow"
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS: Final = ("json", "text")
 # the only extra fields a record may carry (see the module docstring)
-FIELDS: Final = ("customer_id", "event_id", "request_id", "campaign", "step", "reason",
-                 "path", "table", "timer", "error", "location", "rows", "bytes", "limit",
-                 "attempt", "delay_s")
+FIELDS: Final = (
+    "customer_id",
+    "event_id",
+    "request_id",
+    "campaign",
+    "step",
+    "reason",
+    "path",
+    "table",
+    "timer",
+    "error",
+    "location",
+    "rows",
+    "bytes",
+    "limit",
+    "attempt",
+    "delay_s",
+)
 _EMAIL = re.compile(r"[^\s@\"'<>,;:()\[\]]+@[^\s@\"'<>,;:()\[\]]+\.[A-Za-z]{2,}")
 MAX_TEXT: Final = 512  # characters of one message or field value
 
@@ -82,8 +97,10 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _time(record: logging.LogRecord) -> str:
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z")
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z"
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,8 +108,13 @@ class JsonFormatter(logging.Formatter):
     surrogates stay encodable)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": _time(record), "level": record.levelname, "logger": record.name,
-               "message": _message(record), **record_fields(record)}
+        out = {
+            "time": _time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _message(record),
+            **record_fields(record),
+        }
         return json.dumps(out, ensure_ascii=True, default=str)
 
 

@@ -22,8 +22,11 @@ def snapshot(directory: str | Path, pattern: str) -> dict[str, bytes]:
     root = Path(directory)
     if not root.is_dir():
         raise ValueError(f"directory does not exist: {root}")
-    files = {p.relative_to(root).as_posix(): p.read_bytes()
-             for p in sorted(root.rglob(pattern)) if p.is_file()}
+    files = {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob(pattern))
+        if p.is_file()
+    }
     if not files:
         raise ValueError(f"no {pattern} files in {root}")
     return files

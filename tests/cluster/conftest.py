@@ -1,5 +1,5 @@
 """A real Flink standalone cluster for the tests of this package, made from the installed
-PyFlink (``job/cluster.py``), and the packaged job (``var/package``) that is submitted to it
+PyFlink (``job/dev/cluster.py``), and the packaged job (``var/package``) that is submitted to it
 with ``inboxflow submit``.
 
 One JobManager runs for the package's tests and stops before the other tests run;
@@ -22,25 +22,43 @@ from pathlib import Path
 import pytest
 import yaml
 
-from job import cluster as flink_cluster
-from job.broker import TansuBroker, free_port
+from job.dev import cluster as flink_cluster
+from job.dev.broker import TansuBroker
+from job.ops import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = ROOT / "var" / "flink-sessions"
 
 
 class TestCluster(flink_cluster.Cluster):
-    """:class:`job.cluster.Cluster` whose ``submit`` goes through the ``inboxflow submit``
+    """:class:`job.dev.cluster.Cluster` whose ``submit`` goes through the ``inboxflow submit``
     command, as an operator would type it."""
 
     __test__ = False  # not a test class
 
-    def submit(self, config: Path, *, parallelism: int | None = None,
-               savepoint: str | None = None, extra_args: list[str] | tuple = (),
-               detached: bool = True) -> str:
-        cmd = [sys.executable, "-m", "job.cli", "submit", "--cluster", self.address,
-               "--config", str(config), "--flink-home", str(self.home),
-               "--package-dir", str(self.package_dir)]
+    def submit(
+        self,
+        config: Path,
+        *,
+        parallelism: int | None = None,
+        savepoint: str | None = None,
+        extra_args: list[str] | tuple = (),
+        detached: bool = True,
+    ) -> str:
+        cmd = [
+            sys.executable,
+            "-m",
+            "job.cli",
+            "submit",
+            "--cluster",
+            self.address,
+            "--config",
+            str(config),
+            "--flink-home",
+            str(self.home),
+            "--package-dir",
+            str(self.package_dir),
+        ]
         if detached:
             cmd.append("--detached")
         if parallelism:
@@ -49,8 +67,9 @@ class TestCluster(flink_cluster.Cluster):
             cmd += ["--savepoint", savepoint]
         if extra_args:
             cmd += ["--", *extra_args]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              timeout=400, check=False)
+        done = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False
+        )
         assert done.returncode == 0, f"inboxflow submit failed: {done.stderr[-4000:]}"
         job_id = done.stdout.strip().splitlines()[-1]
         assert len(job_id) == 32, done.stdout
@@ -120,14 +139,20 @@ def write_flink_conf(path: Path, checkpoint_dir: Path, **overrides: str) -> Path
     """The shipped ``flink-conf.yaml`` with checkpoints every 2 s (they make the Kafka sinks
     flush) into ``checkpoint_dir``, plus ``overrides``."""
     data = yaml.safe_load((ROOT / "flink-conf.yaml").read_text())
-    data.update({"execution.checkpointing.interval": "2s",
-                 "execution.checkpointing.dir": checkpoint_dir.as_uri(), **overrides})
+    data.update(
+        {
+            "execution.checkpointing.interval": "2s",
+            "execution.checkpointing.dir": checkpoint_dir.as_uri(),
+            **overrides,
+        }
+    )
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def job_on_fresh_topics(broker: TansuBroker, tmp_path: Path, prefix: str,
-                        **overrides: dict) -> tuple[dict[str, str], Path]:
+def job_on_fresh_topics(
+    broker: TansuBroker, tmp_path: Path, prefix: str, **overrides: dict
+) -> tuple[dict[str, str], Path]:
     """(topics, config path): :func:`tests.e2e.conftest.fresh_topics` with 2 partitions,
     the config written to ``tmp_path/job.yaml`` for ``inboxflow submit --config``."""
     from tests.e2e.conftest import fresh_topics

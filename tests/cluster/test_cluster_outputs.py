@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from job.broker import TansuBroker
+from job.dev.broker import TansuBroker
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
 from tests.conftest import HOUR, T0
 from tests.e2e import test_kafka_e2e as scenario
 from tests.e2e.conftest import OutputReader
-from udfs.journey import request_id
-from udfs.render import iso_ms
+from udfs.core.journey import request_id
+from udfs.core.render import iso_ms
 
 WAIT_S = 120
 QUIET_S = 6
@@ -30,9 +30,20 @@ QUIET_S = 6
 # What the mini-cluster produces for this input (asserted in tests/e2e/test_kafka_e2e.py):
 # one request, A's step 1 due at T0+1h; C's reminder cancelled; B's not yet due.
 EXPECTED = {
-    "requests": [("cust-a", request_id("abandoned_cart", "cust-a", "cart-a", T0, 1),
-                  "abandoned_cart", 1, "ann@example.com", "Ann, you left something in your cart",
-                  T0 + HOUR, iso_ms(T0 + HOUR), "cart-a", (("p1", 2, 12.5),))],
+    "requests": [
+        (
+            "cust-a",
+            request_id("abandoned_cart", "cust-a", "cart-a", T0, 1),
+            "abandoned_cart",
+            1,
+            "ann@example.com",
+            "Ann, you left something in your cart",
+            T0 + HOUR,
+            iso_ms(T0 + HOUR),
+            "cart-a",
+            (("p1", 2, 12.5),),
+        )
+    ],
     "outcomes": sorted(scenario.PHASE_1_OUTCOMES + scenario.PHASE_2_OUTCOMES),
     "dlq": sorted(scenario.EXPECTED_DLQ, key=str),
 }
@@ -40,14 +51,32 @@ EXPECTED = {
 
 def _outputs(reader: OutputReader, topics: dict[str, str]) -> dict:
     requests = sorted(
-        (r.key, v["request_id"], v["campaign"], v["step"], v["to"], v["subject"],
-         v["metadata"]["due_at_ms"], v["trigger_event_time"], v["metadata"]["cart_id"],
-         tuple((i["product_id"], i["quantity"], i["price"]) for i in v["metadata"]["items"]))
-        for r in reader.of(topics["requests"]) for v in [r.value])
-    outcomes = sorted((r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
-                      for r in reader.of(topics["outcomes"]))
-    dlq = sorted(((r.key, r.value["reason"], r.value["path"], r.value["event_id"])
-                  for r in reader.of(topics["dlq"])), key=str)
+        (
+            r.key,
+            v["request_id"],
+            v["campaign"],
+            v["step"],
+            v["to"],
+            v["subject"],
+            v["metadata"]["due_at_ms"],
+            v["trigger_event_time"],
+            v["metadata"]["cart_id"],
+            tuple((i["product_id"], i["quantity"], i["price"]) for i in v["metadata"]["items"]),
+        )
+        for r in reader.of(topics["requests"])
+        for v in [r.value]
+    )
+    outcomes = sorted(
+        (r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
+        for r in reader.of(topics["outcomes"])
+    )
+    dlq = sorted(
+        (
+            (r.key, r.value["reason"], r.value["path"], r.value["event_id"])
+            for r in reader.of(topics["dlq"])
+        ),
+        key=str,
+    )
     return {"requests": requests, "outcomes": outcomes, "dlq": dlq}
 
 
@@ -55,11 +84,13 @@ def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> d
     """Submits the job on fresh topics, plays the scenario phase by phase and returns the
     outputs once they have settled."""
     topics, config = job_on_fresh_topics(
-        broker, tmp_path, f"cl-{uuid.uuid4().hex[:8]}",
-        watermarks={"out_of_orderness": "5m", "idleness": "1s"})
+        broker,
+        tmp_path,
+        f"cl-{uuid.uuid4().hex[:8]}",
+        watermarks={"out_of_orderness": "5m", "idleness": "1s"},
+    )
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
-    reader = OutputReader(broker.bootstrap, [topics["requests"], topics["dlq"],
-                                             topics["outcomes"]])
+    reader = OutputReader(broker.bootstrap, [topics["requests"], topics["dlq"], topics["outcomes"]])
     job_id = cluster.submit(config, parallelism=2, extra_args=["--flink-conf", str(flink_conf)])
     try:
         cluster.wait_running(job_id, timeout_s=WAIT_S)
@@ -68,17 +99,24 @@ def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> d
 
         events = topics["events"]
         scenario._send(broker.bootstrap, events, scenario.PHASE_1A)
-        reader.wait_for(lambda r: len(r.of(topics["dlq"])) >= len(scenario.EXPECTED_DLQ),
-                        "the phase 1a DLQ records", WAIT_S, alive)
+        reader.wait_for(
+            lambda r: len(r.of(topics["dlq"])) >= len(scenario.EXPECTED_DLQ),
+            "the phase 1a DLQ records",
+            WAIT_S,
+            alive,
+        )
         scenario._send(broker.bootstrap, events, scenario.PHASE_1B)
-        reader.wait_for(lambda r: len(r.of(topics["outcomes"]))
-                        >= len(scenario.PHASE_1_OUTCOMES), "the cancellations", WAIT_S, alive)
+        reader.wait_for(
+            lambda r: len(r.of(topics["outcomes"])) >= len(scenario.PHASE_1_OUTCOMES),
+            "the cancellations",
+            WAIT_S,
+            alive,
+        )
         reader.drain(QUIET_S, alive)
         # A's reminder is due at T0+1h and the watermark is at most T0+58m: not yet
         assert reader.of(topics["requests"]) == []
         scenario._send(broker.bootstrap, events, scenario.PHASE_2)
-        reader.wait_for(lambda r: len(r.of(topics["requests"])) >= 1, "A's reminder",
-                        WAIT_S, alive)
+        reader.wait_for(lambda r: len(r.of(topics["requests"])) >= 1, "A's reminder", WAIT_S, alive)
         reader.drain(QUIET_S, alive)  # B's or C's reminder would arrive meanwhile
         alive()
     except BaseException:
@@ -91,21 +129,25 @@ def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> d
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("taskmanagers", "slots"), [(1, 2), (2, 1)],
-                         ids=["1tm-x-2slots", "2tms-x-1slot"])
+@pytest.mark.parametrize(
+    ("taskmanagers", "slots"), [(1, 2), (2, 1)], ids=["1tm-x-2slots", "2tms-x-1slot"]
+)
 def test_packaged_job_on_standalone_cluster_matches_mini_cluster(
-        cluster: TestCluster, broker: TansuBroker, tmp_path: Path,
-        taskmanagers: int, slots: int) -> None:
+    cluster: TestCluster, broker: TansuBroker, tmp_path: Path, taskmanagers: int, slots: int
+) -> None:
     cluster.reshape(taskmanagers, slots)
     tms = cluster.status()["taskmanagers"]
     assert sorted(t["slots"] for t in tms) == [slots] * taskmanagers
     assert run_scenario(cluster, broker, tmp_path) == EXPECTED
 
 
-@pytest.mark.parametrize(("dsn", "expected"), [
-    ("chdb:///tmp/inboxflow-plan-only", 1),
-    ("http://default@127.0.0.1:8123/default", 3),
-])
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("chdb:///tmp/inboxflow-plan-only", 1),
+        ("http://default@127.0.0.1:8123/default", 3),
+    ],
+)
 def test_embedded_clickhouse_writer_runs_as_one_subtask(dsn: str, expected: int) -> None:
     """chdb lets one process open its path: with the embedded engine every row goes to one
     writer subtask (whatever the job's parallelism, so also across TaskManagers); a server
@@ -130,30 +172,41 @@ def test_embedded_clickhouse_writer_runs_as_one_subtask(dsn: str, expected: int)
     writer = [n["parallelism"] for n in nodes if "clickhouse-writer" in n["contents"]]
     customers = [n["parallelism"] for n in nodes if n["contents"].startswith("customers")]
     assert (writer, customers) == ([expected], [3]), [
-        (n["contents"], n["parallelism"]) for n in nodes]
+        (n["contents"], n["parallelism"]) for n in nodes
+    ]
 
 
-def test_package_holds_the_code_conf_and_one_jar_with_connector_and_helpers(
-        tmp_path: Path) -> None:
+def test_package_holds_the_code_conf_and_one_jar_with_connector_and_helpers(tmp_path: Path) -> None:
     import zipfile
 
-    from job.cluster import package
+    from job.submit import package
 
     artifacts = package(tmp_path)
     with zipfile.ZipFile(artifacts["pyfs"]) as zf:
         names = set(zf.namelist())
-    assert {"job/main.py", "job/config.py", "udfs/customer.py", "udfs/writer_operator.py",
-            "conf/job.yaml", "conf/schemas/email_request.json", "flink-conf.yaml",
-            "templates/abandoned_cart_1.subject.j2"} <= names
+    assert {
+        "job/main.py",
+        "job/config.py",
+        "udfs/core/customer.py",
+        "udfs/flink/writer_function.py",
+        "udfs/clickhouse/host.py",
+        "conf/job.yaml",
+        "conf/schemas/email_request.json",
+        "flink-conf.yaml",
+        "templates/abandoned_cart_1.subject.j2",
+    } <= names
     assert any(n.startswith("conf/clickhouse/") and n.endswith(".sql") for n in names)
     assert not any("__pycache__" in n for n in names)
+    assert not any(n.startswith("job/dev/") for n in names)  # development tools stay home
     with zipfile.ZipFile(artifacts["jarfile"]) as zf:
         names = set(zf.namelist())
-    assert {"io/inboxflow/flink/CustomerOperator.class",
-            "io/inboxflow/flink/EnvelopeDeserializer.class",
-            "org/apache/flink/connector/kafka/source/KafkaSource.class",
-            "org/apache/kafka/clients/consumer/KafkaConsumer.class",
-            "net/jpountz/lz4/LZ4Factory.class",
-            "org/xerial/snappy/Snappy.class",
-            "com/github/luben/zstd/Zstd.class"} <= names
+    assert {
+        "io/inboxflow/flink/CustomerOperator.class",
+        "io/inboxflow/flink/EnvelopeDeserializer.class",
+        "org/apache/flink/connector/kafka/source/KafkaSource.class",
+        "org/apache/kafka/clients/consumer/KafkaConsumer.class",
+        "net/jpountz/lz4/LZ4Factory.class",
+        "org/xerial/snappy/Snappy.class",
+        "com/github/luben/zstd/Zstd.class",
+    } <= names
     assert not any(n.upper().endswith((".SF", ".RSA", ".DSA")) for n in names)

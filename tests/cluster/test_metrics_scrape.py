@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from job.broker import TansuBroker
+from job.dev.broker import TansuBroker
 from job.prometheus import endpoints, port_range, total
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
 from tests.integration.test_metrics import (
@@ -30,14 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_prometheus_endpoints_of_the_taskmanagers_report_exact_job_metrics(
-        cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> None:
+    cluster: TestCluster, broker: TansuBroker, tmp_path: Path
+) -> None:
     cluster.reshape(2, 1)
     tag = f"cm{uuid.uuid4().hex[:8]}"
-    topics, config = job_on_fresh_topics(broker, tmp_path, tag,
-                                         watermarks={"idleness": "1s"})
+    topics, config = job_on_fresh_topics(broker, tmp_path, tag, watermarks={"idleness": "1s"})
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
-    ports = port_range(str(yaml.safe_load((ROOT / "flink-conf.yaml").read_text())[
-        "metrics.reporter.prom.port"]))
+    ports = port_range(
+        str(yaml.safe_load((ROOT / "flink-conf.yaml").read_text())["metrics.reporter.prom.port"])
+    )
     job_id = cluster.submit(config, parallelism=2, extra_args=["--flink-conf", str(flink_conf)])
     try:
         cluster.wait_running(job_id, timeout_s=WAIT_S)
@@ -59,5 +60,4 @@ def test_prometheus_endpoints_of_the_taskmanagers_report_exact_job_metrics(
     assert total(samples, "events_valid") == 10
     assert total(samples, "flink_jobmanager_job_numRestarts", job_id=job_id) == 0
     check_latency(samples)
-    check_json_logs(sorted((cluster.home / "log").glob("*taskexecutor*.inboxflow.jsonl")),
-                    tag, ids)
+    check_json_logs(sorted((cluster.home / "log").glob("*taskexecutor*.inboxflow.jsonl")), tag, ids)

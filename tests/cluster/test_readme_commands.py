@@ -22,14 +22,15 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
-from job import cluster as flink_cluster
-from job.broker import TansuBroker, free_port
 from job.config import ENV_BOOTSTRAP
-from job.kafka_io import create_topics, end_offsets_from_deliveries, produce
+from job.dev import cluster as flink_cluster
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
+from job.ops import free_port
 from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
 from tests.e2e.conftest import JobFailed, OutputReader
 from tests.e2e.test_watermarks import keys_by_partition
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +44,8 @@ def readme_commands(section: str = "## On a Flink cluster") -> tuple[list[str], 
     """The commands of the section's first code block (comments dropped) and its plain
     ``flink run`` command (the code block that starts with ``var/flink/bin/flink run``)."""
     text = README.read_text()
-    body = text[text.index(section):]
-    body = body[:body.index("\n## ", 1)]
+    body = text[text.index(section) :]
+    body = body[: body.index("\n## ", 1)]
     blocks = re.findall(r"```\n(.*?)```", body, re.DOTALL)
     first = [line.split("#")[0].strip() for line in blocks[0].splitlines()]
     (flink_run,) = [b for b in blocks if b.lstrip().startswith("var/flink/bin/flink run")]
@@ -53,17 +54,29 @@ def readme_commands(section: str = "## On a Flink cluster") -> tuple[list[str], 
 
 def test_the_readme_names_the_commands_this_test_runs():
     commands, flink_run = readme_commands()
-    assert commands == ["make cluster-up", "make package",
-                        ".venv/bin/inboxflow submit --cluster 127.0.0.1:8081 --detached",
-                        "make cluster-down"]
-    assert flink_run == ("var/flink/bin/flink run -m 127.0.0.1:8081 -d -p 2 -pyfs "
-                         "var/package/inboxflow-job.zip --jarfile var/package/inboxflow-job.jar "
-                         "-py job/main.py --config conf/job.yaml")
+    assert commands == [
+        "make cluster-up",
+        "make package",
+        ".venv/bin/inboxflow submit --cluster 127.0.0.1:8081 --detached",
+        "make cluster-down",
+    ]
+    assert flink_run == (
+        "var/flink/bin/flink run -m 127.0.0.1:8081 -d -p 2 -pyfs "
+        "var/package/inboxflow-job.zip --jarfile var/package/inboxflow-job.jar "
+        "-py job/main.py --config conf/job.yaml"
+    )
 
 
 def _sh(command: str, env: dict[str, str], timeout: float = 400) -> str:
-    done = subprocess.run(shlex.split(command), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        shlex.split(command),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, f"{command} failed:\n{(done.stdout + done.stderr)[-4000:]}"
     return done.stdout
 
@@ -71,8 +84,10 @@ def _sh(command: str, env: dict[str, str], timeout: float = 400) -> str:
 def _story(customer: str, clock_keys: list[str], start: int) -> list[tuple]:
     """A cart abandoned at ``start``, then a page view on each partition 1 h 1 min later:
     the watermark passes the reminder's due time (``start`` + 1 h, bound 5 s)."""
-    events = [identify(customer, start, email=f"{customer}@example.com", first_name="Pat"),
-              cart_add(customer, start, cart_id=f"cart-{customer}")]
+    events = [
+        identify(customer, start, email=f"{customer}@example.com", first_name="Pat"),
+        cart_add(customer, start, cart_id=f"cart-{customer}"),
+    ]
     events += [page_view(key, start + HOUR + MINUTE) for key in clock_keys]
     return [(e["customer_id"], raw(e).encode(), None) for e in events]
 
@@ -116,27 +131,31 @@ def test_readme_cluster_commands_as_written(broker: TansuBroker):
 
         cluster.wait_running(job_id, timeout_s=WAIT_S)
         ends = end_offsets_from_deliveries(
-            produce(broker.bootstrap, "events", _story("readme-a", clock, T0)))
-        reader.wait_for(lambda r: len(r.of("email.requests")) >= 1, "A's reminder", WAIT_S,
-                        alive)
+            produce(broker.bootstrap, "events", _story("readme-a", clock, T0))
+        )
+        reader.wait_for(lambda r: len(r.of("email.requests")) >= 1, "A's reminder", WAIT_S, alive)
         _wait_committed(broker.bootstrap, ends, alive)  # checkpoints every 10 s (shipped)
         cluster.cancel(job_id)
         assert [(r.key, r.value["request_id"]) for r in reader.of("email.requests")] == [
-            ("readme-a", request_id("abandoned_cart", "readme-a", "cart-readme-a", T0, 1))]
+            ("readme-a", request_id("abandoned_cart", "readme-a", "cart-readme-a", T0, 1))
+        ]
 
         out = _sh(flink_run.replace("8081", str(port)), env)
         (job_id,) = set(re.findall(r"JobID ([0-9a-f]{32})", out))
         cluster.wait_running(job_id, timeout_s=WAIT_S)
-        assert {v["parallelism"] for v in cluster.job(job_id)["vertices"]
-                if "clickhouse-writer" not in v["name"]} == {2}
+        assert {
+            v["parallelism"]
+            for v in cluster.job(job_id)["vertices"]
+            if "clickhouse-writer" not in v["name"]
+        } == {2}
         later = T0 + 2 * HOUR
         produce(broker.bootstrap, "events", _story("readme-b", clock, later))
-        reader.wait_for(lambda r: len(r.of("email.requests")) >= 2, "B's reminder", WAIT_S,
-                        alive)
+        reader.wait_for(lambda r: len(r.of("email.requests")) >= 2, "B's reminder", WAIT_S, alive)
         reader.drain(5, alive)  # A's events, if read again, would send A's reminder again
         assert [(r.key, r.value["request_id"]) for r in reader.of("email.requests")] == [
             ("readme-a", request_id("abandoned_cart", "readme-a", "cart-readme-a", T0, 1)),
-            ("readme-b", request_id("abandoned_cart", "readme-b", "cart-readme-b", later, 1))]
+            ("readme-b", request_id("abandoned_cart", "readme-b", "cart-readme-b", later, 1)),
+        ]
         cluster.cancel(job_id)
     except BaseException:
         print(cluster.log_tail(40))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from job.broker import TansuBroker
+from job.dev.broker import TansuBroker
 from tests.cluster.conftest import TestCluster
 from tests.e2e.test_resume import (
     ROOT,
@@ -33,9 +33,24 @@ def stop_with_savepoint(cluster: TestCluster, job_id: str, target: Path) -> str:
     """``inboxflow stop JOB_ID --savepoint`` against the cluster's REST API; the savepoint's
     location once the job has finished."""
     done = subprocess.run(
-        [sys.executable, "-m", "job.cli", "stop", job_id, "--savepoint", "--rest",
-         cluster.rest_url, "--dir", str(target)],
-        cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S, check=False)
+        [
+            sys.executable,
+            "-m",
+            "job.cli",
+            "stop",
+            job_id,
+            "--savepoint",
+            "--rest",
+            cluster.rest_url,
+            "--dir",
+            str(target),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     deadline = time.monotonic() + WAIT_S
     while (state := cluster.job(job_id)["state"]) != "FINISHED":
@@ -45,7 +60,8 @@ def stop_with_savepoint(cluster: TestCluster, job_id: str, target: Path) -> str:
 
 
 def test_stop_with_savepoint_change_timing_resume_at_parallelism_1_on_the_cluster(
-        cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> None:
+    cluster: TestCluster, broker: TansuBroker, tmp_path: Path
+) -> None:
     if sum(t["slots"] for t in cluster.status()["taskmanagers"]) < 2:
         cluster.reshape(1, 2)
     sc = Scenario(broker, tmp_path)
@@ -55,20 +71,29 @@ def test_stop_with_savepoint_change_timing_resume_at_parallelism_1_on_the_cluste
     flink_conf = ["--flink-conf", str(sc.flink_conf)]
     job_id = None
     try:
-        job_id = cluster.submit(sc.config("a", story.JOURNEY_A), parallelism=2,
-                                extra_args=flink_conf)
+        job_id = cluster.submit(
+            sc.config("a", story.JOURNEY_A), parallelism=2, extra_args=flink_conf
+        )
         cluster.wait_running(job_id, timeout_s=WAIT_S)
         assert {v["parallelism"] for v in cluster.job(job_id)["vertices"]} == {2}
-        wait_for_requests(reader, sc.topics["requests"], before, cluster.alive(job_id),
-                          "the reminders due before the stop")
+        wait_for_requests(
+            reader,
+            sc.topics["requests"],
+            before,
+            cluster.alive(job_id),
+            "the reminders due before the stop",
+        )
         savepoint = stop_with_savepoint(cluster, job_id, tmp_path / "stop")
         assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file()
 
         # `inboxflow submit --parallelism 1` is `flink run -p 1`: under flink run the job
         # leaves the parallelism to it, not to parallelism.default of --flink-conf
-        job_id = cluster.submit(sc.config("b", story.JOURNEY_B), parallelism=1,
-                                savepoint=savepoint,
-                                extra_args=flink_conf)
+        job_id = cluster.submit(
+            sc.config("b", story.JOURNEY_B),
+            parallelism=1,
+            savepoint=savepoint,
+            extra_args=flink_conf,
+        )
         cluster.wait_running(job_id, timeout_s=WAIT_S)
         assert {v["parallelism"] for v in cluster.job(job_id)["vertices"]} == {1}
         run_phases(story, reader, before, cluster.alive(job_id))

@@ -15,8 +15,8 @@ from typing import Self
 
 from kafka import KafkaAdminClient
 
-from job.broker import TansuBroker
 from job.config import ENV_BOOTSTRAP
+from job.dev.broker import TansuBroker
 from tests.e2e.conftest import JobFailed
 
 INBOXFLOW = Path(sys.executable).with_name("inboxflow")
@@ -28,16 +28,23 @@ class CliRun:
     :class:`JobFailed` with the log's tail once the process has ended); :meth:`stop` sends
     SIGINT (Ctrl-C: the job is cancelled) and waits for the process to end."""
 
-    def __init__(self, broker: TansuBroker, workdir: Path, *args: str,
-                 log_name: str = "run.log") -> None:
+    def __init__(
+        self, broker: TansuBroker, workdir: Path, *args: str, log_name: str = "run.log"
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / log_name
         env = {**os.environ, ENV_BOOTSTRAP: broker.bootstrap}
         env.pop("INBOXFLOW_CLICKHOUSE_DSN", None)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([str(INBOXFLOW), "run", *args], cwd=workdir, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(INBOXFLOW), "run", *args],
+                cwd=workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -46,8 +53,7 @@ class CliRun:
         """Raises once the process has ended or the job has restarted (``inboxflow run`` logs
         every restart): the content of a record must never fail a task."""
         if self.proc.poll() is not None:
-            raise JobFailed(f"inboxflow run exited with {self.proc.returncode}:\n"
-                            f"{self.log_tail()}")
+            raise JobFailed(f"inboxflow run exited with {self.proc.returncode}:\n{self.log_tail()}")
         if RESTART_LINE in self.log_path.read_text(errors="replace"):
             raise JobFailed(f"the job restarted:\n{self.log_tail()}")
 
@@ -80,12 +86,16 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         found = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
-    return {tp.partition: meta.offset for tp, meta in found.items()
-            if tp.topic == topic and meta.offset >= 0}
+    return {
+        tp.partition: meta.offset
+        for tp, meta in found.items()
+        if tp.topic == topic and meta.offset >= 0
+    }
 
 
-def wait_for_commit(bootstrap: str, group: str, topic: str, expected: dict[int, int],
-                    timeout_s: float, alive) -> None:
+def wait_for_commit(
+    bootstrap: str, group: str, topic: str, expected: dict[int, int], timeout_s: float, alive
+) -> None:
     """Poll the group's committed offsets until they equal ``expected``."""
     deadline = time.monotonic() + timeout_s
     seen: dict[int, int] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from job.broker import TansuBroker
+from job.dev.broker import TansuBroker
 
 POLL_MS = 200
 
@@ -50,15 +50,21 @@ class OutputReader:
     accumulates everything it has seen. Invariant: ``records`` only grows, in poll order
     (ordered within a partition)."""
 
-    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 30,
-                 **consumer_config) -> None:
+    def __init__(
+        self, bootstrap: str, topics: list[str], timeout_s: float = 30, **consumer_config
+    ) -> None:
         """``consumer_config``: extra KafkaConsumer settings (e.g. reconnect back-off)."""
         self.records: list[OutRecord] = []
         # group_id=None: no JoinGroup (Tansu waits half the session timeout on it, trap 6)
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=100,
-            client_id="inboxflow-e2e-reader", **consumer_config)
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+            client_id="inboxflow-e2e-reader",
+            **consumer_config,
+        )
         deadline = time.monotonic() + timeout_s
         assigned = []
         for topic in topics:
@@ -78,15 +84,26 @@ class OutputReader:
         new = 0
         for batch in self._consumer.poll(timeout_ms=POLL_MS).values():
             for r in batch:
-                self.records.append(OutRecord(
-                    topic=r.topic, partition=r.partition, offset=r.offset,
-                    key=r.key.decode() if r.key is not None else None,
-                    value=json.loads(r.value), timestamp_ms=r.timestamp))
+                self.records.append(
+                    OutRecord(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key.decode() if r.key is not None else None,
+                        value=json.loads(r.value),
+                        timestamp_ms=r.timestamp,
+                    )
+                )
                 new += 1
         return new
 
-    def wait_for(self, condition: Callable[[OutputReader], bool], what: str,
-                 timeout_s: float, alive: Callable[[], None] = lambda: None) -> float:
+    def wait_for(
+        self,
+        condition: Callable[[OutputReader], bool],
+        what: str,
+        timeout_s: float,
+        alive: Callable[[], None] = lambda: None,
+    ) -> float:
         """Poll until ``condition(self)`` holds; returns the seconds it took. ``alive`` is
         called between polls and raises when the job died, so a broken job fails fast."""
         started = time.monotonic()
@@ -94,7 +111,8 @@ class OutputReader:
             if time.monotonic() - started > timeout_s:
                 raise AssertionError(
                     f"timed out after {timeout_s:.0f}s waiting for {what}; seen so far: "
-                    f"{self.summary()}")
+                    f"{self.summary()}"
+                )
             alive()
             self.poll_once()
         return time.monotonic() - started
@@ -109,37 +127,54 @@ class OutputReader:
 
     def summary(self) -> list[tuple]:
         """Compact view for assertion messages: no payloads, no e-mail addresses."""
-        return [(r.topic, r.key, r.value.get("kind") or r.value.get("reason")
-                 or r.value.get("step")) for r in self.records]
+        return [
+            (r.topic, r.key, r.value.get("kind") or r.value.get("reason") or r.value.get("step"))
+            for r in self.records
+        ]
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
 
 
-def fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
-                 overrides: dict) -> tuple[dict[str, str], dict]:
+def fresh_topics(
+    broker: TansuBroker, prefix: str, partitions: int, overrides: dict
+) -> tuple[dict[str, str], dict]:
     """(topics, config overrides): new topics ``PREFIX.events`` (``partitions``
     partitions), ``.dlq``, ``.requests`` and ``.outcomes``, and the config sections that
     read them from the earliest offset with a group of its own, ClickHouse off,
     ``overrides`` merged on top."""
-    from job.kafka_io import create_topics
+    from job.dev.kafka_io import create_topics
 
     topics = {t: f"{prefix}.{t}" for t in ("events", "dlq", "requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: partitions, topics["dlq"]: 1,
-                                     topics["requests"]: 1, topics["outcomes"]: 1})
+    create_topics(
+        broker.bootstrap,
+        {
+            topics["events"]: partitions,
+            topics["dlq"]: 1,
+            topics["requests"]: 1,
+            topics["outcomes"]: 1,
+        },
+    )
     return topics, {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": prefix,
-                  "topics": {"events": topics["events"], "dlq": topics["dlq"],
-                             "email_requests": topics["requests"],
-                             "outcomes": topics["outcomes"]}},
+        "kafka": {
+            "bootstrap_servers": broker.bootstrap,
+            "starting_offsets": "earliest",
+            "group_id": prefix,
+            "topics": {
+                "events": topics["events"],
+                "dlq": topics["dlq"],
+                "email_requests": topics["requests"],
+                "outcomes": topics["outcomes"],
+            },
+        },
         "clickhouse": {"enabled": False},
         **overrides,
     }
 
 
-def job_on_fresh_topics(broker: TansuBroker, prefix: str, partitions: int,
-                        overrides: dict) -> tuple:
+def job_on_fresh_topics(
+    broker: TansuBroker, prefix: str, partitions: int, overrides: dict
+) -> tuple:
     """(config, topics): the shipped config with :func:`fresh_topics`."""
     from job.config import load_config
 
@@ -164,9 +199,12 @@ class RunningJob:
         from pyflink.common.job_status import JobStatus
 
         status = self.client.get_job_status().result()
-        if status in (JobStatus.FAILING, JobStatus.FAILED, JobStatus.CANCELED,
-                      JobStatus.FINISHED) or (
-                status == JobStatus.RESTARTING and not self.allow_restarts):
+        if status in (
+            JobStatus.FAILING,
+            JobStatus.FAILED,
+            JobStatus.CANCELED,
+            JobStatus.FINISHED,
+        ) or (status == JobStatus.RESTARTING and not self.allow_restarts):
             error = None
             if status.is_globally_terminal_state():
                 try:
@@ -202,22 +240,31 @@ class RunningJob:
 
 
 @contextmanager
-def running_job(cfg, checkpoint_dir: Path, parallelism: int = 2, *,
-                allow_restarts: bool = False,
-                flink_overrides: dict[str, str] | None = None) -> Iterator[RunningJob]:
+def running_job(
+    cfg,
+    checkpoint_dir: Path,
+    parallelism: int = 2,
+    *,
+    allow_restarts: bool = False,
+    flink_overrides: dict[str, str] | None = None,
+) -> Iterator[RunningJob]:
     """Submits the real Kafka job (unbounded source, no profile store) to a local mini-cluster
     with the shipped restart strategy and cancels it on exit. Yields a :class:`RunningJob`:
     call it between polls (it raises once the job failed or, unless ``allow_restarts``,
     restarted); ``restarts()`` reads Flink's restart count."""
     from job.main import build_kafka_job, create_env, flink_settings, with_rest_endpoint
 
-    settings, rest_url = with_rest_endpoint(flink_settings(overrides={
-        "parallelism.default": str(parallelism),
-        # checkpoints make the AT_LEAST_ONCE Kafka sinks flush regularly
-        "execution.checkpointing.interval": "2s",
-        "execution.checkpointing.dir": checkpoint_dir.as_uri(),
-        **(flink_overrides or {}),
-    }))
+    settings, rest_url = with_rest_endpoint(
+        flink_settings(
+            overrides={
+                "parallelism.default": str(parallelism),
+                # checkpoints make the AT_LEAST_ONCE Kafka sinks flush regularly
+                "execution.checkpointing.interval": "2s",
+                "execution.checkpointing.dir": checkpoint_dir.as_uri(),
+                **(flink_overrides or {}),
+            }
+        )
+    )
     env = create_env(settings)
     build_kafka_job(env, cfg, None, store=False)
     client = env.execute_async("inboxflow-e2e")

@@ -27,7 +27,7 @@ record the job produced after it), the job's restart count, duplicates.
 sequence number before it stores the batch, so a batch in flight when the broker stops
 (SIGKILL, or SIGTERM: Tansu aborts its requests after 5 s) is answered
 DUPLICATE_SEQUENCE_NUMBER on the retry, which Kafka clients count as delivered: those records
-are lost without an error (measured, job/broker.py; with the shipped idempotent sinks this
+are lost without an error (measured, job/dev/broker.py; with the shipped idempotent sinks this
 test lost one email request in each of 3 runs). Without idempotence the retry appends them
 again: at-least-once, which the job's event-id dedup and the request-id dedup absorb.
 """
@@ -48,9 +48,9 @@ from typing import Any
 import pytest
 
 from bench.run import partition_keys
-from job.broker import TansuBroker
 from job.config import load_config
-from job.kafka_io import consume, create_topics, produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import consume, create_topics, produce
 from tests.conftest import (
     MINUTE,
     SECOND,
@@ -62,7 +62,7 @@ from tests.conftest import (
     raw,
 )
 from tests.e2e.conftest import OutputReader, OutRecord, running_job
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ CUSTOMERS = 48
 ARRIVAL_GAP = 30 * SECOND
 ABANDON_AFTER, STEP_2_AFTER = 10 * MINUTE, 30 * MINUTE
 CLOCK_TICK = 15 * SECOND
-STREAM_END = T0 + 60 * MINUTE      # the clock's last tick: every step 2 is due before
-PRODUCE_RATE = 80                  # records/s: the stream takes ~8 s to produce
-HALT_AFTER_REQUESTS = 3            # kill the broker once this many reminders are out
+STREAM_END = T0 + 60 * MINUTE  # the clock's last tick: every step 2 is due before
+PRODUCE_RATE = 80  # records/s: the stream takes ~8 s to produce
+HALT_AFTER_REQUESTS = 3  # kill the broker once this many reminders are out
 DOWNTIME_S = 5
 WAIT_FOR_JOB_S = 120
 # after the restart Tansu reads every batch back from S3 (moto), which is slow: the records
@@ -85,8 +85,11 @@ PARTITIONS = 2
 CLIENT_BACKOFF = {"reconnect_backoff_ms": 50, "reconnect_backoff_max_ms": 500}
 # not idempotent (see the module docstring); one request in flight keeps retried batches in
 # order, so a retry cannot put an event behind a later one (it would be late)
-INPUT_PRODUCER = {**CLIENT_BACKOFF, "enable_idempotence": False,
-                  "max_in_flight_requests_per_connection": 1}
+INPUT_PRODUCER = {
+    **CLIENT_BACKOFF,
+    "enable_idempotence": False,
+    "max_in_flight_requests_per_connection": 1,
+}
 JOB_SINK_PROPERTIES = {"enable.idempotence": "false"}
 
 
@@ -111,25 +114,37 @@ def scenario() -> tuple[list[tuple[int, str | None, bytes]], set[str], set[tuple
         cid, cart = _customer(i), f"cart-{i}"
         arrive = T0 + i * ARRIVAL_GAP
         carted = arrive + SECOND
-        add(identify(cid, arrive, email=f"{cid}@example.com", first_name="Kim",
-                     event_id=f"{cid}-identify"))
+        add(
+            identify(
+                cid,
+                arrive,
+                email=f"{cid}@example.com",
+                first_name="Kim",
+                event_id=f"{cid}-identify",
+            )
+        )
         add(cart_add(cid, carted, f"p{i}", 10.0 + i, 1, cart, event_id=f"{cid}-cart"))
         kind = i % 3
-        if kind == 0:    # buys before step 1 is due
-            add(purchase(cid, carted + 5 * MINUTE, cart, order_id=f"o-{i}",
-                         event_id=f"{cid}-buy"))
+        if kind == 0:  # buys before step 1 is due
+            add(purchase(cid, carted + 5 * MINUTE, cart, order_id=f"o-{i}", event_id=f"{cid}-buy"))
             expected_outcomes.add(("cancelled", cid, "purchased", 1))
         elif kind == 1:  # never buys: both steps
             expected_ids |= {request_id(CAMPAIGN, cid, cart, carted, s) for s in (1, 2)}
-            expected_outcomes |= {("abandoned", cid, None, None), ("sent", cid, None, 1),
-                                  ("sent", cid, None, 2), ("completed", cid, None, None)}
-        else:            # buys between the steps: step 1, then recovered
-            add(purchase(cid, carted + 15 * MINUTE, cart, order_id=f"o-{i}",
-                         event_id=f"{cid}-buy"))
+            expected_outcomes |= {
+                ("abandoned", cid, None, None),
+                ("sent", cid, None, 1),
+                ("sent", cid, None, 2),
+                ("completed", cid, None, None),
+            }
+        else:  # buys between the steps: step 1, then recovered
+            add(purchase(cid, carted + 15 * MINUTE, cart, order_id=f"o-{i}", event_id=f"{cid}-buy"))
             expected_ids.add(request_id(CAMPAIGN, cid, cart, carted, 1))
-            expected_outcomes |= {("abandoned", cid, None, None), ("sent", cid, None, 1),
-                                  ("cancelled", cid, "purchased", 2),
-                                  ("recovered", cid, None, 1)}
+            expected_outcomes |= {
+                ("abandoned", cid, None, None),
+                ("sent", cid, None, 1),
+                ("cancelled", cid, "purchased", 2),
+                ("recovered", cid, None, 1),
+            }
     clocks = partition_keys(PARTITIONS, prefix="bf-clock-")
     for tick, ts in enumerate(range(T0, STREAM_END + 1, CLOCK_TICK)):
         for key in clocks:
@@ -138,12 +153,29 @@ def scenario() -> tuple[list[tuple[int, str | None, bytes]], set[str], set[tuple
     # the scripted DLQ records: two early, two late (after the outage)
     bad = [
         (None, b"not json at all (early)"),
-        (_customer(1), json.dumps({"event_id": "bad-early", "event_type": "teleport",
-                                   "customer_id": _customer(1), "timestamp": T0}).encode()),
+        (
+            _customer(1),
+            json.dumps(
+                {
+                    "event_id": "bad-early",
+                    "event_type": "teleport",
+                    "customer_id": _customer(1),
+                    "timestamp": T0,
+                }
+            ).encode(),
+        ),
         (None, b"not json at all (late)"),
-        (_customer(2), json.dumps({"event_id": "bad-late", "event_type": "teleport",
-                                   "customer_id": _customer(2),
-                                   "timestamp": T0}).encode()),
+        (
+            _customer(2),
+            json.dumps(
+                {
+                    "event_id": "bad-late",
+                    "event_type": "teleport",
+                    "customer_id": _customer(2),
+                    "timestamp": T0,
+                }
+            ).encode(),
+        ),
     ]
     for position, (key, payload) in zip((0, 1, len(timed) - 40, len(timed) - 20), bad):
         timed.insert(position, (timed[position][0], key, payload))
@@ -174,8 +206,9 @@ class _Producer(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.deliveries = produce(self.bootstrap, self.topic, self._paced(),
-                                      rate=PRODUCE_RATE, **INPUT_PRODUCER)
+            self.deliveries = produce(
+                self.bootstrap, self.topic, self._paced(), rate=PRODUCE_RATE, **INPUT_PRODUCER
+            )
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -209,49 +242,81 @@ def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
     missing outputs are left to the caller's assertions."""
     run = uuid.uuid4().hex[:8]
     topics = {t: f"bf-{run}.{t}" for t in ("events", "dlq", "email_requests", "outcomes")}
-    create_topics(broker.bootstrap, {topics["events"]: PARTITIONS, topics["dlq"]: 1,
-                                     topics["email_requests"]: PARTITIONS,
-                                     topics["outcomes"]: PARTITIONS})
-    cfg = load_config(env={}, overrides={
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"bf-{run}", "topics": topics,
-                  "sink_properties": JOB_SINK_PROPERTIES},
-        "watermarks": {"out_of_orderness": "1m", "idleness": "0s"},
-        "journey": {"abandon_after": "10m",
-                    "steps": [{"after": "30m", "template": "abandoned_cart_2"}]},
-        "clickhouse": {"enabled": False},
-    })
+    create_topics(
+        broker.bootstrap,
+        {
+            topics["events"]: PARTITIONS,
+            topics["dlq"]: 1,
+            topics["email_requests"]: PARTITIONS,
+            topics["outcomes"]: PARTITIONS,
+        },
+    )
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap,
+                "starting_offsets": "earliest",
+                "group_id": f"bf-{run}",
+                "topics": topics,
+                "sink_properties": JOB_SINK_PROPERTIES,
+            },
+            "watermarks": {"out_of_orderness": "1m", "idleness": "0s"},
+            "journey": {
+                "abandon_after": "10m",
+                "steps": [{"after": "30m", "template": "abandoned_cart_2"}],
+            },
+            "clickhouse": {"enabled": False},
+        },
+    )
     timed, expected_ids, _ = scenario()
     out = FaultRun(topics, [(key, payload) for _, key, payload in timed], [])
     records, report = out.records, out.report
     requests_topic = topics["email_requests"]
     # reconnects within 0.5 s of the broker's return
-    reader = OutputReader(broker.bootstrap, [requests_topic, topics["dlq"], topics["outcomes"]],
-                          **CLIENT_BACKOFF)
+    reader = OutputReader(
+        broker.bootstrap, [requests_topic, topics["dlq"], topics["outcomes"]], **CLIENT_BACKOFF
+    )
     try:
         # a broker outage is an infrastructure failure: a restart is allowed, and counted
         with running_job(cfg, checkpoint_dir, allow_restarts=True) as job:
             # warm-up: the first scripted DLQ record comes out once the job reads
-            produce(broker.bootstrap, topics["events"], [(records[0][0], records[0][1], None)],
-                    **INPUT_PRODUCER)
-            report["job_ready_s"] = round(reader.wait_for(
-                lambda r: len(r.of(topics["dlq"])) >= 1, "the first DLQ record",
-                WAIT_FOR_JOB_S, job), 1)
+            produce(
+                broker.bootstrap,
+                topics["events"],
+                [(records[0][0], records[0][1], None)],
+                **INPUT_PRODUCER,
+            )
+            report["job_ready_s"] = round(
+                reader.wait_for(
+                    lambda r: len(r.of(topics["dlq"])) >= 1,
+                    "the first DLQ record",
+                    WAIT_FOR_JOB_S,
+                    job,
+                ),
+                1,
+            )
             producer = _Producer(broker.bootstrap, topics["events"], records[1:])
             producer.start()
-            reader.wait_for(lambda r: len(r.of(requests_topic)) >= HALT_AFTER_REQUESTS,
-                            "the first reminders", WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: len(r.of(requests_topic)) >= HALT_AFTER_REQUESTS,
+                "the first reminders",
+                WAIT_FOR_JOB_S,
+                job,
+            )
 
             # the outage: SIGKILL, a few seconds down, started again on the same port
             report["before_outage"] = {
                 "input_records_sent": producer.sent + 1,
                 "requests": len(reader.of(requests_topic)),
                 "outcomes": len(reader.of(topics["outcomes"])),
-                "dlq": len(reader.of(topics["dlq"]))}
+                "dlq": len(reader.of(topics["dlq"])),
+            }
             broker.halt(kill=True)
             time.sleep(DOWNTIME_S)
-            report["records_sent_during_outage"] = \
+            report["records_sent_during_outage"] = (
                 producer.sent + 1 - report["before_outage"]["input_records_sent"]
+            )
             back_ms = time.time_ns() // 1_000_000
             broker.start()  # same port, same S3 server: the data acknowledged before
             report["broker_start_s"] = round((time.time_ns() // 1_000_000 - back_ms) / 1000, 2)
@@ -261,19 +326,24 @@ def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
             def new_outputs(r: OutputReader) -> list[OutRecord]:
                 return [x for x in r.records if x.timestamp_ms >= back_ms]
 
-            reader.wait_for(lambda r: bool(new_outputs(r)), "an output after the restart",
-                            WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: bool(new_outputs(r)), "an output after the restart", WAIT_FOR_JOB_S, job
+            )
             report["recovery_s"] = round(
-                (min(x.timestamp_ms for x in new_outputs(reader)) - back_ms) / 1000, 2)
+                (min(x.timestamp_ms for x in new_outputs(reader)) - back_ms) / 1000, 2
+            )
 
             producer.join(timeout=WAIT_FOR_JOB_S)
             if producer.is_alive() or producer.error is not None:
                 raise AssertionError(f"producing failed: {producer.error!r}")
             report["input_records_sent"] = producer.sent + 1
             with suppress(AssertionError):  # the assertions below name what is missing
-                reader.wait_for(lambda r: {x.value["request_id"] for x in r.of(requests_topic)}
-                                >= expected_ids, "every expected reminder",
-                                WAIT_AFTER_RESTART_S, job)
+                reader.wait_for(
+                    lambda r: {x.value["request_id"] for x in r.of(requests_topic)} >= expected_ids,
+                    "every expected reminder",
+                    WAIT_AFTER_RESTART_S,
+                    job,
+                )
             reader.drain(QUIET_S, job)
             job()
             # restarts = failures in the exception history (available at once, where the
@@ -288,29 +358,39 @@ def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
 
 
 def test_job_recovers_by_itself_from_a_broker_restart_without_losing_anything(
-        s3_broker: TansuBroker, tmp_path: Path) -> None:
+    s3_broker: TansuBroker, tmp_path: Path
+) -> None:
     broker = s3_broker
     _, expected_ids, expected_outcomes = scenario()
     run = run_broker_fault(broker, tmp_path / "checkpoints")
     # the whole events topic (Tansu reads each stored batch from S3: slow, hence the wait)
-    stored = Counter(r.value for r in consume(broker.bootstrap, run.topics["events"],
-                                              idle_timeout_s=10, max_wait_s=120))
-    stored_twice = {json.loads(v).get("event_id") for v, n in stored.items()
-                    if n > 1 and v.startswith(b"{")}
+    stored = Counter(
+        r.value
+        for r in consume(broker.bootstrap, run.topics["events"], idle_timeout_s=10, max_wait_s=120)
+    )
+    stored_twice = {
+        json.loads(v).get("event_id") for v, n in stored.items() if n > 1 and v.startswith(b"{")
+    }
     got_ids = Counter(r.value["request_id"] for r in run.of("email_requests"))
-    outcomes = [(r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
-                for r in run.of("outcomes") if r.value["kind"] != "duplicate"]
-    duplicates = [r.value["event_id"] for r in run.of("outcomes")
-                  if r.value["kind"] == "duplicate"]
+    outcomes = [
+        (r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
+        for r in run.of("outcomes")
+        if r.value["kind"] != "duplicate"
+    ]
+    duplicates = [r.value["event_id"] for r in run.of("outcomes") if r.value["kind"] == "duplicate"]
     dlq = Counter(r.value["payload"] for r in run.of("dlq"))
     run.report["after"] = {
         "input_records_stored": sum(stored.values()),
         "input_records_stored_twice": sum(n - 1 for n in stored.values()),
-        "requests": sum(got_ids.values()), "distinct_requests": len(got_ids),
+        "requests": sum(got_ids.values()),
+        "distinct_requests": len(got_ids),
         "duplicate_requests": sum(got_ids.values()) - len(got_ids),
-        "outcomes": len(outcomes), "distinct_outcomes": len(set(outcomes)),
+        "outcomes": len(outcomes),
+        "distinct_outcomes": len(set(outcomes)),
         "duplicate_event_outcomes": len(duplicates),
-        "dlq": sum(dlq.values()), "distinct_dlq": len(dlq)}
+        "dlq": sum(dlq.values()),
+        "distinct_dlq": len(dlq),
+    }
     print("\nbroker fault report:", json.dumps(run.report, indent=1))
 
     # no event lost on the way in: every input record is stored (a retried batch may be
@@ -329,4 +409,5 @@ def test_job_recovers_by_itself_from_a_broker_restart_without_losing_anything(
     # the DLQ holds the scripted records and nothing else
     assert {r.value.get("event_id") for r in run.of("dlq")} == {None, "bad-early", "bad-late"}
     assert {p.encode() for p in dlq} == SCRIPTED_DLQ | {
-        payload for _, payload in run.records if b'"teleport"' in payload}
+        payload for _, payload in run.records if b'"teleport"' in payload
+    }

@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
-from job.gen import generate
-from job.kafka_io import create_topics, end_offsets_from_deliveries, produce
+from job.dev.gen import generate
+from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
 from tests.conftest import query_cli
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,7 @@ SETTLE_S = 3  # after the end offsets are committed: > 2 checkpoints and many fl
 
 TABLES = {
     "customer_profiles_latest": "SELECT * FROM customer_profiles_latest ORDER BY customer_id",
-    "email_requests": "SELECT * EXCEPT emitted_at FROM email_requests FINAL "
-                      "ORDER BY request_id",
+    "email_requests": "SELECT * EXCEPT emitted_at FROM email_requests FINAL ORDER BY request_id",
     "cart_recoveries": "SELECT * FROM cart_recoveries FINAL ORDER BY customer_id, order_id",
 }
 
@@ -59,19 +58,34 @@ class Run:
         self.dsn = "chdb://" + str(tmp / "clickhouse")
         self.checkpoints = tmp / "checkpoints"
         self.log = tmp / "job.log"
-        self.topics = {"events": "crash-events", "dlq": f"{name}.dlq",
-                       "email_requests": f"{name}.requests", "outcomes": f"{name}.outcomes"}
-        create_topics(bootstrap, {self.topics["dlq"]: 1, self.topics["email_requests"]: 2,
-                                  self.topics["outcomes"]: 2})
+        self.topics = {
+            "events": "crash-events",
+            "dlq": f"{name}.dlq",
+            "email_requests": f"{name}.requests",
+            "outcomes": f"{name}.outcomes",
+        }
+        create_topics(
+            bootstrap,
+            {self.topics["dlq"]: 1, self.topics["email_requests"]: 2, self.topics["outcomes"]: 2},
+        )
         self.spec = {
             "config": {
-                "kafka": {"bootstrap_servers": bootstrap, "group_id": name,
-                          "starting_offsets": "earliest", "topics": self.topics},
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "group_id": name,
+                    "starting_offsets": "earliest",
+                    "topics": self.topics,
+                },
                 # rows leave the customer function's buffer only when 200 events are
                 # buffered or a checkpoint barrier passes: a barrier that did not drain it
                 # would lose the rows of the events the checkpoint covers
-                "clickhouse": {"enabled": True, "dsn": self.dsn, "flush_rows": 500,
-                               "flush_interval": "200ms", "buffer_interval": "1h"},
+                "clickhouse": {
+                    "enabled": True,
+                    "dsn": self.dsn,
+                    "flush_rows": 500,
+                    "flush_interval": "200ms",
+                    "buffer_interval": "1h",
+                },
                 "watermarks": {"idleness": "0s"},
             },
             "flink": {
@@ -91,9 +105,13 @@ class Run:
         path.write_text(json.dumps(spec))
         out = self.log.open("ab")
         # a session of its own: the kill takes the client, the JVM and everything it started
-        return subprocess.Popen([sys.executable, "-m", "tests.e2e.job_runner", str(path)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.job_runner", str(path)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def run_to_end(self, proc: subprocess.Popen) -> None:
         """Wait until the run has taken in the whole input, then kill it."""
@@ -107,7 +125,8 @@ class Run:
                 assert time.monotonic() < deadline, (
                     f"{self.name} never committed the end offsets {want}; last committed "
                     f"{committed}; checkpoints {[p.name for p in self.completed_checkpoints()]}"
-                    f"\n{self.tail()}")
+                    f"\n{self.tail()}"
+                )
                 committed = admin.list_group_offsets({self.name: list(want)})[self.name]
                 if all(p in committed and committed[p].offset == o for p, o in want.items()):
                     break
@@ -138,15 +157,18 @@ class Run:
 @pytest.fixture(scope="module")
 def input_offsets(broker) -> dict[int, int]:
     create_topics(broker.bootstrap, {"crash-events": 2})
-    records = [(r.key, r.value, None) for r in
-               generate(seed=5, customers=300, events=EVENTS, start_ms=1_767_600_000_000)]
+    records = [
+        (r.key, r.value, None)
+        for r in generate(seed=5, customers=300, events=EVENTS, start_ms=1_767_600_000_000)
+    ]
     offsets = end_offsets_from_deliveries(produce(broker.bootstrap, "crash-events", records))
     assert sorted(offsets) == [0, 1]
     return offsets
 
 
 def test_kill_and_restore_from_checkpoint_equals_an_uninterrupted_run(
-        broker, input_offsets, tmp_path):
+    broker, input_offsets, tmp_path
+):
     reference = Run("ref", tmp_path / "ref", broker.bootstrap, input_offsets)
     reference.run_to_end(reference.start())
     want = reference.tables()
@@ -165,7 +187,10 @@ def test_kill_and_restore_from_checkpoint_equals_an_uninterrupted_run(
 
     # mid-stream: the profiles the killed run wrote reflect only part of the input
     counted = "SELECT sum(arraySum(mapValues(event_counts))) AS n FROM customer_profiles_latest"
-    partial, full = query_cli(crashed.dsn, counted)[0]["n"], query_cli(reference.dsn, counted)[0]["n"]
+    partial, full = (
+        query_cli(crashed.dsn, counted)[0]["n"],
+        query_cli(reference.dsn, counted)[0]["n"],
+    )
     assert 0 < partial < full
 
     crashed.run_to_end(crashed.start(restore_from=checkpoint))
@@ -177,6 +202,9 @@ def test_kill_and_restore_from_checkpoint_equals_an_uninterrupted_run(
 
 def differences(got: list[dict], want: list[dict]) -> list[tuple]:
     """(row number, column, got, want) for every differing cell: a readable failure."""
-    return [(i, column, g[column], w[column])
-            for i, (g, w) in enumerate(zip(got, want, strict=True))
-            for column in w if g[column] != w[column]][:20]
+    return [
+        (i, column, g[column], w[column])
+        for i, (g, w) in enumerate(zip(got, want, strict=True))
+        for column in w
+        if g[column] != w[column]
+    ][:20]

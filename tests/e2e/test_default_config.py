@@ -16,20 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from job.broker import TansuBroker
 from job.config import load_config
-from job.kafka_io import create_topics, end_offsets_from_deliveries, produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
 from tests.conftest import HOUR, T0, cart_add, identify, page_view, query_cli, raw
 from tests.e2e.cli_run import CliRun, wait_for_commit
 from tests.e2e.conftest import OutputReader
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
-A, B, C = "cust-a", "cust-b", "cust-c"          # partitions 1, 1, 0 (murmur2 % 2)
-CLOCK = {0: "shopper-1", 1: "shopper-0"}         # a customer per partition moves its watermark
+A, B, C = "cust-a", "cust-b", "cust-c"  # partitions 1, 1, 0 (murmur2 % 2)
+CLOCK = {0: "shopper-1", 1: "shopper-0"}  # a customer per partition moves its watermark
 EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
 CAMPAIGN = "abandoned_cart"
-WAIT_S = 150      # start-up of a whole job on a loaded 2-core machine included
-COMMIT_S = 90     # checkpoints every 10 s (flink-conf.yaml)
+WAIT_S = 150  # start-up of a whole job on a loaded 2-core machine included
+COMMIT_S = 90  # checkpoints every 10 s (flink-conf.yaml)
 QUIET_S = 3
 
 
@@ -41,14 +41,18 @@ def _clock(ts: int) -> list[dict]:
     return [page_view(CLOCK[p], ts) for p in sorted(CLOCK)]
 
 
-RUN_1 = [identify(A, T0, email="ann@example.com", first_name="Ann"),
-         cart_add(A, T0, cart_id="cart-a"),
-         identify(C, T0, email="cy@example.com", first_name="Cy"),
-         cart_add(C, T0 + 10 * 60_000, cart_id="cart-c"),
-         *_clock(T0 + 2 * HOUR)]
-RUN_2 = [identify(B, T0 + 3 * HOUR, email="bob@example.com", first_name="Bob"),
-         cart_add(B, T0 + 3 * HOUR, cart_id="cart-b"),
-         *_clock(T0 + 5 * HOUR)]
+RUN_1 = [
+    identify(A, T0, email="ann@example.com", first_name="Ann"),
+    cart_add(A, T0, cart_id="cart-a"),
+    identify(C, T0, email="cy@example.com", first_name="Cy"),
+    cart_add(C, T0 + 10 * 60_000, cart_id="cart-c"),
+    *_clock(T0 + 2 * HOUR),
+]
+RUN_2 = [
+    identify(B, T0 + 3 * HOUR, email="bob@example.com", first_name="Bob"),
+    cart_add(B, T0 + 3 * HOUR, cart_id="cart-b"),
+    *_clock(T0 + 5 * HOUR),
+]
 
 
 def _send(bootstrap: str, topic: str, events: list[dict]) -> list[tuple[int, int]]:
@@ -59,8 +63,16 @@ def _send(bootstrap: str, topic: str, events: list[dict]) -> list[tuple[int, int
 
 
 def _requests(reader: OutputReader, topic: str) -> list[tuple]:
-    return sorted((r.key, r.value["to"], r.value["step"], r.value["request_id"],
-                   r.value["metadata"]["due_at_ms"]) for r in reader.of(topic))
+    return sorted(
+        (
+            r.key,
+            r.value["to"],
+            r.value["step"],
+            r.value["request_id"],
+            r.value["metadata"]["due_at_ms"],
+        )
+        for r in reader.of(topic)
+    )
 
 
 def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
@@ -69,19 +81,25 @@ def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
 
 @pytest.mark.slow
 def test_shipped_config_consumes_commits_and_continues_where_it_stopped(
-        broker: TansuBroker, tmp_path: Path) -> None:
+    broker: TansuBroker, tmp_path: Path
+) -> None:
     shipped = load_config(env={}).kafka
     assert (shipped.starting_offsets, shipped.group_id) == ("committed", "inboxflow")
     topics = shipped.topics
-    create_topics(broker.bootstrap, {topics.events: 2, topics.dlq: 1,
-                                     topics.email_requests: 1, topics.outcomes: 1})
+    create_topics(
+        broker.bootstrap,
+        {topics.events: 2, topics.dlq: 1, topics.email_requests: 1, topics.outcomes: 1},
+    )
     ends = end_offsets_from_deliveries(_send(broker.bootstrap, topics.events, RUN_1))
-    reader = OutputReader(broker.bootstrap, [topics.email_requests, topics.outcomes,
-                                             topics.dlq])
+    reader = OutputReader(broker.bootstrap, [topics.email_requests, topics.outcomes, topics.dlq])
     try:
         with CliRun(broker, tmp_path, log_name="run1.log") as run:
-            reader.wait_for(lambda r: len(r.of(topics.email_requests)) >= 2,
-                            "A's and C's reminders", WAIT_S, run)
+            reader.wait_for(
+                lambda r: len(r.of(topics.email_requests)) >= 2,
+                "A's and C's reminders",
+                WAIT_S,
+                run,
+            )
             wait_for_commit(broker.bootstrap, "inboxflow", topics.events, ends, COMMIT_S, run)
             reader.drain(QUIET_S, run)
         run_1 = (_requests(reader, topics.email_requests), _outcomes(reader, topics.outcomes))
@@ -89,30 +107,47 @@ def test_shipped_config_consumes_commits_and_continues_where_it_stopped(
         deliveries = _send(broker.bootstrap, topics.events, RUN_2)
         ends = {**ends, **end_offsets_from_deliveries(deliveries)}
         with CliRun(broker, tmp_path, log_name="run2.log") as run:
-            reader.wait_for(lambda r: len(r.of(topics.email_requests)) >= 3,
-                            "B's reminder", WAIT_S, run)
+            reader.wait_for(
+                lambda r: len(r.of(topics.email_requests)) >= 3, "B's reminder", WAIT_S, run
+            )
             wait_for_commit(broker.bootstrap, "inboxflow", topics.events, ends, COMMIT_S, run)
             reader.drain(QUIET_S, run)
     finally:
         reader.close()
 
     a_request = (A, "ann@example.com", 1, request_id(CAMPAIGN, A, "cart-a", T0, 1), T0 + HOUR)
-    c_request = (C, "cy@example.com", 1,
-                 request_id(CAMPAIGN, C, "cart-c", T0 + 10 * 60_000, 1), T0 + 70 * 60_000)
-    b_request = (B, "bob@example.com", 1,
-                 request_id(CAMPAIGN, B, "cart-b", T0 + 3 * HOUR, 1), T0 + 4 * HOUR)
-    assert run_1 == (sorted([a_request, c_request]),
-                     sorted([("abandoned", A, None), ("sent", A, 1),
-                             ("abandoned", C, None), ("sent", C, 1)]))
+    c_request = (
+        C,
+        "cy@example.com",
+        1,
+        request_id(CAMPAIGN, C, "cart-c", T0 + 10 * 60_000, 1),
+        T0 + 70 * 60_000,
+    )
+    b_request = (
+        B,
+        "bob@example.com",
+        1,
+        request_id(CAMPAIGN, B, "cart-b", T0 + 3 * HOUR, 1),
+        T0 + 4 * HOUR,
+    )
+    assert run_1 == (
+        sorted([a_request, c_request]),
+        sorted([("abandoned", A, None), ("sent", A, 1), ("abandoned", C, None), ("sent", C, 1)]),
+    )
     # run 2 added B's and nothing of run 1 again
     assert _requests(reader, topics.email_requests) == sorted([a_request, b_request, c_request])
     assert _outcomes(reader, topics.outcomes) == sorted(
-        [("abandoned", c, None) for c in (A, B, C)] + [("sent", c, 1) for c in (A, B, C)])
+        [("abandoned", c, None) for c in (A, B, C)] + [("sent", c, 1) for c in (A, B, C)]
+    )
     assert reader.of(topics.dlq) == []
 
     # the shipped ClickHouse writer ran too, on var/clickhouse under the working directory
     dsn = f"chdb://{tmp_path / 'var' / 'clickhouse'}"
-    rows = query_cli(dsn, "SELECT customer_id, step, status FROM email_requests FINAL "
-                          "ORDER BY customer_id")
+    rows = query_cli(
+        dsn, "SELECT customer_id, step, status FROM email_requests FINAL ORDER BY customer_id"
+    )
     assert [(r["customer_id"], r["step"], r["status"]) for r in rows] == [
-        (A, 1, "sent"), (B, 1, "sent"), (C, 1, "sent")]
+        (A, 1, "sent"),
+        (B, 1, "sent"),
+        (C, 1, "sent"),
+    ]

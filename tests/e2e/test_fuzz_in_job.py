@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2
 
-from job.broker import TansuBroker
-from job.kafka_io import produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import produce
 from tests.conftest import (
     MINUTE,
     cart_add,
@@ -44,8 +44,8 @@ from tests.conftest import (
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
 from tests.fuzzing import fuzzed_records
 from tests.integration.envelope import JvmEnvelope
-from udfs.customer import KIND_REQUEST, CustomerCore, Step
-from udfs.journey import request_id
+from udfs.core.customer import KIND_REQUEST, CustomerCore, Step
+from udfs.core.journey import request_id
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 9
@@ -119,10 +119,15 @@ class Harness:
 
 @pytest.mark.slow
 def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
-        broker: TansuBroker, tmp_path: Path) -> None:
+    broker: TansuBroker, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
-    cfg, topics = job_on_fresh_topics(broker, f"fz-{run}", PARTITIONS, {
-        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"}})
+    cfg, topics = job_on_fresh_topics(
+        broker,
+        f"fz-{run}",
+        PARTITIONS,
+        {"watermarks": {"out_of_orderness": "5m", "idleness": "1s"}},
+    )
     now = int(time.time() * 1000)
     f = (now // MINUTE - 2 * 24 * 60) * MINUTE  # the window's start: two days ago
     story = [
@@ -153,27 +158,48 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
             # producer keys by customer: one customer's records stay in order.
             envelope = JvmEnvelope(cfg.limits.max_future_ms)
             envelopes = [envelope.envelope(v) for v in values]
-            core = CustomerCore(_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 0,
-                                cfg.schema_dir, cfg.limits.max_event_bytes,
-                                cfg.limits.max_future_ms)
+            core = CustomerCore(
+                _settings(cfg),
+                cfg.template_dir,
+                cfg.links.cart_base_url,
+                0,
+                cfg.schema_dir,
+                cfg.limits.max_event_bytes,
+                cfg.limits.max_future_ms,
+            )
             keep = [_in_window(core.validate(k, text, now), t, f) for k, t, text in envelopes]
             assert keep.count(False) <= FUZZED // 5, f"{keep.count(False)} left out"
-            records = [(k or None, v) for v, (k, _, _), kept in zip(values, envelopes, keep)
-                       if kept]
+            records = [
+                (k or None, v) for v, (k, _, _), kept in zip(values, envelopes, keep) if kept
+            ]
             records += [(e["customer_id"], raw(e).encode()) for e in finale]
             assert sum(1 for k, _ in records if k and k.startswith("fz-")) == len(story) + 2
-            harness = Harness(CustomerCore(
-                _settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 0, cfg.schema_dir,
-                cfg.limits.max_event_bytes, cfg.limits.max_future_ms), envelope)
+            harness = Harness(
+                CustomerCore(
+                    _settings(cfg),
+                    cfg.template_dir,
+                    cfg.links.cart_base_url,
+                    0,
+                    cfg.schema_dir,
+                    cfg.limits.max_event_bytes,
+                    cfg.limits.max_future_ms,
+                ),
+                envelope,
+            )
             for _, value in records:
                 harness.event(value, now)
             harness.fire(final_watermark, now)
 
-            deliveries = produce(broker.bootstrap, topics["events"],
-                                 [(k, v, None) for k, v in records])
+            deliveries = produce(
+                broker.bootstrap, topics["events"], [(k, v, None) for k, v in records]
+            )
             assert [p for p, _ in deliveries[-PARTITIONS:]] == list(range(PARTITIONS))
-            reader.wait_for(lambda r: {v.key for v in r.of(topics["requests"])} >= {
-                "fz-A", "fz-C"}, "the story's reminders", WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: {v.key for v in r.of(topics["requests"])} >= {"fz-A", "fz-C"},
+                "the story's reminders",
+                WAIT_FOR_JOB_S,
+                job,
+            )
             reader.drain(QUIET_S, job)
             applied = _gauge(job, "events_valid")
             errors = _gauge(job, "processing_errors")
@@ -182,23 +208,41 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
         reader.close()
 
     requests = [r.value for r in reader.of(topics["requests"])]
-    story_requests = sorted((r["customer_id"], r["step"], r["request_id"], r["to"], r["subject"])
-                            for r in requests if r["customer_id"].startswith("fz-"))
-    assert story_requests == sorted([
-        ("fz-A", 1, request_id(CAMPAIGN, "fz-A", "cart-a", f, 1), "ann@example.com",
-         "Ann, you left something in your cart"),
-        ("fz-C", 1, request_id(CAMPAIGN, "fz-C", "cart-c", f + 3 * MINUTE, 1),
-         "cy@example.com", "Cy, you left something in your cart"),
-    ])
+    story_requests = sorted(
+        (r["customer_id"], r["step"], r["request_id"], r["to"], r["subject"])
+        for r in requests
+        if r["customer_id"].startswith("fz-")
+    )
+    assert story_requests == sorted(
+        [
+            (
+                "fz-A",
+                1,
+                request_id(CAMPAIGN, "fz-A", "cart-a", f, 1),
+                "ann@example.com",
+                "Ann, you left something in your cart",
+            ),
+            (
+                "fz-C",
+                1,
+                request_id(CAMPAIGN, "fz-C", "cart-c", f + 3 * MINUTE, 1),
+                "cy@example.com",
+                "Cy, you left something in your cart",
+            ),
+        ]
+    )
     assert len({r["request_id"] for r in requests}) == len(requests)  # no duplicates
     assert {(r["request_id"], r["customer_id"], r["step"], r["to"]) for r in requests} == {
-        (r["request_id"], r["customer_id"], r["step"], r["to"])
-        for r in harness.requests.values()}
+        (r["request_id"], r["customer_id"], r["step"], r["to"]) for r in harness.requests.values()
+    }
 
     dlq = [r.value for r in reader.of(topics["dlq"])]
     got = Counter(d["reason"] for d in dlq)
-    differing = [(d["reason"], harness.dlq_by_payload.get(d["payload"]), d["payload"][:300])
-                 for d in dlq if harness.dlq_by_payload.get(d["payload"]) != d["reason"]]
+    differing = [
+        (d["reason"], harness.dlq_by_payload.get(d["payload"]), d["payload"][:300])
+        for d in dlq
+        if harness.dlq_by_payload.get(d["payload"]) != d["reason"]
+    ]
     assert got == harness.dlq_reasons, differing
     assert not any(d["customer_id"] and d["customer_id"].startswith("fz-") for d in dlq)
     # every record is accounted for: applied, or on the DLQ

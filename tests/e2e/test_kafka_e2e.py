@@ -31,9 +31,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from job.broker import TansuBroker
 from job.config import load_config
-from job.kafka_io import consume, create_topics, produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import consume, create_topics, produce
 from tests.conftest import (
     DAY,
     HOUR,
@@ -46,8 +46,8 @@ from tests.conftest import (
     raw,
 )
 from tests.e2e.conftest import OutputReader, running_job
-from udfs.journey import request_id
-from udfs.render import iso_ms
+from udfs.core.journey import request_id
+from udfs.core.render import iso_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = "abandoned_cart"
@@ -55,12 +55,12 @@ KAFKA_SKEW_MS = 3 * DAY  # every Kafka record time = event time + 3 days
 
 # Customer ids chosen for their partition (murmur2 % 2): each partition holds customers and
 # a shopper whose events move that partition's watermark; asserted from delivery reports.
-A, B, C = "cust-a", "cust-b", "cust-c"          # partitions 1, 1, 0
-SHOPPERS = ("shopper-1", "shopper-0")           # partitions 0, 1
+A, B, C = "cust-a", "cust-b", "cust-c"  # partitions 1, 1, 0
+SHOPPERS = ("shopper-1", "shopper-0")  # partitions 0, 1
 EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
 
-WAIT_FOR_JOB_S = 120   # job start-up included; a loaded 2-core machine is slow
-QUIET_S = 8            # nothing new for this long = the outputs have settled
+WAIT_FOR_JOB_S = 120  # job start-up included; a loaded 2-core machine is slow
+QUIET_S = 8  # nothing new for this long = the outputs have settled
 
 
 def _record(event: dict) -> tuple[str, bytes, int]:
@@ -87,18 +87,33 @@ PHASE_1A = [
     # move the watermark (else every reminder would fire at once, early)
     _bad(A, raw(page_view(A, FAR_FUTURE, event_id="f1"))),
     _bad(C, raw(page_view(C, FAR_FUTURE, event_id="f2"))),
-    _bad(A, json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": A,
-                        "timestamp": T0})),
-    _bad(C, json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": C,
-                        "timestamp": T0, "properties": {"product_id": "p1", "price": -3}})),
+    _bad(
+        A,
+        json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": A, "timestamp": T0}),
+    ),
+    _bad(
+        C,
+        json.dumps(
+            {
+                "event_id": "x2",
+                "event_type": "cart_add",
+                "customer_id": C,
+                "timestamp": T0,
+                "properties": {"product_id": "p1", "price": -3},
+            }
+        ),
+    ),
 ]
 C_PURCHASE = purchase(C, T0 + 59 * MINUTE, cart_id="cart-c", order_id="o-c")
 PHASE_1B = [
     rec
     for shopper in SHOPPERS
-    for rec in (_record(cart_add(shopper, T0 + 62 * MINUTE, cart_id=f"cart-{shopper}")),
-                _record(purchase(shopper, T0 + 63 * MINUTE, cart_id=f"cart-{shopper}",
-                                 order_id=f"o-{shopper}")))
+    for rec in (
+        _record(cart_add(shopper, T0 + 62 * MINUTE, cart_id=f"cart-{shopper}")),
+        _record(
+            purchase(shopper, T0 + 63 * MINUTE, cart_id=f"cart-{shopper}", order_id=f"o-{shopper}")
+        ),
+    )
 ] + [_record(C_PURCHASE)]
 PHASE_2 = [_record(page_view(shopper, T0 + 68 * MINUTE)) for shopper in SHOPPERS]
 
@@ -118,8 +133,10 @@ PHASE_2_OUTCOMES = [("abandoned", A, None, None), ("sent", A, None, 1)]
 
 
 def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
-    return sorted((r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
-                  for r in reader.of(topic))
+    return sorted(
+        (r.value["kind"], r.key, r.value.get("reason"), r.value.get("step"))
+        for r in reader.of(topic)
+    )
 
 
 def _send(bootstrap: str, topic: str, records: list) -> None:
@@ -132,28 +149,46 @@ def _send(bootstrap: str, topic: str, records: list) -> None:
 @pytest.mark.slow
 def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_path: Path) -> None:
     topics_cfg = load_config(env={}).kafka.topics
-    events, dlq, requests, outcomes = (topics_cfg.events, topics_cfg.dlq,
-                                       topics_cfg.email_requests, topics_cfg.outcomes)
+    events, dlq, requests, outcomes = (
+        topics_cfg.events,
+        topics_cfg.dlq,
+        topics_cfg.email_requests,
+        topics_cfg.outcomes,
+    )
     create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 2, outcomes: 2})
-    cfg = load_config(env={}, overrides={
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"e2e-{uuid.uuid4()}"},
-        "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
-        "clickhouse": {"enabled": False},
-    })
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap,
+                "starting_offsets": "earliest",
+                "group_id": f"e2e-{uuid.uuid4()}",
+            },
+            "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
+            "clickhouse": {"enabled": False},
+        },
+    )
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
     started_ms = int(time.time() * 1000)
     try:
         with running_job(cfg, tmp_path / "checkpoints") as job:
             # phase 1a: all cart activity; the DLQ markers show both partitions were read
             _send(broker.bootstrap, events, PHASE_1A)
-            reader.wait_for(lambda r: len(r.of(dlq)) >= len(EXPECTED_DLQ),
-                            "the phase 1a DLQ records", WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: len(r.of(dlq)) >= len(EXPECTED_DLQ),
+                "the phase 1a DLQ records",
+                WAIT_FOR_JOB_S,
+                job,
+            )
 
             # phase 1b: the watermark reaches T0+58m; then C's purchase arrives out of order
             _send(broker.bootstrap, events, PHASE_1B)
-            reader.wait_for(lambda r: len(r.of(outcomes)) >= len(PHASE_1_OUTCOMES),
-                            "the phase 1b cancellations", WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: len(r.of(outcomes)) >= len(PHASE_1_OUTCOMES),
+                "the phase 1b cancellations",
+                WAIT_FOR_JOB_S,
+                job,
+            )
             reader.drain(QUIET_S, job)
             # A's reminder is due at T0+1h, the watermark is at most T0+58m: not yet
             assert reader.of(requests) == []
@@ -161,8 +196,7 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
 
             # phase 2: the watermark reaches T0+1h03m: A's step 1 is due, B's is not
             _send(broker.bootstrap, events, PHASE_2)
-            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "A's reminder",
-                            WAIT_FOR_JOB_S, job)
+            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "A's reminder", WAIT_FOR_JOB_S, job)
             reader.drain(QUIET_S, job)  # B's or C's reminder would arrive meanwhile
             assert job.restarts() == 0
     finally:
@@ -175,60 +209,97 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     for record in reader.records:
         assert started_ms <= record.timestamp_ms <= finished_ms, record.topic
     value = req.value
-    assert (value["request_id"], value["campaign"], value["step"], value["customer_id"],
-            value["to"], value["subject"]) == (
-        request_id(CAMPAIGN, A, "cart-a", T0, 1), CAMPAIGN, 1, A, "ann@example.com",
-        "Ann, you left something in your cart")
+    assert (
+        value["request_id"],
+        value["campaign"],
+        value["step"],
+        value["customer_id"],
+        value["to"],
+        value["subject"],
+    ) == (
+        request_id(CAMPAIGN, A, "cart-a", T0, 1),
+        CAMPAIGN,
+        1,
+        A,
+        "ann@example.com",
+        "Ann, you left something in your cart",
+    )
     assert value["metadata"]["due_at_ms"] == T0 + HOUR
     assert value["trigger_event_time"] == iso_ms(T0 + HOUR) == "2026-01-05T09:00:00.000Z"
     assert value["metadata"]["cart_id"] == "cart-a"
-    assert [(i["product_id"], i["quantity"], i["price"]) for i in value["metadata"]["items"]] \
-        == [("p1", 2, 12.5)]
+    assert [(i["product_id"], i["quantity"], i["price"]) for i in value["metadata"]["items"]] == [
+        ("p1", 2, 12.5)
+    ]
     schema = json.loads((ROOT / "conf/schemas/email_request.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(value)
 
     assert _outcomes(reader, outcomes) == sorted(PHASE_1_OUTCOMES + PHASE_2_OUTCOMES)
     assert all(r.key == r.value["customer_id"] for r in reader.of(outcomes))
 
-    got_dlq = [(r.key, r.value["reason"], r.value["path"], r.value["event_id"])
-               for r in reader.of(dlq)]
+    got_dlq = [
+        (r.key, r.value["reason"], r.value["path"], r.value["event_id"]) for r in reader.of(dlq)
+    ]
     assert sorted(got_dlq, key=str) == sorted(EXPECTED_DLQ, key=str)
     assert {r.value["payload"] for r in reader.of(dlq)} == {
-        text.decode() for _, text, _ in PHASE_1A[6:]}
+        text.decode() for _, text, _ in PHASE_1A[6:]
+    }
 
     # the premise: every input record carried a Kafka time three days off its event time
     sent = PHASE_1A + PHASE_1B + PHASE_2
     stored = consume(broker.bootstrap, events, until_count=len(sent), max_wait_s=30)
     assert sorted((r.value, r.timestamp_ms) for r in stored) == sorted(
-        (text, ts) for _, text, ts in sent)
+        (text, ts) for _, text, ts in sent
+    )
 
 
 @pytest.mark.slow
 def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
-        broker: TansuBroker, tmp_path: Path) -> None:
+    broker: TansuBroker, tmp_path: Path
+) -> None:
     """Parallelism 1: one source subtask reads both partitions. Partition 0 is read first
     and runs ten hours ahead in event time; partition 1's events, read later, are not late,
     because the source keeps one watermark per partition and emits their minimum (idleness
     off, so the empty partition 1 holds the watermark back until it has data). A single
     watermark over the merged stream would count every partition-1 event as late."""
     run = uuid.uuid4().hex[:8]
-    events, dlq, requests, outcomes = (f"wm-{run}.{t}" for t in
-                                       ("events", "dlq", "requests", "outcomes"))
+    events, dlq, requests, outcomes = (
+        f"wm-{run}.{t}" for t in ("events", "dlq", "requests", "outcomes")
+    )
     create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 1, outcomes: 1})
-    cfg = load_config(env={}, overrides={
-        "kafka": {"bootstrap_servers": broker.bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"wm-{run}",
-                  "topics": {"events": events, "dlq": dlq, "email_requests": requests,
-                             "outcomes": outcomes}},
-        "watermarks": {"out_of_orderness": "5m", "idleness": "0s"},
-        "clickhouse": {"enabled": False},
-    })
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap,
+                "starting_offsets": "earliest",
+                "group_id": f"wm-{run}",
+                "topics": {
+                    "events": events,
+                    "dlq": dlq,
+                    "email_requests": requests,
+                    "outcomes": outcomes,
+                },
+            },
+            "watermarks": {"out_of_orderness": "5m", "idleness": "0s"},
+            "clickhouse": {"enabled": False},
+        },
+    )
     ahead = [  # partition 0
         _record(identify(C, T0, email="cy@example.com", first_name="Cy")),
         _record(cart_add(C, T0, cart_id="cart-c")),
         _record(page_view("shopper-1", T0 + 10 * HOUR)),
-        _bad(C, json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": C,
-                            "timestamp": T0, "properties": {"product_id": "p1", "price": -3}})),
+        _bad(
+            C,
+            json.dumps(
+                {
+                    "event_id": "x2",
+                    "event_type": "cart_add",
+                    "customer_id": C,
+                    "timestamp": T0,
+                    "properties": {"product_id": "p1", "price": -3},
+                }
+            ),
+        ),
     ]
     behind = [  # partition 1
         _record(identify(A, T0, email="ann@example.com", first_name="Ann")),
@@ -240,25 +311,26 @@ def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
     try:
         with running_job(cfg, tmp_path / "checkpoints", parallelism=1) as job:
             _send(broker.bootstrap, events, ahead)
-            reader.wait_for(lambda r: len(r.of(dlq)) == 1, "partition 0's DLQ marker",
-                            WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: len(r.of(dlq)) == 1, "partition 0's DLQ marker", WAIT_FOR_JOB_S, job
+            )
             reader.drain(QUIET_S, job)
             # partition 1 has no data yet: the watermark has not moved, C's step is not due
             assert reader.of(requests) == []
             assert _outcomes(reader, outcomes) == []
 
             _send(broker.bootstrap, events, behind)
-            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "C's reminder",
-                            WAIT_FOR_JOB_S, job)
+            reader.wait_for(lambda r: len(r.of(requests)) >= 1, "C's reminder", WAIT_FOR_JOB_S, job)
             reader.drain(QUIET_S, job)
             assert job.restarts() == 0
     finally:
         reader.close()
 
-    assert [(r.key, r.value["step"], r.value["metadata"]["cart_id"])
-            for r in reader.of(requests)] == [(C, 1, "cart-c")]
+    assert [
+        (r.key, r.value["step"], r.value["metadata"]["cart_id"]) for r in reader.of(requests)
+    ] == [(C, 1, "cart-c")]
     # no "late" outcome: A's purchase, 9.5 hours behind partition 0, cancels A's cart
-    assert _outcomes(reader, outcomes) == sorted([
-        ("abandoned", C, None, None), ("sent", C, None, 1),
-        ("cancelled", A, "purchased", 1)])
+    assert _outcomes(reader, outcomes) == sorted(
+        [("abandoned", C, None, None), ("sent", C, None, 1), ("cancelled", A, "purchased", 1)]
+    )
     assert [(r.key, r.value["event_id"]) for r in reader.of(dlq)] == [(C, "x2")]

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-from job.broker import TansuBroker
 from job.config import DEFAULT_CONFIG, load_config
-from job.kafka_io import create_topics, produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import create_topics, produce
 from job.replay import DRY_RUN_FILES, parse_timestamp
 from tests.conftest import DAY, HOUR, MINUTE, T0, cart_add, identify, page_view, raw
 from tests.e2e.cli_run import CliRun, committed_offsets
 from tests.e2e.conftest import OutputReader
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
-A, B, C = "cust-a", "cust-b", "cust-c"          # partitions 1, 1, 0 (murmur2 % 2)
+A, B, C = "cust-a", "cust-b", "cust-c"  # partitions 1, 1, 0 (murmur2 % 2)
 EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
 CAMPAIGN = "abandoned_cart"
 WAIT_S = 150
@@ -43,7 +43,8 @@ def test_from_timestamp_takes_epoch_ms_or_rfc3339_with_an_offset() -> None:
 
 @pytest.mark.slow
 def test_start_offsets_by_record_time_are_exact_where_the_broker_answers_by_append_time(
-        broker: TansuBroker) -> None:
+    broker: TansuBroker,
+) -> None:
     """The premise: Tansu answers ListOffsets by timestamp with its append time and with
     offset 0 for a time after its last record. The resolved offsets are still exact."""
     from job.main import create_env, flink_settings
@@ -55,18 +56,23 @@ def test_start_offsets_by_record_time_are_exact_where_the_broker_answers_by_appe
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
     tp = TopicPartition(topic, 0)
     try:
-        answers = {ts: consumer.offsets_for_times({tp: ts})[tp]
-                   for ts in (KAFKA_OLD + 1500, KAFKA_OLD + 9000)}
+        answers = {
+            ts: consumer.offsets_for_times({tp: ts})[tp]
+            for ts in (KAFKA_OLD + 1500, KAFKA_OLD + 9000)
+        }
     finally:
         consumer.close()
     assert [a.offset if a else None for a in answers.values()] == [0, 0]  # Kafka: 2, None
 
     create_env(flink_settings())  # the gateway
-    cfg = load_config(env={}, overrides={"kafka": {"bootstrap_servers": broker.bootstrap,
-                                                   "topics": {"events": topic}}})
-    found = {ts - KAFKA_OLD: start_offsets_for_timestamp(cfg, ts)
-             for ts in (KAFKA_OLD - 1, KAFKA_OLD, KAFKA_OLD + 1500, KAFKA_OLD + 2000,
-                        KAFKA_OLD + 9000)}
+    cfg = load_config(
+        env={},
+        overrides={"kafka": {"bootstrap_servers": broker.bootstrap, "topics": {"events": topic}}},
+    )
+    found = {
+        ts - KAFKA_OLD: start_offsets_for_timestamp(cfg, ts)
+        for ts in (KAFKA_OLD - 1, KAFKA_OLD, KAFKA_OLD + 1500, KAFKA_OLD + 2000, KAFKA_OLD + 9000)
+    }
     assert found == {-1: {0: 0}, 0: {0: 0}, 1500: {0: 2}, 2000: {0: 2}, 9000: {0: 4}}
 
 
@@ -75,18 +81,24 @@ def _record(event: dict, kafka_ms: int) -> tuple[str, bytes, int]:
 
 
 # skipped by the replay (Kafka time before REPLAY_FROM); read, they would remind A and C
-OLD = [identify(A, T0, email="ann@example.com", first_name="Ann"),
-       cart_add(A, T0, cart_id="cart-a"),
-       identify(C, T0, email="cy@example.com", first_name="Cy"),
-       cart_add(C, T0, cart_id="cart-c")]
-NEW = [identify(B, T0 + 2 * HOUR, email="bob@example.com", first_name="Bob"),
-       cart_add(B, T0 + 2 * HOUR, cart_id="cart-b"),
-       page_view("shopper-1", T0 + 6 * HOUR),
-       page_view("shopper-0", T0 + 6 * HOUR)]
-HISTORY = ([_record(e, KAFKA_OLD + i) for i, e in enumerate(OLD)]
-           + [(C, b"not json, old", KAFKA_OLD + 10)]
-           + [(C, b"not json, new", REPLAY_FROM)]
-           + [_record(e, REPLAY_FROM + 1 + i) for i, e in enumerate(NEW)])
+OLD = [
+    identify(A, T0, email="ann@example.com", first_name="Ann"),
+    cart_add(A, T0, cart_id="cart-a"),
+    identify(C, T0, email="cy@example.com", first_name="Cy"),
+    cart_add(C, T0, cart_id="cart-c"),
+]
+NEW = [
+    identify(B, T0 + 2 * HOUR, email="bob@example.com", first_name="Bob"),
+    cart_add(B, T0 + 2 * HOUR, cart_id="cart-b"),
+    page_view("shopper-1", T0 + 6 * HOUR),
+    page_view("shopper-0", T0 + 6 * HOUR),
+]
+HISTORY = (
+    [_record(e, KAFKA_OLD + i) for i, e in enumerate(OLD)]
+    + [(C, b"not json, old", KAFKA_OLD + 10)]
+    + [(C, b"not json, new", REPLAY_FROM)]
+    + [_record(e, REPLAY_FROM + 1 + i) for i, e in enumerate(NEW)]
+)
 
 
 def _changed_timing_config(path: Path) -> Path:
@@ -94,8 +106,11 @@ def _changed_timing_config(path: Path) -> Path:
     (shipped: 24 h)."""
     text = DEFAULT_CONFIG.read_text()
     assert text.count("abandon_after: 1h") == 1 and text.count("- after: 24h") == 1
-    path.write_text(text.replace("abandon_after: 1h", "abandon_after: 30m")
-                    .replace("- after: 24h", "- after: 3h"))
+    path.write_text(
+        text.replace("abandon_after: 1h", "abandon_after: 30m").replace(
+            "- after: 24h", "- after: 3h"
+        )
+    )
     return path
 
 
@@ -105,21 +120,32 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_dry_run_replays_from_a_record_time_with_a_changed_journey_and_mails_nobody(
-        broker: TansuBroker, tmp_path: Path) -> None:
+    broker: TansuBroker, tmp_path: Path
+) -> None:
     topics = load_config(env={}).kafka.topics
-    create_topics(broker.bootstrap, {topics.events: 2, topics.dlq: 1,
-                                     topics.email_requests: 1, topics.outcomes: 1})
+    create_topics(
+        broker.bootstrap,
+        {topics.events: 2, topics.dlq: 1, topics.email_requests: 1, topics.outcomes: 1},
+    )
     deliveries = produce(broker.bootstrap, topics.events, HISTORY)
     for (key, _, _), (partition, _) in zip(HISTORY, deliveries):  # the scenario's premise
         assert partition == EXPECTED_PARTITION[key], key
     # the production group is somewhere in the history; the dry run must leave it there
     production = {0: 1, 1: 2}
-    committer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="inboxflow",
-                              enable_auto_commit=False, session_timeout_ms=6000)
+    committer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        group_id="inboxflow",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+    )
     try:
         committer.assign([TopicPartition(topics.events, p) for p in production])
-        committer.commit({TopicPartition(topics.events, p): OffsetAndMetadata(o, "", -1)
-                          for p, o in production.items()})
+        committer.commit(
+            {
+                TopicPartition(topics.events, p): OffsetAndMetadata(o, "", -1)
+                for p, o in production.items()
+            }
+        )
     finally:
         committer.close(autocommit=False)
     assert committed_offsets(broker.bootstrap, "inboxflow", topics.events) == production
@@ -128,8 +154,17 @@ def test_dry_run_replays_from_a_record_time_with_a_changed_journey_and_mails_nob
     out = tmp_path / "out"
     since = datetime.fromtimestamp(REPLAY_FROM / 1000, UTC).isoformat()
     requests_file = out / DRY_RUN_FILES["requests"]
-    with CliRun(broker, tmp_path / "work", "--config", str(config), "--from-timestamp", since,
-                "--dry-run", "--output", str(out)) as run:
+    with CliRun(
+        broker,
+        tmp_path / "work",
+        "--config",
+        str(config),
+        "--from-timestamp",
+        since,
+        "--dry-run",
+        "--output",
+        str(out),
+    ) as run:
         deadline = time.monotonic() + WAIT_S
         while len(_lines(requests_file)) < 2:
             run()
@@ -144,22 +179,36 @@ def test_dry_run_replays_from_a_record_time_with_a_changed_journey_and_mails_nob
     assert "partition 0 offset 3, partition 1 offset 2" in log, run.log_tail()
 
     requests = _lines(requests_file)
-    assert sorted((r["customer_id"], r["to"], r["step"], r["request_id"],
-                   r["metadata"]["due_at_ms"]) for r in requests) == [
-        (B, "bob@example.com", 1, request_id(CAMPAIGN, B, "cart-b", T0 + 2 * HOUR, 1),
-         T0 + 2 * HOUR + 30 * MINUTE),
-        (B, "bob@example.com", 2, request_id(CAMPAIGN, B, "cart-b", T0 + 2 * HOUR, 2),
-         T0 + 5 * HOUR)]
-    assert sorted((o["kind"], o["customer_id"], o.get("step"))
-                  for o in _lines(out / DRY_RUN_FILES["outcomes"])) == [
-        ("abandoned", B, None), ("completed", B, None), ("sent", B, 1), ("sent", B, 2)]
+    assert sorted(
+        (r["customer_id"], r["to"], r["step"], r["request_id"], r["metadata"]["due_at_ms"])
+        for r in requests
+    ) == [
+        (
+            B,
+            "bob@example.com",
+            1,
+            request_id(CAMPAIGN, B, "cart-b", T0 + 2 * HOUR, 1),
+            T0 + 2 * HOUR + 30 * MINUTE,
+        ),
+        (
+            B,
+            "bob@example.com",
+            2,
+            request_id(CAMPAIGN, B, "cart-b", T0 + 2 * HOUR, 2),
+            T0 + 5 * HOUR,
+        ),
+    ]
+    assert sorted(
+        (o["kind"], o["customer_id"], o.get("step"))
+        for o in _lines(out / DRY_RUN_FILES["outcomes"])
+    ) == [("abandoned", B, None), ("completed", B, None), ("sent", B, 1), ("sent", B, 2)]
     assert [(d["reason"], d["payload"]) for d in _lines(out / DRY_RUN_FILES["dlq"])] == [
-        ("not_json", "not json, new")]
+        ("not_json", "not json, new")
+    ]
 
     # nothing reached Kafka's output topics or ClickHouse; the production group did not move
     # and the dry run's own group committed nothing
-    reader = OutputReader(broker.bootstrap, [topics.email_requests, topics.outcomes,
-                                             topics.dlq])
+    reader = OutputReader(broker.bootstrap, [topics.email_requests, topics.outcomes, topics.dlq])
     try:
         reader.drain(2)
     finally:

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2
 
-from job.broker import TansuBroker
-from job.kafka_io import produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import produce
 from tests.conftest import HOUR, MINUTE, SECOND, T0, cart_add, identify, raw
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
 CAMPAIGN = "abandoned_cart"
 WAIT_FOR_JOB_S = 180
@@ -49,16 +49,22 @@ def keys_by_partition(partitions: int, per_partition: int, prefix: str) -> list[
     return found
 
 
-def job_config(broker: TansuBroker, run: str, partitions: int, abandon_after: str = "1h",
-               **watermarks: str):
-    return job_on_fresh_topics(broker, f"wm-{run}", partitions, {
-        "watermarks": watermarks, "journey": {"steps": [], "abandon_after": abandon_after}})
+def job_config(
+    broker: TansuBroker, run: str, partitions: int, abandon_after: str = "1h", **watermarks: str
+):
+    return job_on_fresh_topics(
+        broker,
+        f"wm-{run}",
+        partitions,
+        {"watermarks": watermarks, "journey": {"steps": [], "abandon_after": abandon_after}},
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("parallelism", "partitions"), [(1, 2), (2, 2), (1, 4), (2, 4)])
 def test_burst_then_silence_fires_exactly_the_reminders_due_within_the_data(
-        broker: TansuBroker, tmp_path: Path, parallelism: int, partitions: int) -> None:
+    broker: TansuBroker, tmp_path: Path, parallelism: int, partitions: int
+) -> None:
     run = uuid.uuid4().hex[:8]
     cfg, topics = job_config(broker, run, partitions, out_of_orderness="5m", idleness="1s")
     assert cfg.watermarks.idle_advance_ms > 0  # the shipped lull rule is on
@@ -69,13 +75,18 @@ def test_burst_then_silence_fires_exactly_the_reminders_due_within_the_data(
         for i in range(last + 1):  # one customer per 10 minutes, in time order
             cid, ts = customers[partition][i], T0 + i * 10 * MINUTE
             carts[cid] = ts
-            for event in (identify(cid, ts, email=f"{cid}@example.com", first_name="Kim"),
-                          cart_add(cid, ts, cart_id=f"cart-{cid}")):
+            for event in (
+                identify(cid, ts, email=f"{cid}@example.com", first_name="Kim"),
+                cart_add(cid, ts, cart_id=f"cart-{cid}"),
+            ):
                 records.append((cid, raw(event).encode(), None))
     newest = T0 + max(steps) * 10 * MINUTE
     watermark = newest - BOUND - 1  # of the most advanced partition: where event time ends
-    expected = {request_id(CAMPAIGN, cid, f"cart-{cid}", ts, 1): cid
-                for cid, ts in carts.items() if ts + HOUR <= watermark}
+    expected = {
+        request_id(CAMPAIGN, cid, f"cart-{cid}", ts, 1): cid
+        for cid, ts in carts.items()
+        if ts + HOUR <= watermark
+    }
     assert 0 < len(expected) < len(carts)  # some due within the data, some after it
 
     reader = OutputReader(broker.bootstrap, [topics["requests"], topics["dlq"]])
@@ -83,8 +94,12 @@ def test_burst_then_silence_fires_exactly_the_reminders_due_within_the_data(
         with running_job(cfg, tmp_path / "checkpoints", parallelism) as job:
             produce(broker.bootstrap, topics["events"], records)
             # then silence on every partition: nothing else is ever produced
-            reader.wait_for(lambda r: len(r.of(topics["requests"])) >= len(expected),
-                            f"{len(expected)} reminders", WAIT_FOR_JOB_S, job)
+            reader.wait_for(
+                lambda r: len(r.of(topics["requests"])) >= len(expected),
+                f"{len(expected)} reminders",
+                WAIT_FOR_JOB_S,
+                job,
+            )
             reader.drain(QUIET_S, job)
             assert job.restarts() == 0
     finally:
@@ -99,29 +114,45 @@ def test_burst_then_silence_fires_exactly_the_reminders_due_within_the_data(
 @pytest.mark.slow
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
-        broker: TansuBroker, tmp_path: Path, parallelism: int) -> None:
+    broker: TansuBroker, tmp_path: Path, parallelism: int
+) -> None:
     run = uuid.uuid4().hex[:8]
     bound, idleness = 1 * SECOND, 1 * SECOND
-    cfg, topics = job_config(broker, run, 2, out_of_orderness="1s", idleness="1s",
-                             abandon_after="4s")
+    cfg, topics = job_config(
+        broker, run, 2, out_of_orderness="1s", idleness="1s", abandon_after="4s"
+    )
     customers = [keys[0] for keys in keys_by_partition(2, 1, f"lull{run}-")]
     reader = OutputReader(broker.bootstrap, [topics["requests"]])
     try:
         with running_job(cfg, tmp_path / "checkpoints", parallelism) as job:
             # the job is up once a first live event has come through: wait for its output
             warm = int(time.time() * 1000)
-            produce(broker.bootstrap, topics["events"], [
-                (cid, raw(identify(cid, warm, email=f"{cid}@example.com")).encode(), None)
-                for cid in customers])
+            produce(
+                broker.bootstrap,
+                topics["events"],
+                [
+                    (cid, raw(identify(cid, warm, email=f"{cid}@example.com")).encode(), None)
+                    for cid in customers
+                ],
+            )
             time.sleep(15)  # start-up: the source reads, nothing is due
             now = int(time.time() * 1000)
-            produce(broker.bootstrap, topics["events"], [
-                (cid, raw(cart_add(cid, now, cart_id=f"cart-{cid}")).encode(), None)
-                for cid in customers])
+            produce(
+                broker.bootstrap,
+                topics["events"],
+                [
+                    (cid, raw(cart_add(cid, now, cart_id=f"cart-{cid}")).encode(), None)
+                    for cid in customers
+                ],
+            )
             due = now + 4 * SECOND
             # silence on every partition from here on: no clock events
-            reader.wait_for(lambda r: len(r.of(topics["requests"])) >= len(customers),
-                            "the reminders due in the lull", 60, job)
+            reader.wait_for(
+                lambda r: len(r.of(topics["requests"])) >= len(customers),
+                "the reminders due in the lull",
+                60,
+                job,
+            )
             reader.drain(3, job)
             assert job.restarts() == 0
     finally:

@@ -18,8 +18,9 @@ def bounded_settings(parallelism: int) -> dict[str, str]:
     return settings
 
 
-def run_bounded(raw_events: list[str], parallelism: int, overrides: dict | None = None,
-                store: bool = False) -> dict[str, list[tuple[str | None, dict]]]:
+def run_bounded(
+    raw_events: list[str], parallelism: int, overrides: dict | None = None, store: bool = False
+) -> dict[str, list[tuple[str | None, dict]]]:
     """Returns {"requests"|"dlq"|"outcomes": [(key, parsed JSON value), ...]}."""
     from pyflink.common import Row, Types
 
@@ -39,7 +40,8 @@ def run_bounded(raw_events: list[str], parallelism: int, overrides: dict | None 
 
     merged = out.requests.map(tag("requests"), output_type=tagged).union(
         out.dlq.map(tag("dlq"), output_type=tagged),
-        out.outcomes.map(tag("outcomes"), output_type=tagged))
+        out.outcomes.map(tag("outcomes"), output_type=tagged),
+    )
     results: dict[str, list] = defaultdict(list)
     with merged.execute_and_collect("inboxflow-test") as rows:
         for kind, key, value in rows:

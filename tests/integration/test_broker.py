@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from job.broker import TansuBroker, port_is_free, tansu_binary
-from job.kafka_io import consume, create_topics, end_offsets_from_deliveries, produce
+from job.dev.broker import TansuBroker, port_is_free, tansu_binary
+from job.dev.kafka_io import consume, create_topics, end_offsets_from_deliveries, produce
 
 OLD_RECORD_TIME_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z: far from any event time
 
@@ -31,8 +31,11 @@ def test_tansu_binary_is_the_bundled_executable() -> None:
 def test_round_trip_keeps_keys_values_and_record_timestamps(broker: TansuBroker) -> None:
     create_topics(broker.bootstrap, {"roundtrip": 3})
     records = [
-        (None if i % 25 == 0 else f"c-{i % 7:05d}", f'{{"n":{i},"name":"Zoë & <b>"}}'.encode(),
-         OLD_RECORD_TIME_MS + i * 1000)
+        (
+            None if i % 25 == 0 else f"c-{i % 7:05d}",
+            f'{{"n":{i},"name":"Zoë & <b>"}}'.encode(),
+            OLD_RECORD_TIME_MS + i * 1000,
+        )
         for i in range(100)
     ]
     deliveries = produce(broker.bootstrap, "roundtrip", records)
@@ -66,7 +69,9 @@ def test_consume_stops_when_idle_and_reads_nothing_twice(broker: TansuBroker) ->
     assert all(r.received_at_ms >= r.timestamp_ms for r in got)  # producer clock = wall clock
 
 
-def test_create_topics_is_idempotent_but_rejects_another_partition_count(broker: TansuBroker) -> None:
+def test_create_topics_is_idempotent_but_rejects_another_partition_count(
+    broker: TansuBroker,
+) -> None:
     create_topics(broker.bootstrap, {"twice": 2})
     create_topics(broker.bootstrap, {"twice": 2})
     with pytest.raises(RuntimeError, match="'twice' .* has 2 partitions, expected 4"):
@@ -102,7 +107,10 @@ def test_start_fails_with_the_log_tail_when_the_port_is_taken() -> None:
 
 
 def test_end_offsets_from_deliveries_takes_the_highest_offset_per_partition() -> None:
-    assert end_offsets_from_deliveries([(0, 0), (1, 0), (0, 1), (1, 5), (0, 2), (1, 3)]) == {0: 3, 1: 6}
+    assert end_offsets_from_deliveries([(0, 0), (1, 0), (0, 1), (1, 5), (0, 2), (1, 3)]) == {
+        0: 3,
+        1: 6,
+    }
     assert end_offsets_from_deliveries([]) == {}
 
 

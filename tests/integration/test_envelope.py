@@ -19,27 +19,33 @@ def jvm() -> JvmEnvelope:
     return JvmEnvelope(86_400_000)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (b'{"customer_id": " c-1 ", "timestamp": %d}' % T, ("c-1", T)),
-    (b'{"timestamp": "2026-01-05T09:00:00+01:00", "customer_id": "c-1"}', ("c-1", T)),
-    (b'{"timestamp": "2026-01-05t08:00:00.000z", "customer_id": "c-1"}', ("c-1", T)),
-    # members of an object value are not top-level fields
-    (b'{"customer_id": {"customer_id": "inner", "timestamp": %d}}' % T, ("", NO_TIME)),
-    (b'{"timestamp": [%d], "meta": {"customer_id": "x"}, "customer_id": "c-2"}' % T,
-     ("c-2", NO_TIME)),
-    # an unpaired surrogate escape cannot become a key (the interpreter refuses it)
-    (b'{"customer_id": "c-\\ud800"}', ("", NO_TIME)),
-    (b'{"customer_id": "c-\\ud83d\\ude00"}', ("c-\U0001F600", NO_TIME)),
-    # truncated, not JSON, nested beyond Jackson's limit, a tombstone: no key, no time
-    (b'{"customer_id": "c-3", "timestamp": %d, "x": [' % T, ("c-3", T)),
-    (b"\xff\xfe", ("", NO_TIME)),
-    (b'{"a":' * 2000 + b"1" + b"}" * 2000, ("", NO_TIME)),
-    (None, ("", NO_TIME)),
-    # far in the future: no event time, so it cannot move the watermark
-    (b'{"customer_id": "c-4", "timestamp": 253402300799999}', ("c-4", NO_TIME)),
-])
-def test_envelope_key_and_event_time(jvm: JvmEnvelope, value: bytes | None,
-                                     expected: tuple[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b'{"customer_id": " c-1 ", "timestamp": %d}' % T, ("c-1", T)),
+        (b'{"timestamp": "2026-01-05T09:00:00+01:00", "customer_id": "c-1"}', ("c-1", T)),
+        (b'{"timestamp": "2026-01-05t08:00:00.000z", "customer_id": "c-1"}', ("c-1", T)),
+        # members of an object value are not top-level fields
+        (b'{"customer_id": {"customer_id": "inner", "timestamp": %d}}' % T, ("", NO_TIME)),
+        (
+            b'{"timestamp": [%d], "meta": {"customer_id": "x"}, "customer_id": "c-2"}' % T,
+            ("c-2", NO_TIME),
+        ),
+        # an unpaired surrogate escape cannot become a key (the interpreter refuses it)
+        (b'{"customer_id": "c-\\ud800"}', ("", NO_TIME)),
+        (b'{"customer_id": "c-\\ud83d\\ude00"}', ("c-\U0001f600", NO_TIME)),
+        # truncated, not JSON, nested beyond Jackson's limit, a tombstone: no key, no time
+        (b'{"customer_id": "c-3", "timestamp": %d, "x": [' % T, ("c-3", T)),
+        (b"\xff\xfe", ("", NO_TIME)),
+        (b'{"a":' * 2000 + b"1" + b"}" * 2000, ("", NO_TIME)),
+        (None, ("", NO_TIME)),
+        # far in the future: no event time, so it cannot move the watermark
+        (b'{"customer_id": "c-4", "timestamp": 253402300799999}', ("c-4", NO_TIME)),
+    ],
+)
+def test_envelope_key_and_event_time(
+    jvm: JvmEnvelope, value: bytes | None, expected: tuple[str, int]
+) -> None:
     key, event_time, _ = jvm.envelope(value)
     assert (key, event_time) == expected
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from job.broker import TansuBroker, free_port
-from job.kafka_io import produce
+from job.dev.broker import TansuBroker
+from job.dev.kafka_io import produce
+from job.ops import free_port
 from job.prometheus import by_label, scrape, total
 from tests.conftest import (
     HOUR,
@@ -53,10 +54,20 @@ def story(tag: str) -> tuple[list, list, list, dict]:
         rec(a, raw(cart_add(a, T0 + MINUTE, cart_id="cart-a", event_id=f"{tag}-dup"))),
         rec(a, raw(cart_add(a, T0 + MINUTE, cart_id="cart-a", event_id=f"{tag}-dup"))),
         rec(None, "not json at all"),
-        rec(a, json.dumps({"event_id": f"{tag}-x1", "event_type": "teleport",
-                           "customer_id": a, "timestamp": T0})),
-        rec(None, json.dumps({"event_id": f"{tag}-x3", "event_type": "page_view",
-                              "timestamp": T0})),
+        rec(
+            a,
+            json.dumps(
+                {
+                    "event_id": f"{tag}-x1",
+                    "event_type": "teleport",
+                    "customer_id": a,
+                    "timestamp": T0,
+                }
+            ),
+        ),
+        rec(
+            None, json.dumps({"event_id": f"{tag}-x3", "event_type": "page_view", "timestamp": T0})
+        ),
     ]
     # the watermark passes T0 + 1h: A's step 1 is sent, B's skipped (no e-mail)
     phase2 = [rec(clock, raw(page_view(clock, T0 + 2 * HOUR)))]
@@ -86,16 +97,21 @@ def play(broker: TansuBroker, topics: dict, tag: str, alive) -> dict:
     reader = OutputReader(broker.bootstrap, [topics["requests"], topics["outcomes"]])
     try:
         produce(broker.bootstrap, topics["events"], phase1)
-        reader.wait_for(lambda r: any(o.value["kind"] == "cancelled"
-                                      for o in r.of(topics["outcomes"])),
-                        "C's cancellation", WAIT_S, alive)
+        reader.wait_for(
+            lambda r: any(o.value["kind"] == "cancelled" for o in r.of(topics["outcomes"])),
+            "C's cancellation",
+            WAIT_S,
+            alive,
+        )
         produce(broker.bootstrap, topics["events"], phase2)
-        reader.wait_for(lambda r: len(r.of(topics["requests"])) == 1, "A's reminder",
-                        WAIT_S, alive)
+        reader.wait_for(lambda r: len(r.of(topics["requests"])) == 1, "A's reminder", WAIT_S, alive)
         produce(broker.bootstrap, topics["events"], phase3)
-        reader.wait_for(lambda r: any(o.value["kind"] == "late"
-                                      for o in r.of(topics["outcomes"])),
-                        "the late outcome", WAIT_S, alive)
+        reader.wait_for(
+            lambda r: any(o.value["kind"] == "late" for o in r.of(topics["outcomes"])),
+            "the late outcome",
+            WAIT_S,
+            alive,
+        )
     finally:
         reader.close()
     return ids
@@ -107,13 +123,13 @@ def wait_for_metrics(urls, job_id: str, expected: dict, timeout_s: float) -> tup
     every second); returns (samples, got)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        samples = [s for url in urls() for s in scrape(url)
-                   if s.labels.get("job_id") in (None, job_id)]
+        samples = [
+            s for url in urls() for s in scrape(url) if s.labels.get("job_id") in (None, job_id)
+        ]
         got = {
             "events": by_label(samples, "inboxflow_event_type_events", "event_type"),
             "invalid": by_label(samples, "inboxflow_reason_invalid", "reason"),
-            "requests": by_label(samples, "inboxflow_campaign_step_requests",
-                                 "campaign", "step"),
+            "requests": by_label(samples, "inboxflow_campaign_step_requests", "campaign", "step"),
             "skipped": by_label(samples, "inboxflow_reason_skipped", "reason"),
             "cancelled": by_label(samples, "inboxflow_reason_cancelled", "reason"),
             "late": total(samples, "inboxflow_late"),
@@ -128,22 +144,31 @@ def wait_for_metrics(urls, job_id: str, expected: dict, timeout_s: float) -> tup
 def check_latency(samples: list) -> None:
     """Both subtasks of the customer function export the latency gauges; the busiest one's
     percentiles are ordered; the reminder's lateness is its age since its due time."""
-    counts = {s.labels["subtask_index"]: s.value for s in samples
-              if s.name.endswith("inboxflow_event_latency_count")}
+    counts = {
+        s.labels["subtask_index"]: s.value
+        for s in samples
+        if s.name.endswith("inboxflow_event_latency_count")
+    }
     assert set(counts) == {"0", "1"}
     assert 1 <= sum(counts.values()) <= EVENTS  # the events within the 60 s window
     busiest = max(counts, key=counts.get)
 
     def stat(name: str) -> float:
-        (value,) = [s.value for s in samples if s.name.endswith(f"inboxflow_{name}")
-                    and s.labels.get("subtask_index") == busiest]
+        (value,) = [
+            s.value
+            for s in samples
+            if s.name.endswith(f"inboxflow_{name}") and s.labels.get("subtask_index") == busiest
+        ]
         return value
 
     p50, p95, p99, top = (stat(f"event_latency_{q}_ms") for q in ("p50", "p95", "p99", "max"))
     assert 0 <= p50 <= p95 <= p99 <= top < WAIT_S * 3 * 1000
     # the reminder went out months after its due time (event time T0 + 1h01m)
-    (late_ms,) = [s.value for s in samples
-                  if s.name.endswith("inboxflow_reminder_lateness_max_ms") and s.value > 0]
+    (late_ms,) = [
+        s.value
+        for s in samples
+        if s.name.endswith("inboxflow_reminder_lateness_max_ms") and s.value > 0
+    ]
     assert abs(late_ms - (time.time() * 1000 - (T0 + MINUTE + HOUR))) < 10 * 60 * 1000
 
 
@@ -151,23 +176,28 @@ def check_json_logs(paths: list[Path], tag: str, ids: dict) -> None:
     """The invalid events of the story in the JSON log files, with ids and reason only."""
     text = "".join(path.read_text() for path in paths if path.is_file())
     lines = [json.loads(line) for line in text.splitlines() if tag in line]
-    invalid = sorted((r["reason"], r.get("customer_id"), r.get("event_id")) for r in lines
-                     if r["message"] == "invalid event")
-    assert invalid == [("missing_customer_id", None, f"{tag}-x3"),
-                       ("unknown_event_type", ids["A"], f"{tag}-x1")]
+    invalid = sorted(
+        (r["reason"], r.get("customer_id"), r.get("event_id"))
+        for r in lines
+        if r["message"] == "invalid event"
+    )
+    assert invalid == [
+        ("missing_customer_id", None, f"{tag}-x3"),
+        ("unknown_event_type", ids["A"], f"{tag}-x1"),
+    ]
     assert all(r["logger"] == "inboxflow" and r["level"] == "WARNING" for r in lines)
     assert not [line for line in text.splitlines() if tag in line and "@" in line]
 
 
 @pytest.mark.slow
-def test_prometheus_endpoint_reports_exact_job_metrics(broker: TansuBroker,
-                                                       tmp_path: Path) -> None:
+def test_prometheus_endpoint_reports_exact_job_metrics(broker: TansuBroker, tmp_path: Path) -> None:
     tag = f"m{uuid.uuid4().hex[:8]}"
     cfg, topics = job_on_fresh_topics(broker, tag, 2, {"watermarks": {"idleness": "1s"}})
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    with running_job(cfg, tmp_path / "checkpoints",
-                     flink_overrides={"metrics.reporter.prom.port": str(port)}) as job:
+    with running_job(
+        cfg, tmp_path / "checkpoints", flink_overrides={"metrics.reporter.prom.port": str(port)}
+    ) as job:
         job_id = str(job.client.get_job_id())
         ids = play(broker, topics, tag, job)
         samples, got = wait_for_metrics(lambda: [url], job_id, EXPECTED, 30)
@@ -185,5 +215,4 @@ def test_prometheus_endpoint_reports_exact_job_metrics(broker: TansuBroker,
 
     from udfs.logs import log_path
 
-    check_json_logs([log_path(get_gateway().jvm.System.getProperty("log.file"), "json")],
-                    tag, ids)
+    check_json_logs([log_path(get_gateway().jvm.System.getProperty("log.file"), "json")], tag, ids)

@@ -14,11 +14,11 @@ from job.monitor import JobMonitor, log_restart
 
 
 def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from pyflink.common import Types
 
-    settings, rest_url = with_rest_endpoint(flink_settings(overrides={
-        "parallelism.default": "1"}))
+    settings, rest_url = with_rest_endpoint(flink_settings(overrides={"parallelism.default": "1"}))
     settings.pop("execution.checkpointing.interval", None)
     assert settings["restart-strategy.type"] == "exponential-delay"  # the shipped one
     env = create_env(settings)
@@ -28,8 +28,9 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
             raise ValueError("poison")
         return value
 
-    env.from_collection([1, 2, 3, 4], type_info=Types.INT()) \
-        .map(fail_on_three, output_type=Types.INT()).print()
+    env.from_collection([1, 2, 3, 4], type_info=Types.INT()).map(
+        fail_on_three, output_type=Types.INT()
+    ).print()
     client = env.execute_async("restart-loop")
     monitor = JobMonitor(rest_url, str(client.get_job_id()))
     seen: list[tuple[int, list]] = []
@@ -37,9 +38,10 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
         deadline = time.monotonic() + 90
         with caplog.at_level(logging.ERROR, logger="inboxflow"):
             status = monitor.wait_until_terminal(
-                interval_s=0.5, on_restart=lambda n, new: (seen.append((n, new)),
-                                                           log_restart(n, new)),
-                stop=lambda: any(new for _, new in seen) or time.monotonic() > deadline)
+                interval_s=0.5,
+                on_restart=lambda n, new: (seen.append((n, new)), log_restart(n, new)),
+                stop=lambda: any(new for _, new in seen) or time.monotonic() > deadline,
+            )
         restarts = None
         while restarts is None or restarts < 2:
             assert time.monotonic() < deadline, f"numRestarts stayed at {restarts}"
@@ -52,7 +54,8 @@ def test_monitor_reports_the_restarts_of_a_task_that_always_fails(
     assert status not in ("FINISHED", "FAILED")  # it kept restarting
     assert seen[0][0] >= 1 and any(new for _, new in seen)
     assert len(failures) >= 1
-    assert all("PythonException" in f.exception or "ValueError" in f.summary
-               for f in failures), failures
+    assert all("PythonException" in f.exception or "ValueError" in f.summary for f in failures), (
+        failures
+    )
     assert "JOB RESTART #" in caplog.text and ": task " in caplog.text
     assert f"failed with {failures[0].exception}" in caplog.text

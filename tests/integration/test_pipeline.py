@@ -22,7 +22,7 @@ from tests.conftest import (
     unsubscribe,
 )
 from tests.integration.conftest import run_bounded
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = "abandoned_cart"
@@ -61,16 +61,22 @@ def scenario() -> list[str]:
         raw(cart_add("G", T0, cart_id="cart-G")),
         raw(cart_remove("G", T0 + MINUTE)),
         # duplicates of an event id are applied once
-        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon",
-                     event_id="dup-1")),
-        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon",
-                     event_id="dup-1")),
+        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")),
+        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")),
         # malformed input, interleaved with the valid events above
         "not json at all",
-        json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": "A",
-                    "timestamp": T0}),
-        json.dumps({"event_id": "x2", "event_type": "cart_add", "customer_id": "A",
-                    "timestamp": T0, "properties": {"product_id": "p1", "price": -3}}),
+        json.dumps(
+            {"event_id": "x1", "event_type": "teleport", "customer_id": "A", "timestamp": T0}
+        ),
+        json.dumps(
+            {
+                "event_id": "x2",
+                "event_type": "cart_add",
+                "customer_id": "A",
+                "timestamp": T0,
+                "properties": {"product_id": "p1", "price": -3},
+            }
+        ),
         json.dumps({"event_id": "x3", "event_type": "page_view", "timestamp": T0}),
         "[1, 2, 3]",
     ]
@@ -79,20 +85,55 @@ def scenario() -> list[str]:
 def expected_requests() -> set[tuple]:
     a_armed, c_armed, f1, f2 = T0 + 2 * MINUTE, T0 + MINUTE, T0, T0 + 2 * HOUR
     return {
-        (request_id(CAMPAIGN, "A", "cart-A", a_armed, 1), "ann@example.com", 1,
-         SUBJECT_1.format("Ann"), a_armed + HOUR),
-        (request_id(CAMPAIGN, "A", "cart-A", a_armed, 2), "ann@example.com", 2,
-         SUBJECT_2.format("Ann"), a_armed + DAY),
-        (request_id(CAMPAIGN, "C", "cart-C1", c_armed, 1), "cy@example.com", 1,
-         SUBJECT_1.format("Cy"), c_armed + HOUR),
-        (request_id(CAMPAIGN, "C", "cart-C1", c_armed, 2), "cy@example.com", 2,
-         SUBJECT_2.format("Cy"), c_armed + DAY),
-        (request_id(CAMPAIGN, "F", "cart-F", f1, 1), "fay@example.com", 1,
-         SUBJECT_1.format("Fay"), f1 + HOUR),
-        (request_id(CAMPAIGN, "F", "cart-F", f2, 1), "fay@example.com", 1,
-         SUBJECT_1.format("Fay"), f2 + HOUR),
-        (request_id(CAMPAIGN, "F", "cart-F", f2, 2), "fay@example.com", 2,
-         SUBJECT_2.format("Fay"), f2 + DAY),
+        (
+            request_id(CAMPAIGN, "A", "cart-A", a_armed, 1),
+            "ann@example.com",
+            1,
+            SUBJECT_1.format("Ann"),
+            a_armed + HOUR,
+        ),
+        (
+            request_id(CAMPAIGN, "A", "cart-A", a_armed, 2),
+            "ann@example.com",
+            2,
+            SUBJECT_2.format("Ann"),
+            a_armed + DAY,
+        ),
+        (
+            request_id(CAMPAIGN, "C", "cart-C1", c_armed, 1),
+            "cy@example.com",
+            1,
+            SUBJECT_1.format("Cy"),
+            c_armed + HOUR,
+        ),
+        (
+            request_id(CAMPAIGN, "C", "cart-C1", c_armed, 2),
+            "cy@example.com",
+            2,
+            SUBJECT_2.format("Cy"),
+            c_armed + DAY,
+        ),
+        (
+            request_id(CAMPAIGN, "F", "cart-F", f1, 1),
+            "fay@example.com",
+            1,
+            SUBJECT_1.format("Fay"),
+            f1 + HOUR,
+        ),
+        (
+            request_id(CAMPAIGN, "F", "cart-F", f2, 1),
+            "fay@example.com",
+            1,
+            SUBJECT_1.format("Fay"),
+            f2 + HOUR,
+        ),
+        (
+            request_id(CAMPAIGN, "F", "cart-F", f2, 2),
+            "fay@example.com",
+            2,
+            SUBJECT_2.format("Fay"),
+            f2 + DAY,
+        ),
     }
 
 
@@ -111,13 +152,21 @@ def outputs(request):
 
 
 def request_tuples(outputs) -> set[tuple]:
-    from udfs.render import iso_ms
+    from udfs.core.render import iso_ms
+
     got = set()
     for key, req in outputs["requests"]:
         assert key == req["customer_id"]
         assert req["trigger_event_time"] == iso_ms(req["metadata"]["due_at_ms"])
-        got.add((req["request_id"], req["to"], req["step"], req["subject"],
-                 req["metadata"]["due_at_ms"]))
+        got.add(
+            (
+                req["request_id"],
+                req["to"],
+                req["step"],
+                req["subject"],
+                req["metadata"]["due_at_ms"],
+            )
+        )
     return got
 
 
@@ -135,23 +184,37 @@ def test_every_bad_input_lands_in_the_dlq_with_its_reason(outputs):
 
 
 def test_outcomes_explain_every_journey(outputs):
-    got = sorted((o["kind"], key, o.get("reason"), o.get("step"))
-                 for key, o in outputs["outcomes"] if o["kind"] != "late")
-    assert got == sorted([
-        ("abandoned", "A", None, None), ("sent", "A", None, 1), ("sent", "A", None, 2),
-        ("completed", "A", None, None),
-        ("cancelled", "B", "purchased", 1),
-        ("abandoned", "C", None, None), ("sent", "C", None, 1), ("sent", "C", None, 2),
-        ("completed", "C", None, None),
-        ("abandoned", "D", None, None), ("skipped", "D", "no_email", 1),
-        ("skipped", "D", "no_email", 2), ("completed", "D", None, None),
-        ("cancelled", "E", "unsubscribed", 1),
-        ("abandoned", "F", None, None), ("sent", "F", None, 1),
-        ("abandoned", "F", None, None), ("sent", "F", None, 1), ("sent", "F", None, 2),
-        ("completed", "F", None, None),
-        ("cancelled", "G", "cart_emptied", 1),
-        ("duplicate", "A", "event id already processed", None),
-    ])
+    got = sorted(
+        (o["kind"], key, o.get("reason"), o.get("step"))
+        for key, o in outputs["outcomes"]
+        if o["kind"] != "late"
+    )
+    assert got == sorted(
+        [
+            ("abandoned", "A", None, None),
+            ("sent", "A", None, 1),
+            ("sent", "A", None, 2),
+            ("completed", "A", None, None),
+            ("cancelled", "B", "purchased", 1),
+            ("abandoned", "C", None, None),
+            ("sent", "C", None, 1),
+            ("sent", "C", None, 2),
+            ("completed", "C", None, None),
+            ("abandoned", "D", None, None),
+            ("skipped", "D", "no_email", 1),
+            ("skipped", "D", "no_email", 2),
+            ("completed", "D", None, None),
+            ("cancelled", "E", "unsubscribed", 1),
+            ("abandoned", "F", None, None),
+            ("sent", "F", None, 1),
+            ("abandoned", "F", None, None),
+            ("sent", "F", None, 1),
+            ("sent", "F", None, 2),
+            ("completed", "F", None, None),
+            ("cancelled", "G", "cart_emptied", 1),
+            ("duplicate", "A", "event id already processed", None),
+        ]
+    )
 
 
 def test_requests_match_their_schema_and_escape_product_names(outputs):
@@ -164,7 +227,9 @@ def test_requests_match_their_schema_and_escape_product_names(outputs):
     assert "<script>" not in a1["html"]
     assert XSS in a1["text"]
     assert [(i["product_id"], i["quantity"], i["price"]) for i in a1["metadata"]["items"]] == [
-        ("p1", 2, 12.5), ("p2", 2, 5.0)]  # p2 added twice (two event ids)
+        ("p1", 2, 12.5),
+        ("p2", 2, 5.0),
+    ]  # p2 added twice (two event ids)
     assert a1["metadata"]["cart_value"] == 35.0
     assert "EUR 35.00" in a1["html"] and "EUR 35.00" in a1["text"]
     assert "cart_id=cart-A" in a1["metadata"]["cart_url"]

@@ -1,4 +1,4 @@
-"""udfs/store.py and job/db.py against the real ClickHouse engine (chdb through clickhouse-connect).
+"""udfs/clickhouse/ and job/db.py against the real ClickHouse engine (chdb through clickhouse-connect).
 
 One chdb directory per module and one shared store handle: chdb hosts a single engine path per
 process (DESIGN.md trap 8). Each test starts from empty tables.
@@ -18,7 +18,11 @@ from pathlib import Path
 import pytest
 
 from job import db
-from udfs import store as st
+from udfs.clickhouse.client import get_client
+from udfs.clickhouse.dsn import resolve_dsn
+from udfs.clickhouse.errors import RowRejected, StoreError, StoreLockedError, TransientStoreError
+from udfs.clickhouse.schema import COLUMNS, TABLES, convert_row, json_ready
+from udfs.clickhouse.writer import RetryPolicy, write_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 DDL_DIR = ROOT / "conf" / "clickhouse"
@@ -26,7 +30,7 @@ SCHEMA_VERSION = 5
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
 MINUTE = 60_000
 HOUR = 60 * MINUTE
-NO_WAIT = st.RetryPolicy(base_ms=100, cap_ms=300, max_attempts=None)
+NO_WAIT = RetryPolicy(base_ms=100, cap_ms=300, max_attempts=None)
 
 
 def profile_row(customer_id: str, version: int, **overrides):
@@ -57,7 +61,16 @@ def profile_row(customer_id: str, version: int, **overrides):
     return row
 
 
-def email_row(request_id: str, customer_id: str, *, campaign="cart_abandon", step=1, status="sent", reason="", due_at=T0):
+def email_row(
+    request_id: str,
+    customer_id: str,
+    *,
+    campaign="cart_abandon",
+    step=1,
+    status="sent",
+    reason="",
+    due_at=T0,
+):
     return {
         "request_id": request_id,
         "campaign": campaign,
@@ -75,7 +88,9 @@ def email_row(request_id: str, customer_id: str, *, campaign="cart_abandon", ste
     }
 
 
-def recovery_row(customer_id: str, order_id: str, request_id: str, step: int, revenue: float, reminded_at=T0):
+def recovery_row(
+    customer_id: str, order_id: str, request_id: str, step: int, revenue: float, reminded_at=T0
+):
     return {
         "customer_id": customer_id,
         "cart_id": f"cart-{customer_id}",
@@ -92,13 +107,13 @@ def recovery_row(customer_id: str, order_id: str, request_id: str, step: int, re
 
 @pytest.fixture(scope="module")
 def chdb_dsn(tmp_path_factory) -> str:
-    return st.resolve_dsn("chdb://" + str(tmp_path_factory.mktemp("clickhouse") / "db"), ROOT)
+    return resolve_dsn("chdb://" + str(tmp_path_factory.mktemp("clickhouse") / "db"), ROOT)
 
 
 @pytest.fixture(scope="module")
 def migrated(chdb_dsn):
     """The module's shared handle, and the versions seen migrating an empty database twice."""
-    handle = st.get_client(chdb_dsn)
+    handle = get_client(chdb_dsn)
     versions = (handle.schema_version(), handle.migrate(DDL_DIR), handle.migrate(DDL_DIR))
     yield handle, versions
     handle.close()
@@ -107,7 +122,7 @@ def migrated(chdb_dsn):
 @pytest.fixture
 def store(migrated):
     handle = migrated[0]
-    for table in st.TABLES:
+    for table in TABLES:
         handle.command(f"TRUNCATE TABLE {table}")
     return handle
 
@@ -124,8 +139,13 @@ def test_migrations_from_empty_database_twice_reach_the_same_version(migrated):
     assert versions == (0, SCHEMA_VERSION, SCHEMA_VERSION)
     assert handle.schema_version() == SCHEMA_VERSION
     _, rows = handle.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
-    assert rows == [(1, "customer_profiles"), (2, "email_requests"), (3, "cart_recoveries"), (4, "views"),
-                    (5, "email_request_products")]
+    assert rows == [
+        (1, "customer_profiles"),
+        (2, "email_requests"),
+        (3, "cart_recoveries"),
+        (4, "views"),
+        (5, "email_request_products"),
+    ]
     _, objects = handle.query(
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name"
     )
@@ -141,13 +161,13 @@ def test_migrations_from_empty_database_twice_reach_the_same_version(migrated):
 
 def test_table_columns_match_the_python_column_specs(migrated):
     handle, _ = migrated
-    for table in st.TABLES:
+    for table in TABLES:
         _, rows = handle.query(
             "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
             "ORDER BY position",
             {"t": table},
         )
-        assert rows == [(c.name, c.ch_type) for c in st.COLUMNS[table]], table
+        assert rows == [(c.name, c.ch_type) for c in COLUMNS[table]], table
 
 
 def test_a_new_migration_file_is_applied_once(migrated, tmp_path):
@@ -174,15 +194,21 @@ LATEST_SQL = "SELECT * FROM customer_profiles_latest ORDER BY customer_id"
 
 
 def test_same_profile_batch_written_twice_reads_back_once_with_exact_values(store):
-    batch = [profile_row("c1", 1), profile_row("c1", 2, last_purchase_at=T0 + 90_123), profile_row("c2", 1)]
+    batch = [
+        profile_row("c1", 1),
+        profile_row("c1", 2, last_purchase_at=T0 + 90_123),
+        profile_row("c2", 1),
+    ]
     store.insert_rows("customer_profiles", batch)
     store.insert_rows("customer_profiles", batch)
     columns, rows = store.query(LATEST_SQL)
-    assert columns == [c.name for c in st.COLUMNS["customer_profiles"]]
+    assert columns == [c.name for c in COLUMNS["customer_profiles"]]
     got = [dict(zip(columns, row, strict=True)) for row in rows]
     assert [(p["customer_id"], p["version"]) for p in got] == [("c1", 2), ("c2", 1)]
     c1 = got[0]
-    assert st.convert_row("customer_profiles", _epoch_ms_row(c1)) == st.convert_row("customer_profiles", batch[1])
+    assert convert_row("customer_profiles", _epoch_ms_row(c1)) == convert_row(
+        "customer_profiles", batch[1]
+    )
     assert c1["last_purchase_at"].isoformat() == "2023-11-14T22:14:50.123000"
     assert c1["event_counts"] == {"page_view": 2, "cart_add": 1}
     assert c1["unsubscribed"] is False
@@ -191,33 +217,54 @@ def test_same_profile_batch_written_twice_reads_back_once_with_exact_values(stor
 @pytest.mark.parametrize("ms", [T0 + 1, T0 + 999, 0, -1, -1_000, -2_208_988_800_000 + 7])
 def test_timestamps_and_text_survive_the_json_transport_exactly(store, ms):
     odd = 'quote " backslash \\ newline \n tab \t émoji 🛒 <b>'
-    store.insert_rows("customer_profiles", [profile_row(
-        "c1", 1, first_seen=ms, last_purchase_at=ms, first_name=odd, recent_products=[odd, ""])])
+    store.insert_rows(
+        "customer_profiles",
+        [
+            profile_row(
+                "c1",
+                1,
+                first_seen=ms,
+                last_purchase_at=ms,
+                first_name=odd,
+                recent_products=[odd, ""],
+            )
+        ],
+    )
     _, rows = store.query(
         "SELECT toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_purchase_at), "
-        "first_name, recent_products FROM customer_profiles")
+        "first_name, recent_products FROM customer_profiles"
+    )
     assert rows == [(ms, ms, odd, [odd, ""])]
 
 
 def test_every_millisecond_survives_the_json_transport(store):
     import random
+
     rng = random.Random(3)
     stamps = [rng.randrange(-2_208_988_800_000, 10_000_000_000_000) for _ in range(3000)]
-    store.insert_rows("customer_profiles", [
-        profile_row(f"c{i}", 1, updated_at=ms) for i, ms in enumerate(stamps)])
-    _, rows = store.query("SELECT toUnixTimestamp64Milli(updated_at) FROM customer_profiles "
-                          "ORDER BY toUInt32(substring(customer_id, 2))")
+    store.insert_rows(
+        "customer_profiles", [profile_row(f"c{i}", 1, updated_at=ms) for i, ms in enumerate(stamps)]
+    )
+    _, rows = store.query(
+        "SELECT toUnixTimestamp64Milli(updated_at) FROM customer_profiles "
+        "ORDER BY toUInt32(substring(customer_id, 2))"
+    )
     assert [r[0] for r in rows] == stamps
 
 
 def test_batches_in_reverse_version_order_keep_the_newest_profile(store):
     for version in (5, 4, 3, 2, 1):
-        store.insert_rows("customer_profiles", [profile_row("c1", version), profile_row("c2", 6 - version)])
+        store.insert_rows(
+            "customer_profiles", [profile_row("c1", version), profile_row("c2", 6 - version)]
+        )
     _, rows = store.query(
         "SELECT customer_id, version, journey_status, cart_items, revenue_total, recent_products "
         "FROM customer_profiles_latest ORDER BY customer_id"
     )
-    assert rows == [("c1", 5, "step5", 5, 50.0, ["p5", "p0"]), ("c2", 5, "step5", 5, 50.0, ["p5", "p0"])]
+    assert rows == [
+        ("c1", 5, "step5", 5, 50.0, ["p5", "p0"]),
+        ("c2", 5, "step5", 5, 50.0, ["p5", "p0"]),
+    ]
     assert count(store, "SELECT count() FROM customer_profiles_latest") == 2
 
 
@@ -252,7 +299,14 @@ def test_recovery_summary_by_step_exact_figures(store):
     store.insert_rows("email_requests", [emails[0], emails[4]])
     store.insert_rows("cart_recoveries", recoveries[:1])
     columns, rows = store.query("SELECT * FROM recovery_summary_by_step")
-    assert columns == ["campaign", "step", "reminders_sent", "carts_recovered", "recovery_rate", "revenue_recovered"]
+    assert columns == [
+        "campaign",
+        "step",
+        "reminders_sent",
+        "carts_recovered",
+        "recovery_rate",
+        "revenue_recovered",
+    ]
     assert rows == [
         ("", 1, 0, 1, 0.0, 10.0),
         ("browse", 1, 1, 0, 0.0, 0.0),
@@ -265,11 +319,11 @@ def test_two_threads_with_their_own_handles_share_the_engine(store, chdb_dsn):
     """Flink thread mode: two writer subtasks in one process, one client underneath."""
 
     def writer(prefix: str) -> None:
-        handle = st.get_client(chdb_dsn)
+        handle = get_client(chdb_dsn)
         try:
             for batch in range(20):
                 rows = [email_row(f"{prefix}-{batch}-{i}", f"{prefix}{i}") for i in range(25)]
-                assert st.write_batch(handle, "email_requests", rows, retry=NO_WAIT) == []
+                assert write_batch(handle, "email_requests", rows, retry=NO_WAIT) == []
         finally:
             handle.close()
 
@@ -297,7 +351,7 @@ class FlakyStore:
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            raise st.TransientStoreError("Connection reset by peer")
+            raise TransientStoreError("Connection reset by peer")
 
     def insert_rows(self, table, rows):
         self._attempt()
@@ -313,9 +367,14 @@ def test_write_batch_backs_off_on_transient_errors_and_loses_nothing(store):
     sleeps: list[float] = []
     seen: list[tuple[int, float]] = []
     rows = [profile_row(f"c{i}", 1) for i in range(10)]
-    rejected = st.write_batch(
-        flaky, "customer_profiles", rows, retry=st.RetryPolicy(base_ms=100, cap_ms=300),
-        sleep=sleeps.append, rand=lambda: 0.5, on_retry=lambda attempt, delay, exc: seen.append((attempt, delay)),
+    rejected = write_batch(
+        flaky,
+        "customer_profiles",
+        rows,
+        retry=RetryPolicy(base_ms=100, cap_ms=300),
+        sleep=sleeps.append,
+        rand=lambda: 0.5,
+        on_retry=lambda attempt, delay, exc: seen.append((attempt, delay)),
     )
     assert rejected == []
     assert flaky.calls == 5
@@ -328,10 +387,16 @@ def test_bad_rows_are_returned_and_the_good_ones_inserted(store):
     rows = [email_row(f"r{i}", f"c{i}") for i in range(5)]
     rows[1]["step"] = "x"
     rows[3]["customer_id"] = None
-    rejected = st.write_batch(store, "email_requests", rows, retry=NO_WAIT, sleep=lambda s: None)
+    rejected = write_batch(store, "email_requests", rows, retry=NO_WAIT, sleep=lambda s: None)
     assert rejected == [
-        (rows[1], "email_requests request_id='r1' customer_id='c1': column 'step': expected an integer (UInt8), got str"),
-        (rows[3], "email_requests request_id='r3' customer_id=None: column 'customer_id': expected a string, got None"),
+        (
+            rows[1],
+            "email_requests request_id='r1' customer_id='c1': column 'step': expected an integer (UInt8), got str",
+        ),
+        (
+            rows[3],
+            "email_requests request_id='r3' customer_id=None: column 'customer_id': expected a string, got None",
+        ),
     ]
     _, ids = store.query("SELECT request_id FROM email_requests FINAL ORDER BY request_id")
     assert ids == [("r0",), ("r2",), ("r4",)]
@@ -341,18 +406,22 @@ def test_json_lines_rejected_by_the_engine_are_isolated_and_the_rest_inserted(st
     """The writer's path: rows as JSON lines, checked by ClickHouse only. Bisection finds
     each row the engine refuses; every other row of the batch is written."""
     import orjson
-    rows = [st.json_ready("email_requests", email_row(f"r{i}", f"c{i}")) for i in range(6)]
+
+    rows = [json_ready("email_requests", email_row(f"r{i}", f"c{i}")) for i in range(6)]
     rows[1]["step"] = "not a number"
     rows[4]["due_at"] = "yesterday-ish"
     lines = [orjson.dumps(r).decode() for r in rows]
     flaky = FlakyStore(store, failures=2)
-    rejected = st.write_batch(flaky, "email_requests", lines, retry=NO_WAIT, sleep=lambda s: None,
-                              json_lines=True)
+    rejected = write_batch(
+        flaky, "email_requests", lines, retry=NO_WAIT, sleep=lambda s: None, json_lines=True
+    )
     assert [line for line, _ in rejected] == [lines[1], lines[4]]
     assert all(reason.startswith("email_requests request_id=") for _, reason in rejected)
     assert "customer_id='c1'" in rejected[0][1] and "customer_id='c4'" in rejected[1][1]
-    _, got = store.query("SELECT request_id, toUnixTimestamp64Milli(due_at), step "
-                         "FROM email_requests FINAL ORDER BY request_id")
+    _, got = store.query(
+        "SELECT request_id, toUnixTimestamp64Milli(due_at), step "
+        "FROM email_requests FINAL ORDER BY request_id"
+    )
     assert got == [(f"r{i}", T0, 1) for i in (0, 2, 3, 5)]
 
 
@@ -360,7 +429,7 @@ def test_profile_without_customer_id_is_rejected_alone(store):
     rows = [profile_row("c1", 1), profile_row("c2", 1), profile_row("c3", 1)]
     rows[1]["customer_id"] = None
     del rows[2]["unsubscribed"]
-    rejected = st.write_batch(store, "customer_profiles", rows, retry=NO_WAIT)
+    rejected = write_batch(store, "customer_profiles", rows, retry=NO_WAIT)
     assert [reason for _, reason in rejected] == [
         "customer_profiles customer_id=None version=1: column 'customer_id': expected a string, got None",
         "customer_profiles customer_id='c3' version=1: missing column 'unsubscribed'",
@@ -369,26 +438,28 @@ def test_profile_without_customer_id_is_rejected_alone(store):
 
 
 def test_engine_errors_are_classified(store):
-    with pytest.raises(st.RowRejected, match="CANNOT_PARSE_TEXT"):
+    with pytest.raises(RowRejected, match="CANNOT_PARSE_TEXT"):
         store.query("SELECT toUInt8('x')")
-    with pytest.raises(st.StoreError, match="UNKNOWN_TABLE") as info:
+    with pytest.raises(StoreError, match="UNKNOWN_TABLE") as info:
         store.query("SELECT * FROM no_such_table")
-    assert type(info.value) is st.StoreError
+    assert type(info.value) is StoreError
 
 
 def test_unreachable_http_server_is_a_transient_error():
-    handle = st.get_client("http://default@127.0.0.1:9/default")
+    handle = get_client("http://default@127.0.0.1:9/default")
     try:
-        with pytest.raises(st.TransientStoreError, match="Connection refused"):
+        with pytest.raises(TransientStoreError, match="Connection refused"):
             handle.query("SELECT 1")
     finally:
         handle.close()
 
 
 def test_a_second_chdb_path_in_this_process_is_refused_clearly(migrated, tmp_path):
-    other = st.get_client(st.resolve_dsn("chdb://" + str(tmp_path / "other"), ROOT))
+    other = get_client(resolve_dsn("chdb://" + str(tmp_path / "other"), ROOT))
     try:
-        with pytest.raises(st.StoreLockedError, match="already has the chdb engine open at another path"):
+        with pytest.raises(
+            StoreLockedError, match="already has the chdb engine open at another path"
+        ):
             other.query("SELECT 1")
     finally:
         other.close()
@@ -409,10 +480,10 @@ QUERY_SQL = (
             "table",
             (
                 " n  s   ts\n"
-            "--  --  ------------------------\n"
-            " 0  x0  2023-11-14 22:13:20.123Z\n"
-            "10  x1  2023-11-14 22:13:20.123Z\n"
-            "(2 rows)\n"
+                "--  --  ------------------------\n"
+                " 0  x0  2023-11-14 22:13:20.123Z\n"
+                "10  x1  2023-11-14 22:13:20.123Z\n"
+                "(2 rows)\n"
             ),
         ),
         ("csv", "n,s,ts\n0,x0,2023-11-14 22:13:20.123Z\n10,x1,2023-11-14 22:13:20.123Z\n"),
@@ -420,13 +491,17 @@ QUERY_SQL = (
 )
 def test_query_command_formats(migrated, chdb_dsn, fmt, expected):
     out, err = io.StringIO(), io.StringIO()
-    code = db.cmd_query(argparse.Namespace(sql=QUERY_SQL, format=fmt, dsn=chdb_dsn), out=out, err=err)
+    code = db.cmd_query(
+        argparse.Namespace(sql=QUERY_SQL, format=fmt, dsn=chdb_dsn), out=out, err=err
+    )
     assert (code, out.getvalue(), err.getvalue()) == (0, expected, "")
 
 
 def test_query_command_json(migrated, chdb_dsn):
     out = io.StringIO()
-    assert db.cmd_query(argparse.Namespace(sql=QUERY_SQL, format="json", dsn=chdb_dsn), out=out) == 0
+    assert (
+        db.cmd_query(argparse.Namespace(sql=QUERY_SQL, format="json", dsn=chdb_dsn), out=out) == 0
+    )
     assert json.loads(out.getvalue()) == [
         {"n": 0, "s": "x0", "ts": "2023-11-14T22:13:20.123Z"},
         {"n": 10, "s": "x1", "ts": "2023-11-14T22:13:20.123Z"},
@@ -435,10 +510,14 @@ def test_query_command_json(migrated, chdb_dsn):
 
 def test_query_command_reports_sql_errors_without_traceback(migrated, chdb_dsn):
     out, err = io.StringIO(), io.StringIO()
-    code = db.cmd_query(argparse.Namespace(sql="SELECT * FROM nope", format="table", dsn=chdb_dsn), out=out, err=err)
+    code = db.cmd_query(
+        argparse.Namespace(sql="SELECT * FROM nope", format="table", dsn=chdb_dsn), out=out, err=err
+    )
     assert code == 1
     assert out.getvalue() == ""
-    assert err.getvalue().startswith("error: Code: 60. DB::Exception: Unknown table expression identifier 'nope'")
+    assert err.getvalue().startswith(
+        "error: Code: 60. DB::Exception: Unknown table expression identifier 'nope'"
+    )
 
 
 def test_migrate_command_prints_the_version(migrated, chdb_dsn):
@@ -448,12 +527,20 @@ def test_migrate_command_prints_the_version(migrated, chdb_dsn):
 
 
 def test_profile_command_shows_profile_emails_and_recoveries(store, chdb_dsn):
-    store.insert_rows("customer_profiles", [profile_row("c1", 1), profile_row("c1", 2, unsubscribed=True)])
+    store.insert_rows(
+        "customer_profiles", [profile_row("c1", 1), profile_row("c1", 2, unsubscribed=True)]
+    )
     store.insert_rows(
         "email_requests",
-        [email_row("r2", "c1", step=2, due_at=T0 + HOUR), email_row("r1", "c1", step=1), email_row("r9", "c9")],
+        [
+            email_row("r2", "c1", step=2, due_at=T0 + HOUR),
+            email_row("r1", "c1", step=1),
+            email_row("r9", "c9"),
+        ],
     )
-    store.insert_rows("cart_recoveries", [recovery_row("c1", "o1", "r2", 2, 99.5, reminded_at=T0 + HOUR)])
+    store.insert_rows(
+        "cart_recoveries", [recovery_row("c1", "o1", "r2", 2, 99.5, reminded_at=T0 + HOUR)]
+    )
     out, err = io.StringIO(), io.StringIO()
     assert db.cmd_profile(argparse.Namespace(customer_id="c1", dsn=chdb_dsn), out=out, err=err) == 0
     lines = out.getvalue().splitlines()
@@ -503,15 +590,23 @@ def test_profile_command_shows_profile_emails_and_recoveries(store, chdb_dsn):
 
 def test_profile_command_for_unknown_customer_exits_1(store, chdb_dsn):
     out, err = io.StringIO(), io.StringIO()
-    assert db.cmd_profile(argparse.Namespace(customer_id="nobody", dsn=chdb_dsn), out=out, err=err) == 1
+    assert (
+        db.cmd_profile(argparse.Namespace(customer_id="nobody", dsn=chdb_dsn), out=out, err=err)
+        == 1
+    )
     assert err.getvalue() == "no profile for customer_id='nobody'\n"
     assert out.getvalue() == "\nemail history (0):\n\ncart recoveries (0):\n"
 
 
 def _run_python(code: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, input=stdin,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -524,21 +619,26 @@ def test_cli_on_a_path_held_by_another_process_explains_instead_of_crashing(migr
         """
     )
     assert result.returncode == 2, result.stderr
-    assert "is in use by another process. chdb lets one process at a time open a path" in result.stderr
+    assert (
+        "is in use by another process. chdb lets one process at a time open a path" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 
 
 def test_closing_every_handle_releases_the_path_for_another_process(tmp_path):
     """The job's writers close their handles at the end; an analyst's process can then open it."""
-    dsn = st.resolve_dsn("chdb://" + str(tmp_path / "released"), ROOT)
+    dsn = resolve_dsn("chdb://" + str(tmp_path / "released"), ROOT)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(
-            f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
             import sys
             from pathlib import Path
             from udfs import store as st
-            a, b = st.get_client({dsn!r}), st.get_client({dsn!r})
+            a, b = get_client({dsn!r}), get_client({dsn!r})
             a.migrate(Path({str(DDL_DIR)!r}))
             a.close()
             b.command("INSERT INTO email_requests (request_id) VALUES ('r1')")
@@ -546,15 +646,20 @@ def test_closing_every_handle_releases_the_path_for_another_process(tmp_path):
             print("closed", flush=True)
             sys.stdin.readline()  # stay alive until the reader is done
             """
-        )],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline() == "closed\n"
         reader = _run_python(
             f"""
             from udfs import store as st
-            s = st.get_client({dsn!r})
+            s = get_client({dsn!r})
             print(s.query("SELECT count() FROM email_requests")[1][0][0])
             s.close()
             """
@@ -570,7 +675,11 @@ def _epoch_ms_row(profile: dict) -> dict:
     import calendar
 
     def ms(value):
-        return None if value is None else calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
+        return (
+            None
+            if value is None
+            else calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
+        )
 
     out = dict(profile)
     for key in ("first_seen", "last_seen", "last_purchase_at", "updated_at"):

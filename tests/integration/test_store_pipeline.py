@@ -41,13 +41,20 @@ from tests.conftest import (
     run_cli,
 )
 from tests.integration.conftest import run_bounded
-from udfs.journey import request_id
+from udfs.core.journey import request_id
 
 CAMPAIGN = "abandoned_cart"
 STEP_AFTER = {1: HOUR, 2: DAY}
 ATTRIBUTION_MS = 7 * DAY
-BEHAVIOURS = ("browse", "abandon", "abandon_no_email", "quick_buy", "recover_1", "recover_2",
-              "too_late")
+BEHAVIOURS = (
+    "browse",
+    "abandon",
+    "abandon_no_email",
+    "quick_buy",
+    "recover_1",
+    "recover_2",
+    "too_late",
+)
 
 
 def event_set(seed: int = 11, customers: int = 28) -> tuple[list[dict], dict[str, str]]:
@@ -73,13 +80,16 @@ def event_set(seed: int = 11, customers: int = 28) -> tuple[list[dict], dict[str
             value += price * qty
             events.append(cart_add(cid, t, f"sku-{n}", price, qty, cart_id))
         last_activity, revenue = t, round(value, 2)
-        after = {"quick_buy": rng.randint(5, 55) * MINUTE,
-                 "recover_1": HOUR + rng.randint(1, 22 * 60) * MINUTE,
-                 "recover_2": DAY + rng.randint(1, 5 * 24 * 60) * MINUTE,
-                 "too_late": DAY + ATTRIBUTION_MS + rng.randint(1, 600) * MINUTE}.get(kind)
+        after = {
+            "quick_buy": rng.randint(5, 55) * MINUTE,
+            "recover_1": HOUR + rng.randint(1, 22 * 60) * MINUTE,
+            "recover_2": DAY + rng.randint(1, 5 * 24 * 60) * MINUTE,
+            "too_late": DAY + ATTRIBUTION_MS + rng.randint(1, 600) * MINUTE,
+        }.get(kind)
         if after is not None:
-            events.append(purchase(cid, last_activity + after, cart_id, revenue,
-                                   order_id=f"order-{cid}"))
+            events.append(
+                purchase(cid, last_activity + after, cart_id, revenue, order_id=f"order-{cid}")
+            )
     events.sort(key=lambda e: e["timestamp"])
     return events, behaviour
 
@@ -104,31 +114,53 @@ def expected(events: list[dict]) -> dict:
                 if bought_at is not None and bought_at < due:
                     break
                 rid = request_id(CAMPAIGN, cid, adds[-1]["properties"]["cart_id"], armed, step)
-                requests.add((rid, cid, step, "sent" if email else "suppressed",
-                              "" if email else "no_email", due,
-                              tuple(a["properties"]["product_id"] for a in adds)))
+                requests.add(
+                    (
+                        rid,
+                        cid,
+                        step,
+                        "sent" if email else "suppressed",
+                        "" if email else "no_email",
+                        due,
+                        tuple(a["properties"]["product_id"] for a in adds),
+                    )
+                )
                 if email:
                     sent.append((step, rid, due))
             if buys and sent and buys[0]["timestamp"] - sent[-1][2] <= ATTRIBUTION_MS:
                 step, rid, due = sent[-1]
                 b = buys[0]
-                recoveries.add((cid, b["properties"]["cart_id"], b["properties"]["order_id"],
-                                step, rid, b["properties"]["revenue"],
-                                (b["timestamp"] - due) / 1000))
+                recoveries.add(
+                    (
+                        cid,
+                        b["properties"]["cart_id"],
+                        b["properties"]["order_id"],
+                        step,
+                        rid,
+                        b["properties"]["revenue"],
+                        (b["timestamp"] - due) / 1000,
+                    )
+                )
         revenue = round(sum(b["properties"]["revenue"] for b in buys), 2)
         open_items = [] if buys else [a["properties"] for a in adds]
         profiles[cid] = {
-            "customer_id": cid, "email": email,
-            "first_name": next((e["traits"]["first_name"] for e in evs
-                                if e["traits"].get("first_name")), None),
-            "first_seen": evs[0]["timestamp"], "last_seen": evs[-1]["timestamp"],
+            "customer_id": cid,
+            "email": email,
+            "first_name": next(
+                (e["traits"]["first_name"] for e in evs if e["traits"].get("first_name")), None
+            ),
+            "first_seen": evs[0]["timestamp"],
+            "last_seen": evs[-1]["timestamp"],
             "event_counts": dict(Counter(e["event_type"] for e in evs)),
-            "revenue_total": revenue, "order_count": len(buys),
+            "revenue_total": revenue,
+            "order_count": len(buys),
             "avg_order_value": round(revenue / len(buys), 2) if buys else 0.0,
             "last_purchase_at": buys[-1]["timestamp"] if buys else None,
             "cart_value": round(sum(p["price"] * p["quantity"] for p in open_items), 2),
             "cart_items": sum(p["quantity"] for p in open_items),
-            "journey_status": status, "emails_sent": len(sent), "unsubscribed": False,
+            "journey_status": status,
+            "emails_sent": len(sent),
+            "unsubscribed": False,
         }
     return {"profiles": profiles, "requests": requests, "recoveries": recoveries}
 
@@ -161,7 +193,7 @@ def scenario():
 
 class HostKiller(threading.Thread):
     """Fault injection inside the running job: SIGKILLs the first ``kills`` chdb host
-    processes (udfs/store_host.py) that serve ``path``, each as soon as it appears, whatever
+    processes (udfs/clickhouse/host.py) that serve ``path``, each as soon as it appears, whatever
     it is doing (opening the engine, inserting). The writer must retry and lose nothing."""
 
     def __init__(self, path: str, kills: int):
@@ -177,8 +209,11 @@ class HostKiller(threading.Thread):
                     args = (proc / "cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if b"udfs.store_host" in args and self.path in args and \
-                        int(proc.name) not in self.killed:
+                if (
+                    b"udfs.clickhouse.host" in args
+                    and self.path in args
+                    and int(proc.name) not in self.killed
+                ):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(proc.name), signal.SIGKILL)
                         self.killed.append(int(proc.name))
@@ -190,10 +225,19 @@ def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
     writer's size limit fires during the run (and the scenario has fewer events than a row
     buffer holds): every row reaches the writer only as the input ends, and must still be
     written."""
-    return run_bounded([raw(e) for e in events], parallelism, store=True,
-                       overrides={"clickhouse": {"enabled": True, "dsn": dsn,
-                                                 "flush_rows": 100_000,
-                                                 "buffer_interval": "1h"}})
+    return run_bounded(
+        [raw(e) for e in events],
+        parallelism,
+        store=True,
+        overrides={
+            "clickhouse": {
+                "enabled": True,
+                "dsn": dsn,
+                "flush_rows": 100_000,
+                "buffer_interval": "1h",
+            }
+        },
+    )
 
 
 RUNS = {"parallelism-1": (1, 0), "parallelism-2": (2, 0), "parallelism-2-hosts-killed": (2, 2)}
@@ -232,19 +276,39 @@ def test_email_requests_hold_every_decision_once(store_run, scenario):
     dsn, outputs = store_run
     rows = query_cli(dsn, REQUEST_SQL)
     assert [r["copies"] for r in rows] == [1] * len(rows)
-    got = {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"], r["due_at"],
-            tuple(r["product_ids"])) for r in rows}
+    got = {
+        (
+            r["request_id"],
+            r["customer_id"],
+            r["step"],
+            r["status"],
+            r["reason"],
+            r["due_at"],
+            tuple(r["product_ids"]),
+        )
+        for r in rows
+    }
     assert got == scenario[1]["requests"]
     # what went to Kafka is exactly what the table calls sent
     assert {req["request_id"] for _, req in outputs["requests"]} == {
-        r[0] for r in got if r[3] == "sent"}
+        r[0] for r in got if r[3] == "sent"
+    }
 
 
 def test_cart_recoveries_credit_the_last_reminder(store_run, scenario):
     dsn, _ = store_run
-    got = {(r["customer_id"], r["cart_id"], r["order_id"], r["reminder_step"],
-            r["reminder_request_id"], r["revenue"], r["seconds_to_purchase"])
-           for r in query_cli(dsn, RECOVERY_SQL)}
+    got = {
+        (
+            r["customer_id"],
+            r["cart_id"],
+            r["order_id"],
+            r["reminder_step"],
+            r["reminder_request_id"],
+            r["revenue"],
+            r["seconds_to_purchase"],
+        )
+        for r in query_cli(dsn, RECOVERY_SQL)
+    }
     assert got == scenario[1]["recoveries"]
     assert {r[3] for r in got} == {1, 2}  # both steps recover something
 
@@ -256,10 +320,16 @@ def test_recovery_summary_by_step(store_run, scenario):
     for step in (1, 2):
         sent = sum(1 for r in want["requests"] if r[2] == step and r[3] == "sent")
         recovered = [r for r in want["recoveries"] if r[3] == step]
-        summary.append({"campaign": CAMPAIGN, "step": step, "reminders_sent": sent,
-                        "carts_recovered": len(recovered),
-                        "recovery_rate": pytest.approx(len(recovered) / sent),
-                        "revenue_recovered": pytest.approx(sum(r[5] for r in recovered))})
+        summary.append(
+            {
+                "campaign": CAMPAIGN,
+                "step": step,
+                "reminders_sent": sent,
+                "carts_recovered": len(recovered),
+                "recovery_rate": pytest.approx(len(recovered) / sent),
+                "revenue_recovered": pytest.approx(sum(r[5] for r in recovered)),
+            }
+        )
     assert query_cli(dsn, SUMMARY_SQL) == summary
 
 
@@ -275,32 +345,41 @@ def rejecting_run(scenario, tmp_path_factory):
     server rejects those inserts for their content (VIOLATED_CONSTRAINT) while the job runs."""
     events, _ = scenario
     dsn = "chdb://" + str(tmp_path_factory.mktemp("chdb-rejecting") / "clickhouse")
-    constraint = ("ALTER TABLE customer_profiles ADD CONSTRAINT no_rejected "
-                  f"CHECK customer_id != '{REJECTED}'")
+    constraint = (
+        "ALTER TABLE customer_profiles ADD CONSTRAINT no_rejected "
+        f"CHECK customer_id != '{REJECTED}'"
+    )
     run_cli(dsn, "db", "migrate")
     run_cli(dsn, "query", constraint)
     return dsn, run_job(events, 2, dsn)
 
 
 def test_rows_clickhouse_rejects_go_to_the_dlq_and_the_rest_of_the_batch_is_written(
-        rejecting_run, scenario):
+    rejecting_run, scenario
+):
     dsn, outputs = rejecting_run
     events, want = scenario
     # One profile snapshot per event of the customer and per reminder step that fired (sent
     # or suppressed), versions 1.. in event-time order: every one of them is in the DLQ,
     # keyed and labelled by the customer, with the row itself for a replay.
-    times = sorted([e["timestamp"] for e in events if e["customer_id"] == REJECTED]
-                   + [r[5] for r in want["requests"] if r[1] == REJECTED])
+    times = sorted(
+        [e["timestamp"] for e in events if e["customer_id"] == REJECTED]
+        + [r[5] for r in want["requests"] if r[1] == REJECTED]
+    )
     assert len(times) > len([e for e in events if e["customer_id"] == REJECTED])  # a step fired
-    dlq = sorted(((key, record) for key, record in outputs["dlq"]),
-                 key=lambda kr: json.loads(kr[1]["payload"])["version"])
+    dlq = sorted(
+        ((key, record) for key, record in outputs["dlq"]),
+        key=lambda kr: json.loads(kr[1]["payload"])["version"],
+    )
     assert [key for key, _ in dlq] == [REJECTED] * len(times)
     assert {(r["reason"], r["path"], r["customer_id"]) for _, r in dlq} == {
-        ("store_rejected", "$.customer_profiles", REJECTED)}
+        ("store_rejected", "$.customer_profiles", REJECTED)
+    }
     assert all("no_rejected" in r["message"] for _, r in dlq)  # the server's reason
     rows = [json.loads(r["payload"]) for _, r in dlq]  # as inserted: times in seconds
     assert [(row["version"], round(row["updated_at"] * 1000)) for row in rows] == list(
-        zip(range(1, len(times) + 1), times, strict=True))
+        zip(range(1, len(times) + 1), times, strict=True)
+    )
     # every other profile, and every email request and recovery (the rejected customer's
     # included: only its profile rows were refused), is written exactly
     got = {r["customer_id"]: r for r in query_cli(dsn, PROFILE_SQL)}
@@ -309,10 +388,29 @@ def test_rows_clickhouse_rejects_go_to_the_dlq_and_the_rest_of_the_batch_is_writ
         row["event_counts"] = {k: int(v) for k, v in row["event_counts"].items()}
         assert row == want["profiles"][cid], cid
     requests = query_cli(dsn, REQUEST_SQL)
-    assert {(r["request_id"], r["customer_id"], r["step"], r["status"], r["reason"],
-             r["due_at"], tuple(r["product_ids"])) for r in requests} == want["requests"]
-    recoveries = {(r["customer_id"], r["cart_id"], r["order_id"], r["reminder_step"],
-                   r["reminder_request_id"], r["revenue"], r["seconds_to_purchase"])
-                  for r in query_cli(dsn, RECOVERY_SQL)}
+    assert {
+        (
+            r["request_id"],
+            r["customer_id"],
+            r["step"],
+            r["status"],
+            r["reason"],
+            r["due_at"],
+            tuple(r["product_ids"]),
+        )
+        for r in requests
+    } == want["requests"]
+    recoveries = {
+        (
+            r["customer_id"],
+            r["cart_id"],
+            r["order_id"],
+            r["reminder_step"],
+            r["reminder_request_id"],
+            r["revenue"],
+            r["seconds_to_purchase"],
+        )
+        for r in query_cli(dsn, RECOVERY_SQL)
+    }
     assert recoveries == want["recoveries"]
     assert REJECTED in {r[0] for r in recoveries}

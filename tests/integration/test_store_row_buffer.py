@@ -28,20 +28,28 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
     from job.config import load_config
     from job.main import create_env
     from job.pipeline import journey_settings, keyed_by_customer, process_customers
-    from udfs.customer import KIND_STORE
-    from udfs.operators import ROUTED, CustomerFunction
+    from udfs.core.customer import KIND_STORE
+    from udfs.flink.customer_function import ROUTED, CustomerFunction
 
     cfg = load_config(overrides={"clickhouse": {"enabled": True, "shards": SHARDS}})
     env = create_env(bounded_settings(1))
-    events = [raw(page_view(CUSTOMERS[i % len(CUSTOMERS)], T0 + i * MINUTE))
-              for i in range(EVENTS)]
+    events = [raw(page_view(CUSTOMERS[i % len(CUSTOMERS)], T0 + i * MINUTE)) for i in range(EVENTS)]
     keyed = keyed_by_customer(cfg, env.from_collection(events, type_info=Types.STRING()))
-    function = CustomerFunction(journey_settings(cfg), cfg.template_dir,
-                                cfg.links.cart_base_url, SHARDS, cfg.schema_dir,
-                                cfg.limits.max_event_bytes, cfg.limits.max_future_ms,
-                                store_buffer_events=BUFFER)
-    routed = (process_customers(keyed, function, drain_interval_ms=3_600_000) if drained
-              else keyed.process(function, output_type=ROUTED))
+    function = CustomerFunction(
+        journey_settings(cfg),
+        cfg.template_dir,
+        cfg.links.cart_base_url,
+        SHARDS,
+        cfg.schema_dir,
+        cfg.limits.max_event_bytes,
+        cfg.limits.max_future_ms,
+        store_buffer_events=BUFFER,
+    )
+    routed = (
+        process_customers(keyed, function, drain_interval_ms=3_600_000)
+        if drained
+        else keyed.process(function, output_type=ROUTED)
+    )
     elements = []
     with routed.execute_and_collect("store-row-buffer") as rows:
         for kind, shard, _, _, lines in rows:
@@ -59,7 +67,7 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
 def expected(chunk: int) -> list[tuple[int, list[tuple[str, int]]]]:
     """Events in chunks of ``chunk``, one element per shard per chunk (shards in order of
     their first event in the chunk), the rows of that shard's events in order."""
-    from udfs.customer import shard_of
+    from udfs.core.customer import shard_of
 
     versions: dict[str, int] = {}
     out = []

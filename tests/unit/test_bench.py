@@ -8,24 +8,47 @@ from bench.run import TINY_EVENTS, Plan, _runs, paired_ratios
 
 
 def plan(runs: int, measurements: tuple[str, ...]) -> Plan:
-    return Plan(events=10_200, runs=runs, rate=1000, live_seconds=10, clock_seconds=5,
-                measurements=measurements, quick=False)
+    return Plan(
+        events=10_200,
+        runs=runs,
+        rate=1000,
+        live_seconds=10,
+        clock_seconds=5,
+        measurements=measurements,
+        quick=False,
+    )
 
 
 def test_store_off_and_on_runs_of_one_parallelism_are_made_one_after_the_other():
     names = [name for _, name, _, _ in _runs(plan(2, ("throughput", "store")), "b", {}, {})]
     assert names == [
-        "throughput-p1-tiny-1", "throughput-p1-1", "store-p1-tiny-1", "store-p1-1",
-        "throughput-p2-tiny-1", "throughput-p2-1", "store-p2-tiny-1", "store-p2-1",
-        "throughput-p1-tiny-2", "throughput-p1-2", "store-p1-tiny-2", "store-p1-2",
-        "throughput-p2-tiny-2", "throughput-p2-2", "store-p2-tiny-2", "store-p2-2",
+        "throughput-p1-tiny-1",
+        "throughput-p1-1",
+        "store-p1-tiny-1",
+        "store-p1-1",
+        "throughput-p2-tiny-1",
+        "throughput-p2-1",
+        "store-p2-tiny-1",
+        "store-p2-1",
+        "throughput-p1-tiny-2",
+        "throughput-p1-2",
+        "store-p1-tiny-2",
+        "store-p1-2",
+        "throughput-p2-tiny-2",
+        "throughput-p2-2",
+        "store-p2-tiny-2",
+        "store-p2-2",
     ]
 
 
 def test_only_the_measurements_asked_for_are_run():
     runs = list(_runs(plan(1, ("store",)), "b", {}, {}))
     assert [name for _, name, _, _ in runs] == [
-        "store-p1-tiny-1", "store-p1-1", "store-p2-tiny-1", "store-p2-1"]
+        "store-p1-tiny-1",
+        "store-p1-1",
+        "store-p2-tiny-1",
+        "store-p2-1",
+    ]
     assert all(spec["store"] for _, _, spec, _ in runs)
 
 

@@ -28,7 +28,7 @@ from bench.run import (
     unit_kind,
     unit_records,
 )
-from udfs.validation import EventValidator, Invalid
+from udfs.core.validation import EventValidator, Invalid
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_767_600_000_000
@@ -55,8 +55,12 @@ def test_recovery_is_measured_to_the_first_good_window_after_the_last_bad_one():
 
 
 def test_a_relapse_counts_only_the_last_bad_window():
-    samples = (steady(0, 6000, 9000) + steady(6000, 12_000, 2000)
-               + steady(12_000, 13_000, 9000) + steady(13_000, 30_000, 2000))
+    samples = (
+        steady(0, 6000, 9000)
+        + steady(6000, 12_000, 2000)
+        + steady(12_000, 13_000, 9000)
+        + steady(13_000, 30_000, 2000)
+    )
     got = recovered_after(samples, since_ms=5000, bound_ms=BOUND)
     assert got is not None and got > 12_000 / 1000 - 5  # after the relapse, not the first dip
     assert got == pytest.approx((14_800 - 5000) / 1000)
@@ -100,20 +104,35 @@ def test_unit_records_are_valid_events_except_the_bad_ones():
 def test_every_event_is_accounted_for_by_the_output_its_unit_must_produce():
     units = range(10)  # 0 bad, 1-4 buy, 5-9 abandon
     requests = [{"customer_id": f"bu-{j}"} for j in range(5, 10)]
-    outcomes = ([{"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"}
-                 for j in range(1, 5)] + [{"kind": "sent", "customer_id": "bu-5"}])
-    dlq = [{"customer_id": "bu-0", "event_id": "bu-0-bad"},
-           {"customer_id": None, "event_id": None}]  # e.g. the bench's warm-up markers
+    outcomes = [
+        {"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"} for j in range(1, 5)
+    ] + [{"kind": "sent", "customer_id": "bu-5"}]
+    dlq = [
+        {"customer_id": "bu-0", "event_id": "bu-0-bad"},
+        {"customer_id": None, "event_id": None},
+    ]  # e.g. the bench's warm-up markers
     assert account_units(units, requests, outcomes, dlq) == {
-        "units": 10, "events": 19, "accounted": 19, "lost": 0, "unexpected": 0, "late": 0,
-        "missing_units": []}
+        "units": 10,
+        "events": 19,
+        "accounted": 19,
+        "lost": 0,
+        "unexpected": 0,
+        "late": 0,
+        "missing_units": [],
+    }
 
     # a reminder missing, a reminder to a buyer, a cancellation missing, a late event
     requests = [r for r in requests if r["customer_id"] != "bu-7"] + [{"customer_id": "bu-2"}]
     outcomes = [o for o in outcomes if o["customer_id"] != "bu-3"] + [{"kind": "late"}]
     assert account_units(units, requests, outcomes, dlq) == {
-        "units": 10, "events": 19, "accounted": 15, "lost": 4, "unexpected": 1, "late": 1,
-        "missing_units": ["bu-3", "bu-7"]}
+        "units": 10,
+        "events": 19,
+        "accounted": 15,
+        "lost": 4,
+        "unexpected": 1,
+        "late": 1,
+        "missing_units": ["bu-3", "bu-7"],
+    }
     # outputs of customers outside the units count for nothing
     assert account_units(range(10, 20), requests, outcomes, dlq)["accounted"] == 0
 
@@ -121,12 +140,18 @@ def test_every_event_is_accounted_for_by_the_output_its_unit_must_produce():
 def test_missing_units_lists_every_customer_without_its_output_in_unit_order():
     units = range(30)
     requests = [{"customer_id": f"bu-{j}"} for j in units if unit_kind(j) == "abandon"]
-    outcomes = [{"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"}
-                for j in units if unit_kind(j) == "buy" and j not in (3, 22)]
+    outcomes = [
+        {"kind": "cancelled", "reason": "purchased", "customer_id": f"bu-{j}"}
+        for j in units
+        if unit_kind(j) == "buy" and j not in (3, 22)
+    ]
     dlq = [{"customer_id": f"bu-{j}", "event_id": f"bu-{j}-bad"} for j in (0, 10)]
     assert missing_units(units, requests, outcomes, dlq) == ["bu-3", "bu-20", "bu-22"]
     assert account_units(units, requests, outcomes, dlq)["missing_units"] == [
-        "bu-3", "bu-20", "bu-22"]
+        "bu-3",
+        "bu-20",
+        "bu-22",
+    ]
 
 
 def test_unit_event_ids_are_those_of_the_unit_records():
@@ -158,8 +183,12 @@ def test_check_topic_tells_inputs_never_stored_from_outputs_the_job_did_not_emit
     phases = {"before": range(10), "burst": range(10, 20), "after": range(20, 30)}
     # bu-23 (buy) and bu-26 (abandon) lost their records upstream, bu-7 (abandon) is in the
     # topic but its reminder never came; bu-12's cart was stored twice; 3 offsets unused
-    topic = topic_of(phases, leave_out={"bu-23-cart", "bu-23-buy", "bu-26-id"},
-                     twice=["bu-12-cart"], skip_offsets=3)
+    topic = topic_of(
+        phases,
+        leave_out={"bu-23-cart", "bu-23-buy", "bu-26-id"},
+        twice=["bu-12-cart"],
+        skip_offsets=3,
+    )
     acked = {"bu-23-cart": (0, 5), "bu-23-buy": (0, 6)}
     check = check_topic(phases, topic, missing=["bu-7", "bu-23", "bu-26"], deliveries=acked)
     assert check["missing_in_topic"] == 3
@@ -170,8 +199,10 @@ def test_check_topic_tells_inputs_never_stored_from_outputs_the_job_did_not_emit
     assert check["lost_units_inputs_in_topic"] == ["bu-7"]
     assert (check["lost_events_inputs_missing"], check["lost_events_inputs_in_topic"]) == (4, 2)
     # acked at an offset that holds another record: the broker acked what it never stored
-    assert check["absent_events"]["bu-23-cart"] == {"acked_at": [0, 5],
-                                                    "topic_holds_there": "bu-3-cart"}
+    assert check["absent_events"]["bu-23-cart"] == {
+        "acked_at": [0, 5],
+        "topic_holds_there": "bu-3-cart",
+    }
     assert check["absent_events"]["bu-26-id"] == {}
 
 
@@ -182,25 +213,34 @@ def test_producer_log_counts_retries_and_duplicate_sequence_answers_only():
     sender = logging.getLogger(ProducerLog.SENDER)
     try:
         sender.debug("%s: Parsing produce response: %r", "p", "r")
-        sender.debug("%s: Received DUPLICATE_SEQUENCE_NUMBER for %s - records already "
-                     "committed, treating as success", "p", "t-0")
-        sender.warning("%s: Got error produce response on topic-partition %s, retrying",
-                       "p", "t-1")
+        sender.debug(
+            "%s: Received DUPLICATE_SEQUENCE_NUMBER for %s - records already "
+            "committed, treating as success",
+            "p",
+            "t-0",
+        )
+        sender.warning("%s: Got error produce response on topic-partition %s, retrying", "p", "t-1")
     finally:
         log.uninstall()
     sender.warning("after uninstall")
-    assert log.result()["counts"] == {"duplicate_sequence_number": 1,
-                                      "kafka.producer.sender warning": 1}
+    assert log.result()["counts"] == {
+        "duplicate_sequence_number": 1,
+        "kafka.producer.sender warning": 1,
+    }
     assert len(log.result()["samples"]) == 2 and "t-0" in log.result()["samples"][0]
     assert sender.propagate
 
 
 def test_kafka_client_warnings_of_the_flink_log():
     lines = [
-        ("2026-12-01 12:08:56,633 INFO  org.apache.kafka.clients.producer.KafkaProducer [] - "
-         "Instantiated an idempotent producer."),
-        ("2026-12-01 12:09:01,001 WARN  org.apache.kafka.clients.producer.internals.Sender [] - "
-         "Got error produce response with correlation id 7 on topic-partition o-0, retrying"),
+        (
+            "2026-12-01 12:08:56,633 INFO  org.apache.kafka.clients.producer.KafkaProducer [] - "
+            "Instantiated an idempotent producer."
+        ),
+        (
+            "2026-12-01 12:09:01,001 WARN  org.apache.kafka.clients.producer.internals.Sender [] - "
+            "Got error produce response with correlation id 7 on topic-partition o-0, retrying"
+        ),
         "2026-12-01 12:09:02,002 WARN  org.apache.flink.metrics.MetricGroup [] - Name collision",
         "2026-12-01 12:09:03,003 ERROR org.apache.kafka.clients.NetworkClient [] - boom",
     ]
@@ -209,13 +249,36 @@ def test_kafka_client_warnings_of_the_flink_log():
 
 
 def test_the_burst_run_is_planned_with_quick_sizes():
-    plan = Plan(events=5000, runs=2, rate=1000, live_seconds=10, clock_seconds=10,
-                measurements=("burst",), quick=True, burst_events=10_000)
+    plan = Plan(
+        events=5000,
+        runs=2,
+        rate=1000,
+        live_seconds=10,
+        clock_seconds=10,
+        measurements=("burst",),
+        quick=True,
+        burst_events=10_000,
+    )
     runs = list(_runs(plan, "b", {}, {}))
     assert [name for _, name, _, _ in runs] == ["burst-1", "burst-2"]
     spec = runs[0][2]
-    assert (spec["kind"], spec["store"], spec["burst_events"], spec["before_s"],
-            spec["after_s"], spec["idempotence"]) == ("burst", False, 10_000, 12, 25, True)
-    plain = Plan(events=5000, runs=1, rate=1000, live_seconds=10, clock_seconds=10,
-                 measurements=("burst",), quick=True, burst_events=10_000, idempotence=False)
+    assert (
+        spec["kind"],
+        spec["store"],
+        spec["burst_events"],
+        spec["before_s"],
+        spec["after_s"],
+        spec["idempotence"],
+    ) == ("burst", False, 10_000, 12, 25, True)
+    plain = Plan(
+        events=5000,
+        runs=1,
+        rate=1000,
+        live_seconds=10,
+        clock_seconds=10,
+        measurements=("burst",),
+        quick=True,
+        burst_events=10_000,
+        idempotence=False,
+    )
     assert next(iter(_runs(plain, "b", {}, {})))[2]["idempotence"] is False

@@ -1,4 +1,4 @@
-"""The firewall around one event or timer (udfs/customer.py): whatever raises while a record
+"""The firewall around one event or timer (udfs/core/customer.py): whatever raises while a record
 is applied becomes one DLQ record, the customer's state and timer stay as they were (event)
 or the journey is dropped (timer), and nothing raises out of CustomerCore."""
 
@@ -13,14 +13,7 @@ import pytest
 
 from job.config import load_config
 from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
-from udfs.customer import (
-    KIND_DLQ,
-    KIND_OUTCOME,
-    KIND_REQUEST,
-    CustomerCore,
-    Step,
-    where,
-)
+from udfs.core.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST, CustomerCore, Step, where
 from udfs.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +27,15 @@ def core() -> CustomerCore:
     from job.pipeline import journey_settings
 
     cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False}})
-    return CustomerCore(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 2,
-                        cfg.schema_dir, cfg.limits.max_event_bytes, cfg.limits.max_future_ms)
+    return CustomerCore(
+        journey_settings(cfg),
+        cfg.template_dir,
+        cfg.links.cart_base_url,
+        2,
+        cfg.schema_dir,
+        cfg.limits.max_event_bytes,
+        cfg.limits.max_future_ms,
+    )
 
 
 def apply(core: CustomerCore, state: tuple, event: dict) -> tuple[Step, tuple]:
@@ -50,8 +50,10 @@ def apply(core: CustomerCore, state: tuple, event: dict) -> tuple[Step, tuple]:
 def abandoned(core: CustomerCore) -> tuple:
     """Ann's raw state with a cart and step 1 pending at T0 + 1h."""
     state: tuple = (None, None, None)
-    for event in (identify("A", T0, email=SECRET, first_name="Ann"),
-                  cart_add("A", T0, "p1", 12.5, 2, "cart-a", name="Mug")):
+    for event in (
+        identify("A", T0, email=SECRET, first_name="Ann"),
+        cart_add("A", T0, "p1", 12.5, 2, "cart-a", name="Mug"),
+    ):
         _, state = apply(core, state, event)
     assert json.loads(state[2])["due_at"] == T0 + HOUR
     return state
@@ -63,8 +65,8 @@ def dlq_of(step: Step) -> dict:
 
 
 def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
-        core: CustomerCore, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    core: CustomerCore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     state = abandoned(core)
 
     def explode(*args, **kwargs):
@@ -79,7 +81,11 @@ def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
     assert after == state
     record = dlq_of(step)
     assert (record["reason"], record["event_id"], record["customer_id"], record["path"]) == (
-        "processing_error", "pv-1", "A", "$")
+        "processing_error",
+        "pv-1",
+        "A",
+        "$",
+    )
     assert record["message"].startswith("KeyError in customer.py:")
     assert record["payload"] == raw(event)
     assert core.counts["processing_errors"] == 1
@@ -87,13 +93,15 @@ def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
     assert SECRET not in caplog.text and SECRET not in record["message"]
     logged = json.loads(JsonFormatter().format(caplog.records[-1]))
     assert {k: logged.get(k) for k in ("customer_id", "event_id", "reason", "error")} == {
-        "customer_id": "A", "event_id": "pv-1", "reason": "processing_error",
-        "error": "KeyError"}
+        "customer_id": "A",
+        "event_id": "pv-1",
+        "reason": "processing_error",
+        "error": "KeyError",
+    }
     assert logged["location"].startswith("customer.py:") and SECRET not in json.dumps(logged)
 
 
-def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(
-        core: CustomerCore) -> None:
+def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(core: CustomerCore) -> None:
     """The class of the original poison pill: text UTF-8 cannot encode reaching the state
     encoder. The validator now rejects it; this drives it past the validator."""
     state = abandoned(core)
@@ -109,7 +117,8 @@ def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(
 
 
 def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
-        core: CustomerCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    core: CustomerCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     state = abandoned(core)
 
     def explode(*args, **kwargs):
@@ -122,12 +131,18 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
     assert step.state == (state[0], state[1], None)
     record = dlq_of(step)
     assert (record["reason"], record["customer_id"], json.loads(record["payload"])) == (
-        "processing_error", "A",
-        {"timer": T0 + HOUR, "timer_iso": "2026-01-05T09:00:00.000Z", "customer_id": "A"})
+        "processing_error",
+        "A",
+        {"timer": T0 + HOUR, "timer_iso": "2026-01-05T09:00:00.000Z", "customer_id": "A"},
+    )
     assert "RuntimeError" in record["message"] and "journey was dropped" in record["message"]
     (outcome,) = [json.loads(o[4]) for o in step.outputs if o[0] == KIND_OUTCOME]
-    assert outcome == {"kind": "skipped", "customer_id": "A", "event_time": T0 + HOUR,
-                       "reason": "processing_error"}
+    assert outcome == {
+        "kind": "skipped",
+        "customer_id": "A",
+        "event_time": T0 + HOUR,
+        "reason": "processing_error",
+    }
     assert core.counts["processing_errors"] == 1
 
     # the next event of the customer applies normally and fires nothing
@@ -138,8 +153,9 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
     assert json.loads(after[0])["version"] == json.loads(state[0])["version"] + 1
 
 
-def test_validator_that_raises_is_one_dlq_record(core: CustomerCore,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validator_that_raises_is_one_dlq_record(
+    core: CustomerCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def explode(*args, **kwargs):
         raise ValueError("bug")
 
@@ -149,7 +165,10 @@ def test_validator_that_raises_is_one_dlq_record(core: CustomerCore,
     assert isinstance(step, Step) and step.state is None
     record = dlq_of(step)
     assert (record["reason"], record["customer_id"], record["event_id"]) == (
-        "processing_error", "A", None)
+        "processing_error",
+        "A",
+        None,
+    )
 
 
 def test_every_output_of_a_normal_step_is_utf8_json(core: CustomerCore) -> None:
@@ -164,7 +183,7 @@ def test_every_output_of_a_normal_step_is_utf8_json(core: CustomerCore) -> None:
 
 
 def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None:
-    from udfs.journey import load_profile
+    from udfs.core.journey import load_profile
 
     with pytest.raises(ValueError) as caught:
         load_profile('{"customer_id": ')  # raises inside orjson, called from journey.py
@@ -175,26 +194,37 @@ def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None
 def core_with(abandon_after: str) -> CustomerCore:
     from job.pipeline import journey_settings
 
-    cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False},
-                                         "journey": {"abandon_after": abandon_after}})
-    return CustomerCore(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 2,
-                        cfg.schema_dir, cfg.limits.max_event_bytes, cfg.limits.max_future_ms)
+    cfg = load_config(
+        env={},
+        overrides={"clickhouse": {"enabled": False}, "journey": {"abandon_after": abandon_after}},
+    )
+    return CustomerCore(
+        journey_settings(cfg),
+        cfg.template_dir,
+        cfg.links.cart_base_url,
+        2,
+        cfg.schema_dir,
+        cfg.limits.max_event_bytes,
+        cfg.limits.max_future_ms,
+    )
 
 
 def test_reschedule_check_on_an_unchanged_schedule_commits_nothing(core: CustomerCore) -> None:
-    from udfs.journey import RESCHEDULE_CHECK
+    from udfs.core.journey import RESCHEDULE_CHECK
 
     step = core.on_timer("A", RESCHEDULE_CHECK, abandoned(core), NOW)
     assert (step.outputs, step.state, step.timers, step.store) == ([], None, None, None)
 
 
-@pytest.mark.parametrize(("abandon_after", "due"), [("30m", T0 + 30 * MINUTE),
-                                                    ("2h", T0 + 2 * HOUR)])
+@pytest.mark.parametrize(
+    ("abandon_after", "due"), [("30m", T0 + 30 * MINUTE), ("2h", T0 + 2 * HOUR)]
+)
 def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_journey(
-        core: CustomerCore, abandon_after: str, due: int) -> None:
+    core: CustomerCore, abandon_after: str, due: int
+) -> None:
     """State armed under abandon_after 1h, restored with another timing: the check deletes
     the old timer, registers the new due time and stores it, and emits nothing."""
-    from udfs.journey import RESCHEDULE_CHECK
+    from udfs.core.journey import RESCHEDULE_CHECK
 
     state = abandoned(core)
     changed = core_with(abandon_after)
@@ -210,10 +240,11 @@ def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_j
 
 
 def test_reschedule_check_that_raises_drops_the_journey_without_raising(
-        core: CustomerCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    core: CustomerCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The firewall must hold for the restore-time check too: its instant (far before year 1)
     cannot be formatted as a date, and a raise here would fail the task on every restore."""
-    from udfs.journey import RESCHEDULE_CHECK
+    from udfs.core.journey import RESCHEDULE_CHECK
 
     state = abandoned(core)
 
@@ -225,5 +256,7 @@ def test_reschedule_check_that_raises_drops_the_journey_without_raising(
     assert step.state == (state[0], state[1], None)
     record = dlq_of(step)
     assert json.loads(record["payload"]) == {
-        "timer": RESCHEDULE_CHECK, "timer_iso": "reschedule check after a restore",
-        "customer_id": "A"}
+        "timer": RESCHEDULE_CHECK,
+        "timer_iso": "reschedule check after a restore",
+        "customer_id": "A",
+    }

@@ -1,10 +1,10 @@
 """Property-based fuzzing of the pure per-event path (issue 9): validate -> journey -> render
--> state dump/load -> ClickHouse row encoding, through :class:`udfs.customer.CustomerCore`.
+-> state dump/load -> ClickHouse row encoding, through :class:`udfs.core.customer.CustomerCore`.
 
 The inputs come from ``tests/fuzzing.py``. A small in-memory :class:`Harness` stands in for
 Flink: raw state per customer, the customer's event-time timers, a bounded-out-of-orderness
 watermark that fires due timers, and each :class:`Step` applied the way
-``udfs.operators.CustomerFunction._commit`` applies it. Records reach the core as the JVM hands
+``udfs.flink.customer_function.CustomerFunction._commit`` applies it. Records reach the core as the JVM hands
 them over (:func:`tests.fuzzing.jvm_view`).
 
 Profiles: ``HYPOTHESIS_PROFILE=ci`` (default, ``make test``): derandomized (fixed seed),
@@ -29,7 +29,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from tests import fuzzing as fz
 from tests.conftest import MINUTE, ROOT, T0
-from udfs.customer import (
+from udfs.clickhouse.schema import COLUMNS, TIMESTAMP_COLUMNS, convert_row
+from udfs.core.customer import (
     FRESHNESS_KEY,
     KIND_DLQ,
     KIND_OUTCOME,
@@ -40,7 +41,7 @@ from udfs.customer import (
     CustomerCore,
     Step,
 )
-from udfs.journey import (
+from udfs.core.journey import (
     JourneySettings,
     dump_cart,
     dump_journey,
@@ -49,18 +50,27 @@ from udfs.journey import (
     load_journey,
     load_profile,
 )
-from udfs.store import COLUMNS, TIMESTAMP_COLUMNS, convert_row
-from udfs.validation import Reason, _render_path
+from udfs.core.validation import Reason, _render_path
 
 # --------------------------------------------------------------------------- profiles
 
-_COMMON = {"deadline": None, "print_blob": True, "suppress_health_check": [
-    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-    HealthCheck.filter_too_much]}
+_COMMON = {
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+}
 settings.register_profile("ci", derandomize=True, database=None, **_COMMON)
 settings.register_profile(
-    "fuzz", derandomize=False,
-    database=DirectoryBasedExampleDatabase(str(ROOT / "var" / "hypothesis")), **_COMMON)
+    "fuzz",
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(str(ROOT / "var" / "hypothesis")),
+    **_COMMON,
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 FACTOR = 20 if PROFILE == "fuzz" else 1
 
@@ -72,11 +82,13 @@ def examples(n: int) -> settings:
 
 # --------------------------------------------------------------------------- the core
 
-KNOWN_REASONS = frozenset(
-    value for name, value in vars(Reason).items() if name.isupper()
-) | {"key_mismatch", PROCESSING_ERROR}
-OUTCOME_KINDS = frozenset({"late", "duplicate", "abandoned", "sent", "skipped", "cancelled",
-                           "completed", "recovered"})
+KNOWN_REASONS = frozenset(value for name, value in vars(Reason).items() if name.isupper()) | {
+    "key_mismatch",
+    PROCESSING_ERROR,
+}
+OUTCOME_KINDS = frozenset(
+    {"late", "duplicate", "abandoned", "sent", "skipped", "cancelled", "completed", "recovered"}
+)
 SHARDS = 2
 BOUND = 5 * MINUTE  # watermarks.out_of_orderness in conf/job.yaml
 MIN_WATERMARK = -(2**63)
@@ -86,7 +98,8 @@ EMPTY = (None, None, None)
 # overhead included); the sinks do not raise it.
 KAFKA_MAX_RECORD = 1_048_576
 REQUEST_SCHEMA = jsonschema_rs.Draft202012Validator(
-    json.loads((ROOT / "conf" / "schemas" / "email_request.json").read_text()))
+    json.loads((ROOT / "conf" / "schemas" / "email_request.json").read_text())
+)
 
 
 def make_core() -> CustomerCore:
@@ -94,14 +107,22 @@ def make_core() -> CustomerCore:
 
     cfg = load_config(ROOT / "conf" / "job.yaml", env={})
     settings_ = JourneySettings(
-        campaign=cfg.journey.campaign, schedule=cfg.journey.schedule(),
+        campaign=cfg.journey.campaign,
+        schedule=cfg.journey.schedule(),
         recent_products=cfg.limits.recent_products,
         favourite_categories=cfg.limits.favourite_categories,
         dedup_window=cfg.limits.dedup_window,
-        attribution_window_ms=cfg.clickhouse.attribution_window_ms)
-    return CustomerCore(settings_, ROOT / "templates", cfg.links.cart_base_url, SHARDS,
-                        ROOT / "conf" / "schemas", cfg.limits.max_event_bytes,
-                        cfg.limits.max_future_ms)
+        attribution_window_ms=cfg.clickhouse.attribution_window_ms,
+    )
+    return CustomerCore(
+        settings_,
+        ROOT / "templates",
+        cfg.links.cart_base_url,
+        SHARDS,
+        ROOT / "conf" / "schemas",
+        cfg.limits.max_event_bytes,
+        cfg.limits.max_future_ms,
+    )
 
 
 CORE = make_core()
@@ -135,8 +156,12 @@ def strict_json(text: str) -> object:
 def check_state(raw: tuple) -> None:
     """(c) and (d): every state part is strict JSON and survives load -> dump unchanged."""
     assert isinstance(raw, tuple) and len(raw) == 3
-    for part, load, dump in zip(raw, (load_profile, load_cart, load_journey),
-                                (dump_profile, dump_cart, dump_journey), strict=True):
+    for part, load, dump in zip(
+        raw,
+        (load_profile, load_cart, load_journey),
+        (dump_profile, dump_cart, dump_journey),
+        strict=True,
+    ):
         if part is None:
             continue
         strict_json(part)
@@ -251,8 +276,12 @@ class Harness:
         """Every timer at or below ``watermark``, in time order (Flink removes a timer from
         its queue before calling on_timer)."""
         while True:
-            due = [(ts, key) for key, pending in self.timers.items() for ts in pending
-                   if ts <= watermark]
+            due = [
+                (ts, key)
+                for key, pending in self.timers.items()
+                for ts in pending
+                if ts <= watermark
+            ]
             if not due:
                 return
             ts, key = min(due)
@@ -340,8 +369,15 @@ def test_valid_events_with_hostile_text_are_processed(kind):
 
 
 @examples(300)
-@given(st.one_of(fz.st_record(), fz.st_json_text(), fz.st_bytes, fz.st_hostile_text(),
-                 st.text(st.characters(codec=None, exclude_categories=()))))
+@given(
+    st.one_of(
+        fz.st_record(),
+        fz.st_json_text(),
+        fz.st_bytes,
+        fz.st_hostile_text(),
+        st.text(st.characters(codec=None, exclude_categories=())),
+    )
+)
 def test_validate_never_raises_even_without_the_jvm_sanitizing(value):
     """Defense in depth: raw input the JVM would have repaired first (unpaired surrogates in
     str, undecoded bytes) still ends in the DLQ or as an event, never in an exception."""
@@ -449,31 +485,39 @@ def test_fuzzed_records_are_reproducible_bytes_and_all_accounted_for():
     outcomes = Counter(o for o, _ in harness.results)
     reasons = Counter(r for _, r in harness.results if r)
     assert outcomes["processed"] > 100 and outcomes["dlq"] > 100, outcomes
-    assert {"not_json", "schema_violation", "oversize", "unpaired_surrogate",
-            "key_mismatch"} <= set(reasons), reasons
+    assert {
+        "not_json",
+        "schema_violation",
+        "oversize",
+        "unpaired_surrogate",
+        "key_mismatch",
+    } <= set(reasons), reasons
     assert harness.outputs[KIND_REQUEST] > 0 and harness.rows["cart_recoveries"] >= 0
     story = fz.fuzzed_records(3, 200, customers=("story-1", "story-2"))
     assert sum(b"story-1" in r for r in story) > 20
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ('{"customer_id": " c-1\\t"}', "c-1"),
-    ('{"customer_id": "\\u00a0c-1"}', "\xa0c-1"),  # Java keeps U+00A0, Python strips it
-    ('{"customer_id": "a", "customer_id": "b"}', "b"),
-    ('{"customer_id": "a", "x": NaN, "customer_id": "b"}', "a"),
-    ('{"customer_id": {"customer_id": "n"}, "customer_id": "b"}', "b"),  # object skipped
-    ('{"customer_id": {"customer_id": "n"}}', ""),
-    ('{"timestamp": [], "customer_id": "b"}', "b"),
-    ('{"customer_id": 7}', ""),
-    ('{"customer_id": "\\ud800"}', ""),
-    ('{"x": ' + "[" * 1001 + "]" * 1001 + ', "customer_id": "b"}', ""),
-    ('{"x": ' + "[" * 999 + "]" * 999 + ', "customer_id": "b"}', "b"),  # 1000 levels
-    ('{"x": ' + "[" * 1000 + "]" * 1000 + ', "customer_id": "b"}', ""),
-    ('{"x": ' + "9" * 1001 + ', "customer_id": "b"}', ""),  # Jackson: number too long
-    ('{"x": "a\\\\\\"]]", "customer_id": "b"}', "b"),
-    ('[{"customer_id": "b"}]', ""),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"customer_id": " c-1\\t"}', "c-1"),
+        ('{"customer_id": "\\u00a0c-1"}', "\xa0c-1"),  # Java keeps U+00A0, Python strips it
+        ('{"customer_id": "a", "customer_id": "b"}', "b"),
+        ('{"customer_id": "a", "x": NaN, "customer_id": "b"}', "a"),
+        ('{"customer_id": {"customer_id": "n"}, "customer_id": "b"}', "b"),  # object skipped
+        ('{"customer_id": {"customer_id": "n"}}', ""),
+        ('{"timestamp": [], "customer_id": "b"}', "b"),
+        ('{"customer_id": 7}', ""),
+        ('{"customer_id": "\\ud800"}', ""),
+        ('{"x": ' + "[" * 1001 + "]" * 1001 + ', "customer_id": "b"}', ""),
+        ('{"x": ' + "[" * 999 + "]" * 999 + ', "customer_id": "b"}', "b"),  # 1000 levels
+        ('{"x": ' + "[" * 1000 + "]" * 1000 + ', "customer_id": "b"}', ""),
+        ('{"x": ' + "9" * 1001 + ', "customer_id": "b"}', ""),  # Jackson: number too long
+        ('{"x": "a\\\\\\"]]", "customer_id": "b"}', "b"),
+        ('[{"customer_id": "b"}]', ""),
+        ("", ""),
+    ],
+)
 def test_jvm_key_model(text, key):
     assert fz.jvm_key(text) == key
 
@@ -503,12 +547,20 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
     columns), until an identify overwrote the trait. Now only string traits are taken."""
     harness = Harness()
     doc = fz.plain_event(event_type, customer="c-t")
-    doc["traits"] = {"email": 5, "first_name": ["x"], "locale": {"é": 10**30, "": []},
-                     "timezone": True}
+    doc["traits"] = {
+        "email": 5,
+        "first_name": ["x"],
+        "locale": {"é": 10**30, "": []},
+        "timezone": True,
+    }
     assert harness.feed(json.dumps(doc)) == ("processed", None)  # harness checks the rows
     profile = load_profile(harness.state["c-t"][0])
-    assert (profile.email, profile.first_name, profile.locale, profile.timezone) == \
-        (None, None, None, None)
+    assert (profile.email, profile.first_name, profile.locale, profile.timezone) == (
+        None,
+        None,
+        None,
+        None,
+    )
     doc = fz.plain_event("page_view", customer="c-t", ts=T0 + 1)
     doc.update(event_id="e-2", traits={"first_name": "Bob", "email": "bob@example.com"})
     harness.feed(json.dumps(doc))
@@ -553,10 +605,17 @@ def test_an_email_request_too_large_for_kafka_is_skipped(lines, sent):
     assert MAX_REQUEST_BYTES < KAFKA_MAX_RECORD
 
 
-@pytest.mark.parametrize(("email", "sent"), [
-    ("a@b@c.de", False), ("a@", False), ("@b.de", False), ("a\ufeff@b.de", False),
-    ("ä@ü.de", True), ("a+<b>@c", True),
-])
+@pytest.mark.parametrize(
+    ("email", "sent"),
+    [
+        ("a@b@c.de", False),
+        ("a@", False),
+        ("@b.de", False),
+        ("a\ufeff@b.de", False),
+        ("ä@ü.de", True),
+        ("a+<b>@c", True),
+    ],
+)
 def test_a_request_is_only_sent_to_an_address_of_the_published_shape(email, sent):
     """Traits of non-identify events are unchecked strings: ``"a@"`` or ``"a@b@c.de"`` as
     ``traits.email`` of a page_view went out as ``to`` of an email request, against
@@ -580,10 +639,15 @@ def test_a_request_is_only_sent_to_an_address_of_the_published_shape(email, sent
 def test_a_zero_price_never_prints_with_a_minus_sign():
     """``"price": -0.0`` is valid (``"minimum": 0``) and the email showed "EUR -0.00" as
     unit and line price."""
-    from udfs.render import format_money
+    from udfs.core.render import format_money
 
     assert [format_money(x, "EUR") for x in (-0.0, -0.004, 0.0, 0.005, -1.5)] == [
-        "EUR 0.00", "EUR 0.00", "EUR 0.00", "EUR 0.01", "EUR -1.50"]
+        "EUR 0.00",
+        "EUR 0.00",
+        "EUR 0.00",
+        "EUR 0.01",
+        "EUR -1.50",
+    ]
     harness = Harness()
     who = fz.plain_event("identify", customer="c-z")
     cart = fz.plain_event("cart_add", customer="c-z", ts=T0 + 1)
@@ -609,8 +673,12 @@ def test_a_late_cart_event_does_not_send_the_steps_again(late):
     second = fz.plain_event("cart_add", customer="c-l", ts=T0 + HOUR)
     second["properties"].update(product_id="sku-2")
     second["event_id"] = "e-1b"
-    events = [fz.plain_event("identify", customer="c-l", ts=T0), cart, second,
-              fz.plain_event("page_view", customer="c-l", ts=T0 + 30 * HOUR)]
+    events = [
+        fz.plain_event("identify", customer="c-l", ts=T0),
+        cart,
+        second,
+        fz.plain_event("page_view", customer="c-l", ts=T0 + 30 * HOUR),
+    ]
     for i, doc in enumerate(events):
         doc["event_id"] = doc["event_id"] + f"-{i}"
         assert harness.feed(json.dumps(doc)) == ("processed", None)

@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 
-from job import gen
-from job.gen import (
-    DEFAULT_START_MS,
-    MAX_OUT_OF_ORDER_MS,
-    GenRecord,
-    generate,
-    generate_live,
-)
+from job.dev import gen
+from job.dev.gen import DEFAULT_START_MS, MAX_OUT_OF_ORDER_MS, GenRecord, generate, generate_live
 
 HOUR = 3_600_000
 START = DEFAULT_START_MS  # 2026-01-05T08:00:00Z
 EVENT_TYPES = {
-    "page_view", "product_view", "cart_add", "cart_remove", "checkout_start", "purchase",
-    "identify", "unsubscribe",
+    "page_view",
+    "product_view",
+    "cart_add",
+    "cart_remove",
+    "checkout_start",
+    "purchase",
+    "identify",
+    "unsubscribe",
 }
 ENVELOPE = ("event_id", "event_type", "customer_id", "timestamp", "context", "properties")
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)")
@@ -97,26 +97,37 @@ def test_same_seed_gives_same_bytes_and_other_seed_differs(stream: list[GenRecor
 
 def test_stream_does_not_depend_on_hash_randomization(stream: list[GenRecord]) -> None:
     code = (
-        "import hashlib, sys; from job.gen import generate; "
+        "import hashlib, sys; from job.dev.gen import generate; "
         f"rs = generate({SEED}, {CUSTOMERS}, {EVENTS}, {START}, malformed_ratio={MALFORMED}); "
         "sys.stdout.write(hashlib.sha256(b''.join(r.value + b'|' for r in rs)).hexdigest())"
     )
     expected = hashlib.sha256(b"".join(r.value + b"|" for r in stream)).hexdigest()
     for hash_seed in ("1", "2"):
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
             cwd=Path(__file__).resolve().parents[2],
         )
         assert out.stdout == expected
 
 
-def test_exact_count_and_exact_mix_for_the_fixed_seed(stream: list[GenRecord], events: list) -> None:
+def test_exact_count_and_exact_mix_for_the_fixed_seed(
+    stream: list[GenRecord], events: list
+) -> None:
     assert len(stream) == EVENTS
     mix = Counter(event["event_type"] for _, event in events)
     assert mix == {
-        "product_view": 726, "page_view": 486, "cart_add": 129, "checkout_start": 64,
-        "identify": 32, "purchase": 27, "cart_remove": 19, "unsubscribe": 1,
+        "product_view": 726,
+        "page_view": 486,
+        "cart_add": 129,
+        "checkout_start": 64,
+        "identify": 32,
+        "purchase": 27,
+        "cart_remove": 19,
+        "unsubscribe": 1,
     }
     assert EVENTS - len(events) == 16  # malformed
 
@@ -136,7 +147,9 @@ def test_each_customer_is_strictly_time_ordered_and_overall_jitter_is_bounded(ev
     assert behind > 0  # some jitter really is present
 
 
-def test_every_well_formed_event_has_the_envelope_and_its_timestamp_is_the_event_time(events: list) -> None:
+def test_every_well_formed_event_has_the_envelope_and_its_timestamp_is_the_event_time(
+    events: list,
+) -> None:
     ids = set()
     for record, event in events:
         assert record.key == event["customer_id"]
@@ -150,7 +163,9 @@ def test_every_well_formed_event_has_the_envelope_and_its_timestamp_is_the_event
     assert len(ids) == len(events)
     formats = Counter(type(event["timestamp"]).__name__ for _, event in events)
     assert formats["int"] > 100 and formats["str"] > 100
-    offsets = {event["timestamp"][-6:] for _, event in events if isinstance(event["timestamp"], str)}
+    offsets = {
+        event["timestamp"][-6:] for _, event in events if isinstance(event["timestamp"], str)
+    }
     assert "+01:00" in offsets and "-05:00" in offsets
 
 
@@ -237,8 +252,14 @@ def test_malformed_ratio_is_respected_and_zero_means_none() -> None:
             kinds.add("negative_price")
         elif doc["event_type"] not in EVENT_TYPES:
             kinds.add("unknown_event_type")
-    assert kinds == {"not_utf8", "not_json", "not_object", "missing_customer_id",
-                     "negative_price", "unknown_event_type"}
+    assert kinds == {
+        "not_utf8",
+        "not_json",
+        "not_object",
+        "missing_customer_id",
+        "negative_price",
+        "unknown_event_type",
+    }
 
 
 def test_the_script_product_and_other_tricky_names_appear(events: list) -> None:
@@ -252,7 +273,9 @@ def test_catalog_has_200_unique_products_with_image_urls() -> None:
     assert len(gen.CATALOG) == 200
     assert len({p.product_id for p in gen.CATALOG}) == 200
     assert gen.CATALOG[0].product_id == "p-0001" and gen.CATALOG[-1].product_id == "p-0200"
-    assert all(p.image_url == f"https://cdn.example.com/img/{p.product_id}.jpg" for p in gen.CATALOG)
+    assert all(
+        p.image_url == f"https://cdn.example.com/img/{p.product_id}.jpg" for p in gen.CATALOG
+    )
     assert all(p.price > 0 for p in gen.CATALOG)
 
 
@@ -296,10 +319,27 @@ def _cli(argv: list[str]) -> int:
     return int(args.func(args))
 
 
-def test_cli_writes_the_same_stream_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_the_same_stream_to_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "events.jsonl"
-    code = _cli(["gen", "--seed", "7", "--customers", "40", "--events", "500",
-                 "--malformed-ratio", "0.01", "--start", "2026-01-05T09:00:00+01:00", "--out", str(out)])
+    code = _cli(
+        [
+            "gen",
+            "--seed",
+            "7",
+            "--customers",
+            "40",
+            "--events",
+            "500",
+            "--malformed-ratio",
+            "0.01",
+            "--start",
+            "2026-01-05T09:00:00+01:00",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     expected = [r.value for r in generate(7, 40, 500, START, malformed_ratio=0.01)]
     assert out.read_bytes() == b"".join(v + b"\n" for v in expected)
@@ -314,7 +354,9 @@ def test_cli_start_accepts_epoch_ms_and_rejects_naive_or_bad_times() -> None:
             gen.parse_start(bad)
 
 
-def test_cli_without_a_target_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_a_target_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv(gen.ENV_BOOTSTRAP, raising=False)
     assert _cli(["gen", "--events", "5"]) == 2
     assert "--out FILE or --bootstrap" in capsys.readouterr().err

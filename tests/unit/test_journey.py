@@ -14,7 +14,7 @@ from tests.conftest import (
     purchase,
     unsubscribe,
 )
-from udfs.journey import (
+from udfs.core.journey import (
     RESCHEDULE_CHECK,
     CustomerLogic,
     CustomerState,
@@ -36,10 +36,12 @@ C = "c-1"
 
 
 def logic() -> CustomerLogic:
-    return CustomerLogic(JourneySettings(
-        campaign="abandoned_cart",
-        schedule=((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2")),
-    ))
+    return CustomerLogic(
+        JourneySettings(
+            campaign="abandoned_cart",
+            schedule=((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2")),
+        )
+    )
 
 
 def run(events, state=None, lg=None) -> tuple[CustomerState, list[Decision]]:
@@ -66,7 +68,8 @@ def test_reminder_due_exactly_at_abandon_after_and_not_one_ms_earlier():
     assert early.triggers == [] and early.timer == T0 + ABANDON_AFTER
     due = lg.on_timer(state, T0 + ABANDON_AFTER)
     assert [(t["step"], t["to"], t["due_at"]) for t in due.triggers] == [
-        (1, "alice@example.com", T0 + ABANDON_AFTER)]
+        (1, "alice@example.com", T0 + ABANDON_AFTER)
+    ]
     assert due.timer == T0 + STEP_2_AFTER
 
 
@@ -78,7 +81,8 @@ def test_next_event_one_ms_before_due_does_not_fire_but_at_due_fires_first():
     at_due = lg.on_event(state, cart_add(C, T0 + ABANDON_AFTER, product_id="p2"), NO_WATERMARK)
     # step 1 fired for the cart as it was, then the cart change re-armed from step 1
     assert [(t["step"], [i["product_id"] for i in t["items"]]) for t in at_due.triggers] == [
-        (1, ["p1"])]
+        (1, ["p1"])
+    ]
     assert at_due.timer == T0 + 2 * ABANDON_AFTER
     assert state.journey.step == 1
 
@@ -120,27 +124,38 @@ def test_purchase_of_the_cart_cancels_and_clears_cart_and_journey():
 
 
 def test_purchase_of_a_different_cart_does_not_cancel():
-    state, ds = run([identify(C, T0), cart_add(C, T0, cart_id="cart-1"),
-                     purchase(C, T0 + 10 * MINUTE, cart_id="cart-OTHER")])
+    state, ds = run(
+        [
+            identify(C, T0),
+            cart_add(C, T0, cart_id="cart-1"),
+            purchase(C, T0 + 10 * MINUTE, cart_id="cart-OTHER"),
+        ]
+    )
     assert ds[-1].timer == T0 + ABANDON_AFTER
     assert state.journey is not None and state.cart.cart_id == "cart-1"
 
 
 def test_any_purchase_cancels_when_the_cart_has_no_id():
-    state, ds = run([identify(C, T0), cart_add(C, T0, cart_id=None),
-                     purchase(C, T0 + MINUTE, cart_id="cart-9")])
+    state, ds = run(
+        [identify(C, T0), cart_add(C, T0, cart_id=None), purchase(C, T0 + MINUTE, cart_id="cart-9")]
+    )
     assert ds[-1].timer is None and state.cart is None and state.journey is None
 
 
 def test_purchase_older_than_the_cart_activity_does_not_cancel():
-    state, ds = run([identify(C, T0), cart_add(C, T0 + HOUR // 2),
-                     purchase(C, T0 + MINUTE)])
+    state, ds = run([identify(C, T0), cart_add(C, T0 + HOUR // 2), purchase(C, T0 + MINUTE)])
     assert ds[-1].timer == T0 + HOUR // 2 + ABANDON_AFTER and state.journey is not None
 
 
 def test_unsubscribe_cancels_and_suppresses_later_carts():
-    state, ds = run([identify(C, T0), cart_add(C, T0), unsubscribe(C, T0 + MINUTE),
-                     cart_add(C, T0 + 2 * MINUTE, "p2")])
+    state, ds = run(
+        [
+            identify(C, T0),
+            cart_add(C, T0),
+            unsubscribe(C, T0 + MINUTE),
+            cart_add(C, T0 + 2 * MINUTE, "p2"),
+        ]
+    )
     assert ds[2].timer is None and ds[3].timer is None
     assert state.journey is None and state.profile.unsubscribed
     assert [o["reason"] for o in ds[2].outcomes if o["kind"] == "cancelled"] == ["unsubscribed"]
@@ -157,7 +172,8 @@ def test_reminder_without_email_is_skipped_with_a_reason_and_journey_continues()
     d = lg.on_timer(state, T0 + ABANDON_AFTER)
     assert d.triggers == []
     assert [(o["kind"], o["reason"]) for o in d.outcomes if o["kind"] == "skipped"] == [
-        ("skipped", "no_email")]
+        ("skipped", "no_email")
+    ]
     assert [r["status"] for t, r in d.rows if t == "email_requests"] == ["suppressed"]
     assert d.timer == T0 + STEP_2_AFTER
 
@@ -197,11 +213,20 @@ def test_recovery_is_credited_to_the_last_reminder_within_the_window():
     rid = lg.on_timer(state, T0 + ABANDON_AFTER).triggers[0]["request_id"]
     d = lg.on_event(state, purchase(C, T0 + 2 * HOUR, revenue=10.0), NO_WATERMARK)
     rows = [r for t, r in d.rows if t == "cart_recoveries"]
-    assert rows == [{
-        "customer_id": C, "cart_id": "cart-1", "order_id": "o1", "reminder_step": 1,
-        "reminder_request_id": rid, "reminded_at": T0 + ABANDON_AFTER,
-        "purchased_at": T0 + 2 * HOUR, "revenue": 10.0, "currency": "EUR",
-        "seconds_to_purchase": 3600.0}]
+    assert rows == [
+        {
+            "customer_id": C,
+            "cart_id": "cart-1",
+            "order_id": "o1",
+            "reminder_step": 1,
+            "reminder_request_id": rid,
+            "reminded_at": T0 + ABANDON_AFTER,
+            "purchased_at": T0 + 2 * HOUR,
+            "revenue": 10.0,
+            "currency": "EUR",
+            "seconds_to_purchase": 3600.0,
+        }
+    ]
     assert state.cart is None and state.journey is None and state.profile.last_reminder is None
 
 
@@ -244,19 +269,32 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
                 while state.journey is not None and state.journey.due_at <= e["timestamp"]:
                     out += lg.on_timer(state, state.journey.due_at).rows
             out += lg.on_event(state, e, NO_WATERMARK).rows
-        return [(t, r.get("version"), r.get("updated_at"), r.get("emails_sent"),
-                 r.get("journey_status"), r.get("request_id")) for t, r in out]
+        return [
+            (
+                t,
+                r.get("version"),
+                r.get("updated_at"),
+                r.get("emails_sent"),
+                r.get("journey_status"),
+                r.get("request_id"),
+            )
+            for t, r in out
+        ]
 
     by_timer, inline = rows(True), rows(False)
     assert inline == by_timer
     profiles = [r for r in inline if r[0] == "customer_profiles"]
     assert [(v, at, sent, status) for _, v, at, sent, status, _ in profiles] == [
-        (1, T0, 0, "idle"), (2, T0, 0, "waiting_step_1"),
-        (3, T0 + ABANDON_AFTER, 1, "waiting_step_2"), (4, T0 + STEP_2_AFTER, 2, "completed"),
-        (5, T0 + 2 * DAY, 2, "completed")]
+        (1, T0, 0, "idle"),
+        (2, T0, 0, "waiting_step_1"),
+        (3, T0 + ABANDON_AFTER, 1, "waiting_step_2"),
+        (4, T0 + STEP_2_AFTER, 2, "completed"),
+        (5, T0 + 2 * DAY, 2, "completed"),
+    ]
 
 
 # --- timing changes: state armed under one schedule, restored under another ---------------
+
 
 def settings_logic(*schedule: tuple[int, str]) -> CustomerLogic:
     return CustomerLogic(JourneySettings(campaign="abandoned_cart", schedule=schedule))
@@ -270,7 +308,8 @@ def restored(state: CustomerState) -> CustomerState:
     return CustomerState(
         profile=load_profile(dump_profile(state.profile)),
         cart=load_cart(dump_cart(state.cart)) if state.cart else None,
-        journey=load_journey(dump_journey(state.journey)) if state.journey else None)
+        journey=load_journey(dump_journey(state.journey)) if state.journey else None,
+    )
 
 
 def armed_under_old_schedule(*extra_events) -> CustomerState:
@@ -280,8 +319,11 @@ def armed_under_old_schedule(*extra_events) -> CustomerState:
 
 
 def requests(decisions) -> list[tuple[int, int, str, str]]:
-    return [(t["step"], t["due_at"], t["template"], t["request_id"])
-            for d in decisions for t in d.triggers]
+    return [
+        (t["step"], t["due_at"], t["template"], t["request_id"])
+        for d in decisions
+        for t in d.triggers
+    ]
 
 
 def rid(step: int) -> str:
@@ -374,8 +416,10 @@ def test_a_later_step_changed_while_step_1_is_pending_applies_after_step_1():
     d1 = lg.on_timer(state, T0 + ABANDON_AFTER)
     assert d1.timer == T0 + 6 * HOUR
     d2 = lg.on_timer(state, T0 + 6 * HOUR)
-    assert requests([d1, d2]) == [(1, T0 + ABANDON_AFTER, "abandoned_cart_1", rid(1)),
-                                  (2, T0 + 6 * HOUR, "abandoned_cart_2", rid(2))]
+    assert requests([d1, d2]) == [
+        (1, T0 + ABANDON_AFTER, "abandoned_cart_1", rid(1)),
+        (2, T0 + 6 * HOUR, "abandoned_cart_2", rid(2)),
+    ]
 
 
 def step_1_sent_under_old_schedule() -> CustomerState:
@@ -406,12 +450,20 @@ def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sendi
     assert before.outcomes == [] and before.timer == T0 + STEP_2_AFTER
     d = lg.on_timer(state, T0 + STEP_2_AFTER)
     assert d.triggers == [] and d.timer is None and state.journey is None
-    assert d.outcomes == [{"kind": "completed", "customer_id": C,
-                           "event_time": T0 + STEP_2_AFTER, "cart_id": "cart-1",
-                           "reason": "steps_removed", "step": 2}]
+    assert d.outcomes == [
+        {
+            "kind": "completed",
+            "customer_id": C,
+            "event_time": T0 + STEP_2_AFTER,
+            "cart_id": "cart-1",
+            "reason": "steps_removed",
+            "step": 2,
+        }
+    ]
     assert state.profile.journey_status == "completed" and state.profile.emails_sent == 1
     assert [(t, r["journey_status"], r["updated_at"]) for t, r in d.rows] == [
-        ("customer_profiles", "completed", T0 + STEP_2_AFTER)]
+        ("customer_profiles", "completed", T0 + STEP_2_AFTER)
+    ]
     # the cart stays: a later cart change arms a new journey under the new schedule
     again = lg.on_event(state, cart_add(C, T0 + 2 * DAY, "p2"), NO_WATERMARK)
     assert again.timer == T0 + 2 * DAY + ABANDON_AFTER
@@ -431,8 +483,10 @@ def test_step_added_applies_to_a_journey_still_pending():
     d2 = lg.on_timer(state, T0 + STEP_2_AFTER)
     assert d2.timer == T0 + 3 * DAY
     d3 = lg.on_timer(state, T0 + 3 * DAY)
-    assert requests([d2, d3]) == [(2, T0 + STEP_2_AFTER, "abandoned_cart_2", rid(2)),
-                                  (3, T0 + 3 * DAY, "abandoned_cart_2", rid(3))]
+    assert requests([d2, d3]) == [
+        (2, T0 + STEP_2_AFTER, "abandoned_cart_2", rid(2)),
+        (3, T0 + 3 * DAY, "abandoned_cart_2", rid(3)),
+    ]
     assert state.journey is None and state.profile.journey_status == "completed"
 
 

@@ -14,13 +14,14 @@ from job.config import ConfigError, load_config
 from job.prometheus import by_label, parse, port_range, reporter_jars, total
 from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, purchase, raw
 from udfs import logs
-from udfs.customer import KIND_REQUEST, LABELED, CustomerCore, Step
-from udfs.flink_metrics import LabeledCounters, LatencyGauges, LatencyWindow, percentile
+from udfs.core.customer import KIND_REQUEST, LABELED, CustomerCore, Step
+from udfs.flink.metrics import LabeledCounters, LatencyGauges, LatencyWindow, percentile
 
 MIN_WATERMARK = -(2**63)
 
 
 # --- fakes of PyFlink's metric group (the pure code only calls these methods) -----------------
+
 
 class FakeCounter:
     def __init__(self) -> None:
@@ -56,6 +57,7 @@ class FakeGroup:
 
 # --- latency window -----------------------------------------------------------------------
 
+
 def test_percentiles_are_nearest_rank() -> None:
     ordered = list(range(1, 101))
     assert [percentile(ordered, q) for q in (50, 95, 99, 100)] == [50, 95, 99, 100]
@@ -68,8 +70,7 @@ def test_window_summary_over_batches_in_any_order() -> None:
     assert window.summary(0) == {"p50": 0, "p95": 0, "p99": 0, "max": 0, "count": 0}
     window.add(1000, list(range(100, 0, -1)))  # 100..1, unsorted
     window.add(2000, [1000])
-    assert window.summary(2000) == {"p50": 51, "p95": 96, "p99": 100, "max": 1000,
-                                    "count": 101}
+    assert window.summary(2000) == {"p50": 51, "p95": 96, "p99": 100, "max": 1000, "count": 101}
     assert window.total == 101
 
 
@@ -95,11 +96,15 @@ def test_window_keeps_the_newest_samples_when_full() -> None:
 
 def test_latency_gauges_are_recomputed_at_most_every_interval_unless_forced() -> None:
     group = FakeGroup()
-    gauges = LatencyGauges(group, "event_latency", LatencyWindow(span_ms=60_000),
-                           every_ms=1000)
+    gauges = LatencyGauges(group, "event_latency", LatencyWindow(span_ms=60_000), every_ms=1000)
     names = sorted("/".join(k) for k in group.registry)
-    assert names == ["event_latency_count", "event_latency_max_ms", "event_latency_p50_ms",
-                     "event_latency_p95_ms", "event_latency_p99_ms"]
+    assert names == [
+        "event_latency_count",
+        "event_latency_max_ms",
+        "event_latency_p50_ms",
+        "event_latency_p95_ms",
+        "event_latency_p99_ms",
+    ]
     gauges.publish(0, [10, 20, 30])
     assert group.value("event_latency_count") == 3
     assert group.value("event_latency_p50_ms") == 20
@@ -113,11 +118,13 @@ def test_latency_gauges_are_recomputed_at_most_every_interval_unless_forced() ->
 
 # --- labelled counters ----------------------------------------------------------------------
 
+
 def test_labeled_counters_become_key_value_groups_and_push_only_deltas() -> None:
     group = FakeGroup()
     values: dict[str, dict] = {"events": {}, "requests": {}}
-    counters = LabeledCounters(group, {"events": ("event_type",),
-                                       "requests": ("campaign", "step")}, values)
+    counters = LabeledCounters(
+        group, {"events": ("event_type",), "requests": ("campaign", "step")}, values
+    )
     values["events"]["cart_add"] = 2
     values["requests"][("abandoned_cart", 1)] = 1
     counters.push()
@@ -134,22 +141,32 @@ def test_labeled_counters_become_key_value_groups_and_push_only_deltas() -> None
 
 # --- the customer function's counts for a known story ------------------------------------------
 
+
 @pytest.fixture
 def core() -> CustomerCore:
     from job.pipeline import journey_settings
 
     cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False}})
-    return CustomerCore(journey_settings(cfg), cfg.template_dir, cfg.links.cart_base_url, 0,
-                        cfg.schema_dir, cfg.limits.max_event_bytes, cfg.limits.max_future_ms)
+    return CustomerCore(
+        journey_settings(cfg),
+        cfg.template_dir,
+        cfg.links.cart_base_url,
+        0,
+        cfg.schema_dir,
+        cfg.limits.max_event_bytes,
+        cfg.limits.max_future_ms,
+    )
 
 
-def feed(core: CustomerCore, states: dict, text: str, key: str, now: int,
-         watermark: int = MIN_WATERMARK) -> Step:
+def feed(
+    core: CustomerCore, states: dict, text: str, key: str, now: int, watermark: int = MIN_WATERMARK
+) -> Step:
     validated = core.validate(key, text, now)
     if isinstance(validated, Step):
         return validated
-    step = core.on_event(validated, text, states.get(key, (None, None, None)), watermark,
-                         now - 5, now)
+    step = core.on_event(
+        validated, text, states.get(key, (None, None, None)), watermark, now - 5, now
+    )
     if step.state is not None:
         states[key] = step.state
     return step
@@ -168,8 +185,12 @@ def test_customer_core_counts_by_label(core: CustomerCore) -> None:
         ("A", raw(cart_add("A", T0 + MINUTE, cart_id="ca", event_id="dup"))),
         ("A", raw(cart_add("A", T0 + MINUTE, cart_id="ca", event_id="dup"))),  # duplicate
         ("A", "not json"),
-        ("A", json.dumps({"event_id": "x", "event_type": "teleport", "customer_id": "A",
-                          "timestamp": T0})),
+        (
+            "A",
+            json.dumps(
+                {"event_id": "x", "event_type": "teleport", "customer_id": "A", "timestamp": T0}
+            ),
+        ),
     ]
     for key, text in story:
         feed(core, states, text, key, now)
@@ -212,7 +233,8 @@ def test_prometheus_text_is_parsed_and_summed_over_subtasks() -> None:
     assert len(samples) == 5
     assert by_label(samples, "inboxflow_event_type_events", "event_type") == {"cart_add": 5}
     assert by_label(samples, "inboxflow_campaign_step_requests", "campaign", "step") == {
-        ('a"b', "2"): 1}
+        ('a"b', "2"): 1
+    }
     assert total(samples, "flink_jobmanager_job_numRestarts", job_id="j1") == 0
     assert total(samples, "inboxflow_event_type_events", subtask_index="0") == 3
 
@@ -229,6 +251,7 @@ def test_port_ranges_and_reporter_jars() -> None:
 
 # --- structured logs ----------------------------------------------------------------------------
 
+
 def _record(message: str, *args, level: int = logging.WARNING, **extra) -> logging.LogRecord:
     record = logging.LogRecord("inboxflow", level, __file__, 1, message, args, None)
     record.__dict__.update(extra)
@@ -236,25 +259,53 @@ def _record(message: str, *args, level: int = logging.WARNING, **extra) -> loggi
 
 
 def test_json_log_record_has_the_allowed_fields_and_no_personal_data() -> None:
-    record = _record("invalid event", **logs.fields(
-        customer_id="c-1", event_id="e-9", campaign="abandoned_cart", step=1,
-        reason="schema_violation", path="$.properties.price",
-        email="ann@example.com", first_name="Ann", payload='{"secret": 1}', to="x@y.io"))
+    record = _record(
+        "invalid event",
+        **logs.fields(
+            customer_id="c-1",
+            event_id="e-9",
+            campaign="abandoned_cart",
+            step=1,
+            reason="schema_violation",
+            path="$.properties.price",
+            email="ann@example.com",
+            first_name="Ann",
+            payload='{"secret": 1}',
+            to="x@y.io",
+        ),
+    )
     line = logs.JsonFormatter().format(record)
     assert "\n" not in line
     out = json.loads(line)
-    assert set(out) == {"time", "level", "logger", "message", "customer_id", "event_id",
-                        "campaign", "step", "reason", "path"}
+    assert set(out) == {
+        "time",
+        "level",
+        "logger",
+        "message",
+        "customer_id",
+        "event_id",
+        "campaign",
+        "step",
+        "reason",
+        "path",
+    }
     assert (out["level"], out["logger"], out["message"], out["step"]) == (
-        "WARNING", "inboxflow", "invalid event", 1)
+        "WARNING",
+        "inboxflow",
+        "invalid event",
+        1,
+    )
     assert out["time"].endswith("Z") and len(out["time"]) == 24
     for secret in ("ann@example.com", "Ann", "secret", "x@y.io"):
         assert secret not in line
 
 
 def test_email_addresses_are_masked_wherever_they_appear() -> None:
-    record = _record("store insert failed: %s", "row of bob.smith+x@mail.example.org refused",
-                     **logs.fields(customer_id="carol@example.com", reason="r"))
+    record = _record(
+        "store insert failed: %s",
+        "row of bob.smith+x@mail.example.org refused",
+        **logs.fields(customer_id="carol@example.com", reason="r"),
+    )
     out = json.loads(logs.JsonFormatter().format(record))
     assert out["message"] == "store insert failed: row of <email> refused"
     assert out["customer_id"] == "<email>"
@@ -291,7 +342,9 @@ def test_configure_writes_json_lines_at_the_configured_level(tmp_path: Path) -> 
             handler.flush()
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         assert [(r["level"], r["message"], r.get("reason")) for r in lines] == [
-            ("WARNING", "invalid event", "not_json"), ("ERROR", "again", None)]
+            ("WARNING", "invalid event", "not_json"),
+            ("ERROR", "again", None),
+        ]
     finally:
         logs.configure("INFO", "text", None)
 

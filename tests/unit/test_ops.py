@@ -36,6 +36,7 @@ def settings(checkpoints: Path, savepoints: Path | None = None) -> dict[str, str
 
 # --- finding the newest state ----------------------------------------------------------------
 
+
 def test_latest_is_the_newest_completed_checkpoint_across_job_directories(tmp_path: Path):
     cp = tmp_path / "checkpoints"
     completed(cp / "job-a" / "chk-40", NOW - 100)
@@ -67,7 +68,8 @@ def test_latest_with_nothing_completed_is_a_clear_error(tmp_path: Path):
         ops.latest_snapshot(settings(tmp_path / "cp", tmp_path / "sp"))
     assert str(caught.value).startswith(
         f"--resume: no completed checkpoint or savepoint under {tmp_path / 'cp'} and "
-        f"{tmp_path / 'sp'}")
+        f"{tmp_path / 'sp'}"
+    )
     assert "give the path: --resume PATH" in str(caught.value)
 
 
@@ -77,12 +79,15 @@ def test_latest_on_remote_storage_asks_for_the_path():
 
 
 @pytest.mark.parametrize("form", ["dir", "metadata", "uri", "relative"])
-def test_explicit_path_in_any_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   form: str):
+def test_explicit_path_in_any_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str):
     sp = completed(tmp_path / "savepoint-aaaaaa-bbbbbb", NOW)
     monkeypatch.chdir(tmp_path)
-    value = {"dir": str(sp), "metadata": str(sp / "_metadata"), "uri": sp.as_uri(),
-             "relative": sp.name}[form]
+    value = {
+        "dir": str(sp),
+        "metadata": str(sp / "_metadata"),
+        "uri": sp.as_uri(),
+        "relative": sp.name,
+    }[form]
     assert ops.resolve_snapshot(value) == ops.Snapshot(sp, "savepoint", NOW)
 
 
@@ -93,11 +98,14 @@ def test_explicit_directory_holding_several_gives_the_newest(tmp_path: Path):
     assert ops.resolve_snapshot(str(tmp_path)).path == chk2  # a checkpoint directory
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda p: None, "does not exist"),
-    (lambda p: p.mkdir(), "is not a completed checkpoint or savepoint"),
-    (lambda p: completed(p, NOW, size=0), "is empty (an incomplete checkpoint)"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "is not a completed checkpoint or savepoint"),
+        (lambda p: completed(p, NOW, size=0), "is empty (an incomplete checkpoint)"),
+    ],
+)
 def test_explicit_path_that_is_not_a_completed_snapshot(tmp_path: Path, make, message: str):
     target = tmp_path / "chk-3"
     make(target)
@@ -133,6 +141,7 @@ def test_run_resume_errors_exit_2_before_starting_anything(tmp_path: Path, capsy
 
 # --- the REST calls --------------------------------------------------------------------------
 
+
 class FakeFlink:
     """Answers like Flink 2.0's REST API for one job; records every request."""
 
@@ -146,8 +155,14 @@ class FakeFlink:
     def handle(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
         self.requests.append((method, path, body))
         if path.startswith("/jobs/") and not path.startswith(f"/jobs/{JOB}"):
-            return 404, {"errors": [("org.apache.flink.runtime.rest.NotFoundException: Job "
-                                     "not found.\n\tat org.apache...")]}
+            return 404, {
+                "errors": [
+                    (
+                        "org.apache.flink.runtime.rest.NotFoundException: Job "
+                        "not found.\n\tat org.apache..."
+                    )
+                ]
+            }
         if method == "GET" and path == f"/jobs/{JOB}":
             return 200, {"jid": JOB, "state": self.state}
         if method == "POST" and path in (f"/jobs/{JOB}/savepoints", f"/jobs/{JOB}/stop"):
@@ -159,10 +174,14 @@ class FakeFlink:
             if self.polls_until_done > 0:
                 return 200, {"status": {"id": "IN_PROGRESS"}}
             if self.failure:
-                return 200, {"status": {"id": "COMPLETED"},
-                             "operation": {"failure-cause": self.failure}}
-            return 200, {"status": {"id": "COMPLETED"},
-                         "operation": {"location": "file:/sp/savepoint-012345-abcdef"}}
+                return 200, {
+                    "status": {"id": "COMPLETED"},
+                    "operation": {"failure-cause": self.failure},
+                }
+            return 200, {
+                "status": {"id": "COMPLETED"},
+                "operation": {"location": "file:/sp/savepoint-012345-abcdef"},
+            }
         if method == "PATCH" and path == f"/jobs/{JOB}?mode=cancel":
             return 202, {}
         return 404, {"errors": ["Not found: " + path]}
@@ -190,8 +209,9 @@ def flink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeFlink, str]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     monkeypatch.setattr(ops, "_POLL_S", 0.01)
     try:
@@ -209,7 +229,8 @@ def test_savepoint_triggers_polls_and_prints_the_location(flink, capsys):
         ("GET", f"/jobs/{JOB}", None),
         ("POST", f"/jobs/{JOB}/savepoints", {"cancel-job": False}),
         ("GET", f"/jobs/{JOB}/savepoints/trigger-1", None),
-        ("GET", f"/jobs/{JOB}/savepoints/trigger-1", None)]
+        ("GET", f"/jobs/{JOB}/savepoints/trigger-1", None),
+    ]
 
 
 def test_savepoint_into_a_given_directory(flink, tmp_path: Path):
@@ -220,10 +241,12 @@ def test_savepoint_into_a_given_directory(flink, tmp_path: Path):
 
 def test_stop_with_savepoint_never_drains(flink, capsys, tmp_path: Path):
     fake, url = flink
-    assert cli.main(["stop", JOB, "--savepoint", "--rest", url, "--dir",
-                     "s3://bucket/sp"]) == 0
-    assert fake.requests[1] == ("POST", f"/jobs/{JOB}/stop",
-                                {"drain": False, "targetDirectory": "s3://bucket/sp"})
+    assert cli.main(["stop", JOB, "--savepoint", "--rest", url, "--dir", "s3://bucket/sp"]) == 0
+    assert fake.requests[1] == (
+        "POST",
+        f"/jobs/{JOB}/stop",
+        {"drain": False, "targetDirectory": "s3://bucket/sp"},
+    )
     assert capsys.readouterr().out == "file:/sp/savepoint-012345-abcdef\n"
 
 
@@ -239,8 +262,8 @@ def test_unknown_job(flink, capsys):
     other = "f" * 32
     assert cli.main(["savepoint", other, "--rest", url]) == 1
     assert capsys.readouterr().err == (
-        f"inboxflow savepoint: no job {other} on {url} (list the jobs: "
-        f"{url}/jobs/overview)\n")
+        f"inboxflow savepoint: no job {other} on {url} (list the jobs: {url}/jobs/overview)\n"
+    )
 
 
 def test_not_a_job_id(flink, capsys):
@@ -256,7 +279,8 @@ def test_job_not_running(flink, capsys):
     assert cli.main(["savepoint", JOB, "--rest", url]) == 1
     assert capsys.readouterr().err == (
         f"inboxflow savepoint: job {JOB} on {url} is FINISHED: only a running job can take a "
-        f"savepoint\n")
+        f"savepoint\n"
+    )
 
 
 def test_failed_savepoint_names_the_cause(flink, capsys):
@@ -264,24 +288,33 @@ def test_failed_savepoint_names_the_cause(flink, capsys):
     fake.failure = {
         "class": "org.apache.flink.util.SerializedThrowable",
         "stack-trace": "java.util.concurrent.CompletionException: java.util.concurrent."
-                       "CompletionException: org.apache.flink.runtime.checkpoint."
-                       "CheckpointException: Checkpoint was declined.\n\tat org.apache.x(X.java:1)\n"
-                       "Caused by: java.io.IOException: No space left on device\n\t... 5 more"}
+        "CompletionException: org.apache.flink.runtime.checkpoint."
+        "CheckpointException: Checkpoint was declined.\n\tat org.apache.x(X.java:1)\n"
+        "Caused by: java.io.IOException: No space left on device\n\t... 5 more",
+    }
     assert cli.main(["stop", JOB, "--savepoint", "--rest", url]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"inboxflow stop: stop-with-savepoint of job {JOB} failed: "
-                          f"java.util.concurrent.CompletionException")
+    assert err.startswith(
+        f"inboxflow stop: stop-with-savepoint of job {JOB} failed: "
+        f"java.util.concurrent.CompletionException"
+    )
     assert err.rstrip().endswith("(caused by java.io.IOException: No space left on device)")
 
 
 def test_cluster_without_a_savepoint_directory(flink, capsys):
     fake, url = flink
-    fake.trigger_error = (400, ("Config key [execution.checkpointing.savepoint-dir] is not "
-                                "set. Property [target-directory] must be provided."))
+    fake.trigger_error = (
+        400,
+        (
+            "Config key [execution.checkpointing.savepoint-dir] is not "
+            "set. Property [target-directory] must be provided."
+        ),
+    )
     assert cli.main(["savepoint", JOB, "--rest", url]) == 1
     assert capsys.readouterr().err == (
         f"inboxflow savepoint: the cluster at {url} has no default savepoint directory "
-        f"(execution.checkpointing.savepoint-dir): give one with --dir PATH\n")
+        f"(execution.checkpointing.savepoint-dir): give one with --dir PATH\n"
+    )
 
 
 def test_savepoint_that_does_not_complete_in_time(flink, capsys):
@@ -292,7 +325,7 @@ def test_savepoint_that_does_not_complete_in_time(flink, capsys):
 
 
 def test_unreachable_rest_api(capsys):
-    from job.broker import free_port
+    from job.ops import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     assert cli.main(["savepoint", JOB, "--rest", url]) == 1

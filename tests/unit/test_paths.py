@@ -14,7 +14,7 @@ import pytest
 from job.config import load_config
 from job.pipeline import journey_settings
 from udfs import paths
-from udfs.operators import CustomerFunction
+from udfs.flink.customer_function import CustomerFunction
 
 
 def test_snapshot_and_materialize_round_trip_nested_files(tmp_path: Path):
@@ -40,8 +40,9 @@ def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path
     cfg = load_config(env={}, overrides={})
     schemas = shutil.copytree(cfg.schema_dir, tmp_path / "schemas")
     templates = shutil.copytree(cfg.template_dir, tmp_path / "templates")
-    function = CustomerFunction(journey_settings(cfg), templates, "https://x/cart", 0,
-                                schemas, 65536, 86_400_000)
+    function = CustomerFunction(
+        journey_settings(cfg), templates, "https://x/cart", 0, schemas, 65536, 86_400_000
+    )
     shipped = pickle.dumps(function)
     shutil.rmtree(schemas)
     shutil.rmtree(templates)
@@ -49,8 +50,10 @@ def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path
     unpacked = copy.unpack_files()
     try:
         assert sorted(p.name for p in (unpacked / "schemas").iterdir()) == sorted(
-            p.name for p in Path(cfg.schema_dir).glob("*.json"))
+            p.name for p in Path(cfg.schema_dir).glob("*.json")
+        )
         assert (unpacked / "templates" / "abandoned_cart_1.html.j2").read_bytes() == (
-            Path(cfg.template_dir) / "abandoned_cart_1.html.j2").read_bytes()
+            Path(cfg.template_dir) / "abandoned_cart_1.html.j2"
+        ).read_bytes()
     finally:
         shutil.rmtree(unpacked)

@@ -1,4 +1,4 @@
-"""Unit tests for udfs.render: templates, fallbacks, escaping, sandbox, schema."""
+"""Unit tests for udfs.core.render: templates, fallbacks, escaping, sandbox, schema."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import jsonschema
 import pytest
 from jinja2.sandbox import SecurityError
 
-from udfs.render import Renderer, TemplateError, cart_url, format_money, iso_ms
+from udfs.core.render import Renderer, TemplateError, cart_url, format_money, iso_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
 SCHEMA = json.loads((ROOT / "conf" / "schemas" / "email_request.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(
-    SCHEMA, format_checker=jsonschema.FormatChecker()
-)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 
 BASE_URL = "https://shop.example.com/cart"
 ARMED_AT = 1767225600000  # 2026-01-01T00:00:00.000Z
@@ -104,13 +102,9 @@ def template_copy(tmp_path: Path) -> Path:
         (2, None, "Still thinking it over? Your cart won't wait forever"),
     ],
 )
-def test_subject_per_step_with_and_without_first_name(
-    renderer, step, first_name, expected
-):
+def test_subject_per_step_with_and_without_first_name(renderer, step, first_name, expected):
     assert (
-        renderer.render(make_trigger(step, first_name=first_name), EMITTED_AT)[
-            "subject"
-        ]
+        renderer.render(make_trigger(step, first_name=first_name), EMITTED_AT)["subject"]
         == expected
     )
 
@@ -119,10 +113,7 @@ def test_subject_collapses_line_breaks_against_header_injection(renderer):
     request = renderer.render(
         make_trigger(first_name="Al\r\nBcc: evil@example.com\u2028\x00"), EMITTED_AT
     )
-    assert (
-        request["subject"]
-        == "Al Bcc: evil@example.com, you left something in your cart"
-    )
+    assert request["subject"] == "Al Bcc: evil@example.com, you left something in your cart"
 
 
 def test_subject_is_plain_text_not_html_escaped(renderer):
@@ -252,9 +243,7 @@ def test_image_only_for_http_urls(renderer):
         item("p3", "Data", 1.0, 1, "data:image/png;base64,AAAA"),
         item("p4", "None", 1.0, 1, None),
     ]
-    html = renderer.render(make_trigger(items=items, cart_value=4.0), EMITTED_AT)[
-        "html"
-    ]
+    html = renderer.render(make_trigger(items=items, cart_value=4.0), EMITTED_AT)["html"]
     assert html.count("<img ") == 1
     assert '<img src="https://cdn.example.com/a.jpg?x=1&amp;y=2" alt="Shown"' in html
     assert "javascript:" not in html
@@ -298,9 +287,7 @@ def test_request_fields_and_metadata_exact(renderer):
         make_trigger(1),
         make_trigger(2),
         make_trigger(1, first_name=None, locale=None, currency=None, cart_id=None),
-        make_trigger(
-            2, items=[item("p9", SCRIPT_NAME, 5.0, 1, "javascript:x")], cart_value=5.0
-        ),
+        make_trigger(2, items=[item("p9", SCRIPT_NAME, 5.0, 1, "javascript:x")], cart_value=5.0),
     ],
     ids=["step1", "step2", "fallbacks", "hostile"],
 )
@@ -338,9 +325,7 @@ def test_broken_requests_fail_schema(renderer, mutate, failing_path):
     mutate(request)
     errors = list(VALIDATOR.iter_errors(request))
     assert errors
-    assert any(
-        failing_path in (e.validator, *map(str, e.absolute_path)) for e in errors
-    )
+    assert any(failing_path in (e.validator, *map(str, e.absolute_path)) for e in errors)
 
 
 def test_render_is_deterministic_and_does_not_mutate_trigger(renderer):
@@ -348,10 +333,7 @@ def test_render_is_deterministic_and_does_not_mutate_trigger(renderer):
     before = copy.deepcopy(trigger)
     first = renderer.render(trigger, EMITTED_AT)
     assert renderer.render(trigger, EMITTED_AT) == first
-    assert (
-        Renderer(TEMPLATES, BASE_URL).render(copy.deepcopy(trigger), EMITTED_AT)
-        == first
-    )
+    assert Renderer(TEMPLATES, BASE_URL).render(copy.deepcopy(trigger), EMITTED_AT) == first
     assert trigger == before
 
 
@@ -396,9 +378,7 @@ def test_missing_templates_reports_missing_file(tmp_path, caplog):
     assert "missing template file abandoned_cart_2.txt.j2" in caplog.text
     assert "syntax error in abandoned_cart_1.html.j2 line 1" in caplog.text
     assert "missing template file winback_1.subject.j2" in caplog.text
-    with pytest.raises(
-        TemplateError, match="missing template file abandoned_cart_2.txt.j2"
-    ):
+    with pytest.raises(TemplateError, match="missing template file abandoned_cart_2.txt.j2"):
         renderer.render(make_trigger(2), EMITTED_AT)
 
 
@@ -439,9 +419,7 @@ def test_undefined_variable_and_none_fail_loudly(tmp_path):
         renderer.render(make_trigger(template="typo_1"), EMITTED_AT)
     with pytest.raises(TemplateError, match="template printed a None value"):
         renderer.render(
-            make_trigger(
-                template="none_1", items=[item("p1", "x", 1.0)], cart_value=1.0
-            ),
+            make_trigger(template="none_1", items=[item("p1", "x", 1.0)], cart_value=1.0),
             EMITTED_AT,
         )
 
@@ -449,6 +427,4 @@ def test_undefined_variable_and_none_fail_loudly(tmp_path):
 def test_empty_subject_is_an_error(tmp_path):
     write_templates(tmp_path / "t", "blank_1", "  \n ")
     with pytest.raises(TemplateError, match="subject rendered empty"):
-        Renderer(tmp_path / "t", BASE_URL).render(
-            make_trigger(template="blank_1"), EMITTED_AT
-        )
+        Renderer(tmp_path / "t", BASE_URL).render(make_trigger(template="blank_1"), EMITTED_AT)

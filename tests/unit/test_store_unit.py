@@ -1,4 +1,4 @@
-"""Pure parts of udfs/store.py: DSNs, backoff, row conversion, error classes, SQL splitting,
+"""Pure parts of udfs/clickhouse/: DSNs, backoff, row conversion, error classes, SQL splitting,
 and write_batch's retry/bisection logic against in-memory fake stores (no ClickHouse)."""
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from clickhouse_connect.driver.exceptions import (
     OperationalError,
 )
 
-from udfs import store as st
+from udfs.clickhouse.client import get_client
+from udfs.clickhouse.dsn import DsnError, resolve_dsn
+from udfs.clickhouse.errors import RowRejected, StoreError, TransientStoreError, classify_error
+from udfs.clickhouse.migrations import discover_migrations, split_sql
+from udfs.clickhouse.schema import COLUMNS, TABLES, convert_row
+from udfs.clickhouse.writer import RetryPolicy, backoff_ceiling_ms, backoff_ms, write_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -43,30 +48,33 @@ def email_row(request_id: str, **overrides):
 
 
 def test_default_dsn_is_absolute_chdb_under_base_dir(tmp_path):
-    assert st.resolve_dsn(None, tmp_path) == f"chdb://{tmp_path.resolve()}/var/clickhouse"
-    assert st.resolve_dsn("", tmp_path) == f"chdb://{tmp_path.resolve()}/var/clickhouse"
+    assert resolve_dsn(None, tmp_path) == f"chdb://{tmp_path.resolve()}/var/clickhouse"
+    assert resolve_dsn("", tmp_path) == f"chdb://{tmp_path.resolve()}/var/clickhouse"
 
 
 def test_relative_chdb_paths_resolve_against_base_dir(tmp_path):
     base = tmp_path.resolve()
-    assert st.resolve_dsn("chdb://data/ch", tmp_path) == f"chdb://{base}/data/ch"
-    assert st.resolve_dsn("chdb:data/ch", tmp_path) == f"chdb://{base}/data/ch"
-    assert st.resolve_dsn("chdb://./data/../ch/", tmp_path) == f"chdb://{base}/ch"
+    assert resolve_dsn("chdb://data/ch", tmp_path) == f"chdb://{base}/data/ch"
+    assert resolve_dsn("chdb:data/ch", tmp_path) == f"chdb://{base}/data/ch"
+    assert resolve_dsn("chdb://./data/../ch/", tmp_path) == f"chdb://{base}/ch"
 
 
 def test_absolute_chdb_path_is_kept_and_normalised(tmp_path):
-    assert st.resolve_dsn("chdb:///srv/inboxflow/ch", tmp_path) == "chdb:///srv/inboxflow/ch"
-    assert st.resolve_dsn("chdb:///srv/x/../inboxflow/ch/", tmp_path) == "chdb:///srv/inboxflow/ch"
+    assert resolve_dsn("chdb:///srv/inboxflow/ch", tmp_path) == "chdb:///srv/inboxflow/ch"
+    assert resolve_dsn("chdb:///srv/x/../inboxflow/ch/", tmp_path) == "chdb:///srv/inboxflow/ch"
 
 
 def test_http_dsns_with_user_are_returned_unchanged(tmp_path):
-    assert st.resolve_dsn("http://analyst@ch.internal:8123/shop", tmp_path) == "http://analyst@ch.internal:8123/shop"
-    assert st.resolve_dsn("https://ch.internal:8443/shop", tmp_path) == "https://ch.internal:8443/shop"
+    assert (
+        resolve_dsn("http://analyst@ch.internal:8123/shop", tmp_path)
+        == "http://analyst@ch.internal:8123/shop"
+    )
+    assert resolve_dsn("https://ch.internal:8443/shop", tmp_path) == "https://ch.internal:8443/shop"
 
 
 def test_password_in_dsn_is_refused_naming_the_env_variable(tmp_path):
-    with pytest.raises(st.DsnError) as info:
-        st.resolve_dsn("http://analyst:secret@ch.internal:8123/shop", tmp_path)
+    with pytest.raises(DsnError) as info:
+        resolve_dsn("http://analyst:secret@ch.internal:8123/shop", tmp_path)
     assert str(info.value) == (
         "ClickHouse DSN for host 'ch.internal' contains a password; "
         "put it in the environment variable INBOXFLOW_CLICKHOUSE_PASSWORD instead"
@@ -75,8 +83,8 @@ def test_password_in_dsn_is_refused_naming_the_env_variable(tmp_path):
 
 
 def test_unsupported_scheme_error_lists_accepted_forms(tmp_path):
-    with pytest.raises(st.DsnError) as info:
-        st.resolve_dsn("clickhouse://ch.internal:9000/shop", tmp_path)
+    with pytest.raises(DsnError) as info:
+        resolve_dsn("clickhouse://ch.internal:9000/shop", tmp_path)
     assert str(info.value) == (
         "ClickHouse DSN scheme 'clickhouse' is not supported; expected one of: "
         "chdb:///absolute/path, chdb://relative/path, http(s)://user@host:8123/database"
@@ -95,14 +103,14 @@ def test_unsupported_scheme_error_lists_accepted_forms(tmp_path):
     ],
 )
 def test_malformed_dsns_are_refused(tmp_path, dsn, message_part):
-    with pytest.raises(st.DsnError) as info:
-        st.resolve_dsn(dsn, tmp_path)
+    with pytest.raises(DsnError) as info:
+        resolve_dsn(dsn, tmp_path)
     assert message_part in str(info.value)
 
 
 def test_get_client_refuses_relative_chdb_dsn():
-    with pytest.raises(st.DsnError) as info:
-        st.get_client("chdb://var/clickhouse")
+    with pytest.raises(DsnError) as info:
+        get_client("chdb://var/clickhouse")
     assert "is relative; pass it through resolve_dsn first" in str(info.value)
 
 
@@ -110,22 +118,22 @@ def test_get_client_refuses_relative_chdb_dsn():
 
 
 def test_backoff_ceiling_doubles_from_base_up_to_cap():
-    policy = st.RetryPolicy(base_ms=100, cap_ms=10_000)
-    ceilings = [st.backoff_ceiling_ms(i, policy) for i in range(10)]
+    policy = RetryPolicy(base_ms=100, cap_ms=10_000)
+    ceilings = [backoff_ceiling_ms(i, policy) for i in range(10)]
     assert ceilings == [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
 
 
 def test_backoff_is_full_jitter_over_the_ceiling():
-    policy = st.RetryPolicy(base_ms=100, cap_ms=1_000)
-    assert st.backoff_ms(0, policy, lambda: 0.25) == 25.0
-    assert st.backoff_ms(3, policy, lambda: 0.5) == 400.0
-    assert st.backoff_ms(4, policy, lambda: 0.5) == 500.0  # ceiling 1600 capped to 1000
-    assert st.backoff_ms(2, policy, lambda: 0.0) == 0.0
+    policy = RetryPolicy(base_ms=100, cap_ms=1_000)
+    assert backoff_ms(0, policy, lambda: 0.25) == 25.0
+    assert backoff_ms(3, policy, lambda: 0.5) == 400.0
+    assert backoff_ms(4, policy, lambda: 0.5) == 500.0  # ceiling 1600 capped to 1000
+    assert backoff_ms(2, policy, lambda: 0.0) == 0.0
 
 
 def test_backoff_after_very_many_retries_stays_at_cap():
-    policy = st.RetryPolicy()
-    assert st.backoff_ceiling_ms(100_000, policy) == 10_000
+    policy = RetryPolicy()
+    assert backoff_ceiling_ms(100_000, policy) == 10_000
 
 
 @pytest.mark.parametrize(
@@ -133,7 +141,7 @@ def test_backoff_after_very_many_retries_stays_at_cap():
 )
 def test_invalid_retry_policies_are_refused(kwargs):
     with pytest.raises(ValueError, match="RetryPolicy"):
-        st.RetryPolicy(**kwargs)
+        RetryPolicy(**kwargs)
 
 
 # --------------------------------------------------------------------------- write_batch with fakes
@@ -153,9 +161,9 @@ class FakeStore:
         self.calls.append([row["request_id"] for row in rows])
         if self.transient:
             self.transient -= 1
-            raise st.TransientStoreError("Connection refused")
+            raise TransientStoreError("Connection refused")
         if any(row["request_id"] in self.poison for row in rows):
-            raise st.RowRejected("Code: 27. DB::Exception: Cannot parse input")
+            raise RowRejected("Code: 27. DB::Exception: Cannot parse input")
         self.rows.extend(rows)
 
 
@@ -163,9 +171,13 @@ def test_write_batch_retries_forever_by_default_with_sleeps_bounded_by_cap():
     fake = FakeStore(transient=20)
     sleeps: list[float] = []
     rows = [email_row("r1"), email_row("r2")]
-    rejected = st.write_batch(
-        fake, "email_requests", rows, retry=st.RetryPolicy(base_ms=100, cap_ms=1_000),
-        sleep=sleeps.append, rand=lambda: 0.999,
+    rejected = write_batch(
+        fake,
+        "email_requests",
+        rows,
+        retry=RetryPolicy(base_ms=100, cap_ms=1_000),
+        sleep=sleeps.append,
+        rand=lambda: 0.999,
     )
     assert rejected == []
     assert fake.rows == rows
@@ -179,10 +191,14 @@ def test_write_batch_gives_up_after_max_attempts_and_reraises():
     fake = FakeStore(transient=5)
     sleeps: list[float] = []
     retries: list[tuple[int, float, str]] = []
-    with pytest.raises(st.TransientStoreError, match="Connection refused"):
-        st.write_batch(
-            fake, "email_requests", [email_row("r1")], retry=st.RetryPolicy(max_attempts=3),
-            sleep=sleeps.append, rand=lambda: 0.5,
+    with pytest.raises(TransientStoreError, match="Connection refused"):
+        write_batch(
+            fake,
+            "email_requests",
+            [email_row("r1")],
+            retry=RetryPolicy(max_attempts=3),
+            sleep=sleeps.append,
+            rand=lambda: 0.5,
             on_retry=lambda attempt, delay, exc: retries.append((attempt, delay, str(exc))),
         )
     assert len(fake.calls) == 3
@@ -194,10 +210,13 @@ def test_write_batch_gives_up_after_max_attempts_and_reraises():
 def test_write_batch_bisects_a_server_rejection_down_to_the_bad_row():
     fake = FakeStore(poison=frozenset({"r5"}))
     rows = [email_row(f"r{i}") for i in range(8)]
-    rejected = st.write_batch(fake, "email_requests", rows, retry=st.RetryPolicy(), sleep=lambda s: None)
+    rejected = write_batch(fake, "email_requests", rows, retry=RetryPolicy(), sleep=lambda s: None)
     assert [row["request_id"] for row in fake.rows] == ["r0", "r1", "r2", "r3", "r4", "r6", "r7"]
     assert rejected == [
-        (rows[5], "email_requests request_id='r5' customer_id='c-r5': Code: 27. DB::Exception: Cannot parse input")
+        (
+            rows[5],
+            "email_requests request_id='r5' customer_id='c-r5': Code: 27. DB::Exception: Cannot parse input",
+        )
     ]
     # whole, left half ok, right half, [r4 r5], r4 ok, r5 alone rejected, [r6 r7] ok
     assert fake.calls == [
@@ -213,7 +232,7 @@ def test_write_batch_bisects_a_server_rejection_down_to_the_bad_row():
 
 def test_write_batch_of_nothing_makes_no_call():
     fake = FakeStore()
-    assert st.write_batch(fake, "email_requests", [], retry=st.RetryPolicy()) == []
+    assert write_batch(fake, "email_requests", [], retry=RetryPolicy()) == []
     assert fake.calls == []
 
 
@@ -221,8 +240,22 @@ def test_write_batch_of_nothing_makes_no_call():
 
 
 def test_convert_row_orders_values_like_the_table_columns():
-    values = st.convert_row("email_requests", email_row("r1", cart_id=None, cart_value=3))
-    assert values == ("r1", "cart_abandon", 1, "c-r1", "sent", "", "You left something", T0, T0 + 5, None, 3.0, "EUR", ["p1"])
+    values = convert_row("email_requests", email_row("r1", cart_id=None, cart_value=3))
+    assert values == (
+        "r1",
+        "cart_abandon",
+        1,
+        "c-r1",
+        "sent",
+        "",
+        "You left something",
+        T0,
+        T0 + 5,
+        None,
+        3.0,
+        "EUR",
+        ["p1"],
+    )
     assert type(values[10]) is float
 
 
@@ -233,7 +266,10 @@ def test_convert_row_orders_values_like_the_table_columns():
         ({"step": True}, "column 'step': expected an integer (UInt8), got bool"),
         ({"step": 256}, "column 'step': integer out of range for UInt8"),
         ({"customer_id": None}, "column 'customer_id': expected a string, got None"),
-        ({"cart_value": math.nan}, "column 'cart_value': expected a finite number, got a non-finite float"),
+        (
+            {"cart_value": math.nan},
+            "column 'cart_value': expected a finite number, got a non-finite float",
+        ),
         ({"due_at": 1.5}, "column 'due_at': expected epoch milliseconds (int), got float"),
         ({"due_at": 10**14}, "column 'due_at': epoch milliseconds outside 1900..2299"),
         ({"extra": 1, "zzz": 2}, "unknown column(s) 'extra', 'zzz'"),
@@ -241,7 +277,7 @@ def test_convert_row_orders_values_like_the_table_columns():
 )
 def test_convert_row_names_the_column_and_problem(overrides, message):
     with pytest.raises(ValueError) as info:
-        st.convert_row("email_requests", email_row("r1", **overrides))
+        convert_row("email_requests", email_row("r1", **overrides))
     assert str(info.value) == message
 
 
@@ -249,32 +285,45 @@ def test_convert_row_reports_a_missing_key():
     row = email_row("r1")
     del row["subject"]
     with pytest.raises(ValueError, match=r"^missing column 'subject'$"):
-        st.convert_row("email_requests", row)
+        convert_row("email_requests", row)
 
 
 def test_profile_maps_arrays_and_bools_are_checked():
-    row = {c.name: None for c in st.COLUMNS["customer_profiles"]}
+    row = {c.name: None for c in COLUMNS["customer_profiles"]}
     row.update(
-        customer_id="c1", first_seen=T0, last_seen=T0, event_counts={"page_view": -1}, revenue_total=0.0,
-        order_count=0, avg_order_value=0.0, recent_products=[], favourite_categories=[], cart_value=0.0,
-        cart_items=0, journey_status="idle", emails_sent=0, unsubscribed=0, updated_at=T0, version=1,
+        customer_id="c1",
+        first_seen=T0,
+        last_seen=T0,
+        event_counts={"page_view": -1},
+        revenue_total=0.0,
+        order_count=0,
+        avg_order_value=0.0,
+        recent_products=[],
+        favourite_categories=[],
+        cart_value=0.0,
+        cart_items=0,
+        journey_status="idle",
+        emails_sent=0,
+        unsubscribed=0,
+        updated_at=T0,
+        version=1,
     )
     message = "^column 'event_counts': expected UInt64 counts, got int for key 'page_view'$"
     with pytest.raises(ValueError, match=message):
-        st.convert_row("customer_profiles", row)
+        convert_row("customer_profiles", row)
     row["event_counts"] = {"page_view": 2}
     row["recent_products"] = ["p1", 7]
     message = "^column 'recent_products': expected a list of strings, got an item of type int$"
     with pytest.raises(ValueError, match=message):
-        st.convert_row("customer_profiles", row)
+        convert_row("customer_profiles", row)
     row["recent_products"] = ("p1",)
-    values = st.convert_row("customer_profiles", row)
+    values = convert_row("customer_profiles", row)
     assert values[12] == ["p1"] and values[18] is False
 
 
 def test_unknown_table_is_a_store_error():
-    with pytest.raises(st.StoreError, match="unknown table 'profiles'"):
-        st.convert_row("profiles", {})
+    with pytest.raises(StoreError, match="unknown table 'profiles'"):
+        convert_row("profiles", {})
 
 
 # --------------------------------------------------------------------------- error classification
@@ -283,22 +332,27 @@ def test_unknown_table_is_a_store_error():
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (OperationalError("Error executing HTTP request"), st.TransientStoreError),
-        (DatabaseError("busy", code=202), st.TransientStoreError),
-        (DatabaseError("Code: 241. DB::Exception: Memory limit (total) exceeded"), st.TransientStoreError),
-        (DatabaseError("Code: 252. DB::Exception: Too many parts"), st.TransientStoreError),
-        (DatabaseError("Code: 27. DB::Exception: Cannot parse input"), st.RowRejected),
-        (DatabaseError("bad", code=53), st.RowRejected),
-        (DatabaseError("Code: 469. DB::Exception: Constraint `c` for table x is violated"),
-         st.RowRejected),
-        (DataError("Invalid None value in non-Nullable column"), st.RowRejected),
-        (ConnectionResetError(104, "Connection reset by peer"), st.TransientStoreError),
-        (TimeoutError("timed out"), st.TransientStoreError),
-        (ValueError("invalid literal for int()"), st.RowRejected),
+        (OperationalError("Error executing HTTP request"), TransientStoreError),
+        (DatabaseError("busy", code=202), TransientStoreError),
+        (
+            DatabaseError("Code: 241. DB::Exception: Memory limit (total) exceeded"),
+            TransientStoreError,
+        ),
+        (DatabaseError("Code: 252. DB::Exception: Too many parts"), TransientStoreError),
+        (DatabaseError("Code: 27. DB::Exception: Cannot parse input"), RowRejected),
+        (DatabaseError("bad", code=53), RowRejected),
+        (
+            DatabaseError("Code: 469. DB::Exception: Constraint `c` for table x is violated"),
+            RowRejected,
+        ),
+        (DataError("Invalid None value in non-Nullable column"), RowRejected),
+        (ConnectionResetError(104, "Connection reset by peer"), TransientStoreError),
+        (TimeoutError("timed out"), TransientStoreError),
+        (ValueError("invalid literal for int()"), RowRejected),
     ],
 )
 def test_classify_error_sorts_driver_errors(exc, kind):
-    classified = st.classify_error(exc)
+    classified = classify_error(exc)
     assert type(classified) is kind
 
 
@@ -311,7 +365,7 @@ def test_classify_error_sorts_driver_errors(exc, kind):
     ],
 )
 def test_configuration_errors_are_neither_transient_nor_rejections(exc):
-    assert type(st.classify_error(exc)) is st.StoreError
+    assert type(classify_error(exc)) is StoreError
 
 
 # --------------------------------------------------------------------------- migrations files
@@ -325,14 +379,14 @@ def test_split_sql_ignores_semicolons_in_strings_and_comments():
         "SELECT 'it\\'s;', \"q;\", `b;c` -- trailing; comment\n"
         ";\n-- only a comment;\n"
     )
-    assert st.split_sql(script) == [
+    assert split_sql(script) == [
         "-- header; not a statement\nCREATE TABLE a (s String DEFAULT 'x;y') ENGINE = Memory",
         "/* block; comment */\nSELECT 'it\\'s;', \"q;\", `b;c` -- trailing; comment",
     ]
 
 
 def test_repository_migrations_are_numbered_1_to_5():
-    migrations = st.discover_migrations(ROOT / "conf" / "clickhouse")
+    migrations = discover_migrations(ROOT / "conf" / "clickhouse")
     assert [(m.version, m.name) for m in migrations] == [
         (1, "customer_profiles"),
         (2, "email_requests"),
@@ -345,36 +399,40 @@ def test_repository_migrations_are_numbered_1_to_5():
 def test_badly_named_or_duplicate_migration_files_are_refused(tmp_path):
     (tmp_path / "001_a.sql").write_text("SELECT 1")
     (tmp_path / "01_b.sql").write_text("SELECT 1")
-    with pytest.raises(st.StoreError, match="01_b.sql is not named NNN_name.sql"):
-        st.discover_migrations(tmp_path)
+    with pytest.raises(StoreError, match="01_b.sql is not named NNN_name.sql"):
+        discover_migrations(tmp_path)
     (tmp_path / "01_b.sql").unlink()
     (tmp_path / "0001_c.sql").write_text("SELECT 1")
-    with pytest.raises(st.StoreError, match="migration version 1 of 001_a.sql is 0 or used twice"):
-        st.discover_migrations(tmp_path)
+    with pytest.raises(StoreError, match="migration version 1 of 001_a.sql is 0 or used twice"):
+        discover_migrations(tmp_path)
 
 
 def test_job_rows_carry_exactly_the_store_columns():
     """The writer sends the customer function's rows to ClickHouse as JSON, where a missing
     key would silently become the column default: the keys must be exactly the columns."""
     from tests.conftest import DAY, HOUR, T0, cart_add, identify, purchase
-    from udfs.journey import CustomerLogic, CustomerState, JourneySettings
+    from udfs.core.journey import CustomerLogic, CustomerState, JourneySettings
 
-    logic = CustomerLogic(JourneySettings(
-        campaign="abandoned_cart", schedule=((HOUR, "abandoned_cart_1"), (DAY, "abandoned_cart_2"))))
+    logic = CustomerLogic(
+        JourneySettings(
+            campaign="abandoned_cart",
+            schedule=((HOUR, "abandoned_cart_1"), (DAY, "abandoned_cart_2")),
+        )
+    )
     state, rows = CustomerState(), []
     for event in (identify("c", T0), cart_add("c", T0), purchase("c", T0 + 2 * HOUR)):
         rows += logic.on_event(state, event, -(2**63)).rows
     tables = {table for table, _ in rows}
-    assert tables == set(st.TABLES)
+    assert tables == set(TABLES)
     for table, row in rows:
-        assert list(row) == [c.name for c in st.COLUMNS[table]], table
+        assert list(row) == [c.name for c in COLUMNS[table]], table
 
 
 # --------------------------------------------------------------------------- freshness gauges
 
 
 def test_freshness_window_summarizes_the_last_rows_by_nearest_rank():
-    from udfs.writer_operator import FreshnessWindow
+    from udfs.flink.writer_function import FreshnessWindow
 
     window = FreshnessWindow(size=100)
     assert [window.stat(s) for s in FreshnessWindow.STATS] == [0, 0, 0, 0]  # nothing yet
@@ -383,6 +441,10 @@ def test_freshness_window_summarizes_the_last_rows_by_nearest_rank():
     window.add([])
     assert (window.count, window.last, len(window.samples)) == (150, 1, 100)
     assert {s: window.stat(s) for s in FreshnessWindow.STATS} == {
-        "p50": 50, "p95": 95, "p99": 99, "max": 100}
+        "p50": 50,
+        "p95": 95,
+        "p99": 99,
+        "max": 100,
+    }
     window.add([7])  # the 100 ms row leaves, a second 7 arrives: the summary follows
     assert (window.stat("max"), window.stat("p50"), window.last) == (99, 49, 7)

@@ -23,7 +23,7 @@ from tests.unit.malformed_corpus import (
     padded_to,
     variant,
 )
-from udfs.validation import EventValidator, Invalid, Reason, dlq_record, format_epoch_ms
+from udfs.core.validation import EventValidator, Invalid, Reason, dlq_record, format_epoch_ms
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "conf" / "schemas"
 EVENT_TYPES = frozenset(

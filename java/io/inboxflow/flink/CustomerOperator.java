@@ -22,7 +22,7 @@ import org.apache.flink.types.Row;
 
 /**
  * PyFlink's thread-mode keyed process operator for the customer function, plus one duty: it
- * drains the ClickHouse rows the Python function buffers ({@code udfs.operators}).
+ * drains the ClickHouse rows the Python function buffers ({@code udfs.flink.customer_function}).
  *
  * <p>Each element a Python function hands to the JVM costs a round trip through the shared
  * interpreter (measured here: about 35 microseconds, against 2 for building the rows). One
@@ -42,7 +42,7 @@ import org.apache.flink.types.Row;
  * timer {@link #RESCHEDULE_CHECK} for every customer with a pending journey. It fires with the
  * first watermark and lets the function move the journey's timer to its due time per the
  * current schedule: after a timing change in the config, a reminder due earlier now fires at
- * the new time even for a customer who sends no further event ({@code udfs.journey}).
+ * the new time even for a customer who sends no further event ({@code udfs.core.journey}).
  */
 public class CustomerOperator
         extends EmbeddedPythonKeyedProcessOperator<Row, Row, Tuple5<Integer, Integer, String, String, String>> {
@@ -54,12 +54,12 @@ public class CustomerOperator
      * pemja's invoke of a global function without arguments crashed the JVM here on the third
      * call (func_dealloc, the function's reference count runs out).
      */
-    private static final String MODULE = "udfs.operators";
+    private static final String MODULE = "udfs.flink.customer_function";
     private static final String MODULE_NAME = "_inboxflow_operators";
     private static final String DRAIN = "drain_store_rows";
-    /** Event time of the reschedule check; must match udfs.journey.RESCHEDULE_CHECK. */
+    /** Event time of the reschedule check; must match udfs.core.journey.RESCHEDULE_CHECK. */
     static final long RESCHEDULE_CHECK = Long.MIN_VALUE + 1;
-    /** The keyed state (udfs.operators.JOURNEY_STATE) that is set while a reminder is pending. */
+    /** The keyed state (udfs.flink.customer_function.JOURNEY_STATE) that is set while a reminder is pending. */
     private static final String JOURNEY_STATE = "journey";
     /** PyFlink's timer service of the keyed process operator (EmbeddedPythonKeyedProcessOperator). */
     private static final String USER_TIMERS = "user-timers";

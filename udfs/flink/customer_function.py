@@ -26,9 +26,9 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs import logs, paths
-from udfs.customer import COUNTERS, KIND_STORE, LABELED, CustomerCore, Step
-from udfs.flink_metrics import Counters, LabeledCounters, LatencyGauges
-from udfs.journey import JourneySettings
+from udfs.core.customer import COUNTERS, KIND_STORE, LABELED, CustomerCore, Step
+from udfs.core.journey import JourneySettings
+from udfs.flink.metrics import Counters, LabeledCounters, LatencyGauges
 
 log = logging.getLogger("inboxflow")
 
@@ -40,7 +40,7 @@ STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
 # OutputRouter's main output: Row(shard, STORE_ROW), keyed on the JVM side
 KEYED_STORE_ROW = Types.ROW([Types.INT(), STORE_ROW])
 
-# Everything the customer function emits (kinds in udfs.customer). No Python side outputs:
+# Everything the customer function emits (kinds in udfs.core.customer). No Python side outputs:
 # each one is a separate call into the JVM, and one feeding another Python operator can
 # deadlock.
 ROUTED = Types.TUPLE([Types.INT(), Types.INT(), Types.STRING(), Types.STRING(), Types.STRING()])
@@ -79,7 +79,7 @@ def drain_store_rows(why: str) -> list | None:
 
 
 class CustomerFunction(KeyedProcessFunction):
-    """Keyed by customer id. Moves data between Flink and :class:`udfs.customer.CustomerCore`,
+    """Keyed by customer id. Moves data between Flink and :class:`udfs.core.customer.CustomerCore`,
     which validates each raw event (invalid input goes to the DLQ with a reason), runs the
     journey logic and catches whatever one record makes raise (``processing_error``), so
     only the commit of a finished step (state writes, timers: calls into the JVM) can fail
@@ -91,10 +91,19 @@ class CustomerFunction(KeyedProcessFunction):
     (while a reminder is pending); each is cleared when the pure logic sets it to ``None``.
     At most one event-time timer: the journey's ``due_at``."""
 
-    def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
-                 store_shards: int, schema_dir: Path, max_event_bytes: int,
-                 max_future_ms: int, store_buffer_events: int = STORE_BUFFER_EVENTS,
-                 log_level: str = "INFO", log_format: str = "json"):
+    def __init__(
+        self,
+        settings: JourneySettings,
+        template_dir: Path,
+        cart_base_url: str,
+        store_shards: int,
+        schema_dir: Path,
+        max_event_bytes: int,
+        max_future_ms: int,
+        store_buffer_events: int = STORE_BUFFER_EVENTS,
+        log_level: str = "INFO",
+        log_format: str = "json",
+    ):
         self.log_level = log_level
         self.log_format = log_format
         # the files themselves, not their paths (udfs/paths.py)
@@ -110,15 +119,22 @@ class CustomerFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         logs.configure_in_taskmanager(self.log_level, self.log_format)
         self._files = self.unpack_files()
-        self.core = CustomerCore(self.settings, self._files / "templates",
-                                 self.cart_base_url, self.store_shards,
-                                 self._files / "schemas",
-                                 self.max_event_bytes, self.max_future_ms)
+        self.core = CustomerCore(
+            self.settings,
+            self._files / "templates",
+            self.cart_base_url,
+            self.store_shards,
+            self._files / "schemas",
+            self.max_event_bytes,
+            self.max_future_ms,
+        )
         self.profile = runtime_context.get_state(
-            ValueStateDescriptor(PROFILE_STATE, Types.STRING()))
+            ValueStateDescriptor(PROFILE_STATE, Types.STRING())
+        )
         self.cart = runtime_context.get_state(ValueStateDescriptor(CART_STATE, Types.STRING()))
         self.journey = runtime_context.get_state(
-            ValueStateDescriptor(JOURNEY_STATE, Types.STRING()))
+            ValueStateDescriptor(JOURNEY_STATE, Types.STRING())
+        )
         # ClickHouse rows per shard, each entry the rows of one event; see take_store_rows
         self._store_buffer: dict[int, list[str]] = {}
         self._buffered_events = 0
@@ -130,15 +146,19 @@ class CustomerFunction(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self._counters = Counters(
             metrics,
-            [(name, name if name.startswith(("events", "processing")) else f"journey_{name}")
-             for name in COUNTERS],
-            self.core.counts)
+            [
+                (name, name if name.startswith(("events", "processing")) else f"journey_{name}")
+                for name in COUNTERS
+            ],
+            self.core.counts,
+        )
         # The job's own metrics, labelled (README "Metrics"): pushed with the counters above.
         group = metrics.add_group(METRIC_GROUP)
-        self._job_counters = Counters(group, [("late", "late"), ("duplicate", "duplicates")],
-                                      self.core.counts)
+        self._job_counters = Counters(
+            group, [("late", "late"), ("duplicate", "duplicates")], self.core.counts
+        )
         self._labeled = LabeledCounters(group, LABELED, self.core.labeled)
-        # Latency percentiles over a sliding window (udfs.flink_metrics.LatencyWindow):
+        # Latency percentiles over a sliding window (udfs.flink.metrics.LatencyWindow):
         # event_latency: wall clock when this function handles an event (the `emitted_at`
         #   of what it emits) minus the event's Kafka record timestamp, for every event;
         # reminder_lateness: wall clock when an email request is emitted minus its due time
@@ -161,8 +181,9 @@ class CustomerFunction(KeyedProcessFunction):
             yield from event.outputs
             return
         raw = (self.profile.value(), self.cart.value(), self.journey.value())
-        step = self.core.on_event(event, text, raw, ctx.timer_service().current_watermark(),
-                                  kafka_ts, now)
+        step = self.core.on_event(
+            event, text, raw, ctx.timer_service().current_watermark(), kafka_ts, now
+        )
         yield from self._commit(step, raw, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
@@ -176,9 +197,12 @@ class CustomerFunction(KeyedProcessFunction):
     def unpack_files(self) -> Path:
         """The schemas and templates this function carries, in a new directory of its own
         (``schemas/``, ``templates/``)."""
-        return paths.materialize({
-            **{f"schemas/{name}": data for name, data in self.schema_files.items()},
-            **{f"templates/{name}": data for name, data in self.template_files.items()}})
+        return paths.materialize(
+            {
+                **{f"schemas/{name}": data for name, data in self.schema_files.items()},
+                **{f"templates/{name}": data for name, data in self.template_files.items()},
+            }
+        )
 
     def close(self) -> None:
         self._push_counts(final=True)
@@ -189,7 +213,7 @@ class CustomerFunction(KeyedProcessFunction):
 
     def _push_counts(self, final: bool = False) -> None:
         """Counters and latency gauges to Flink, from the task thread (never a gauge that
-        Flink's metric thread would call into Python: udfs.flink_metrics)."""
+        Flink's metric thread would call into Python: udfs.flink.metrics)."""
         self._since_push = 0
         self._counters.push()
         self._job_counters.push()
@@ -209,8 +233,9 @@ class CustomerFunction(KeyedProcessFunction):
             if new is not None:
                 ctx.timer_service().register_event_time_timer(new)
         if step.state is not None:
-            for handle, old_raw, new_raw in zip((self.profile, self.cart, self.journey), raw,
-                                                step.state):
+            for handle, old_raw, new_raw in zip(
+                (self.profile, self.cart, self.journey), raw, step.state
+            ):
                 if new_raw is None:
                     if old_raw is not None:
                         handle.clear()

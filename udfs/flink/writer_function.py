@@ -1,4 +1,4 @@
-"""The ClickHouse writer: a thin PyFlink wrapper over ``udfs.store``.
+"""The ClickHouse writer: a thin PyFlink wrapper over :mod:`udfs.clickhouse`.
 
 Keyed by shard number. Pending rows live in Flink ``ListState`` (never only in a Python
 list), so a completed checkpoint covers every row not yet inserted (DESIGN trap 9). A flush
@@ -7,7 +7,7 @@ is one synchronous batched insert per table, when ``flush_rows`` rows are pendin
 event-time timer at the end of time). The state is cleared only after the inserts
 succeeded; a restore replays at worst rows that the ReplacingMergeTree tables absorb.
 
-Transient failures are retried with backoff inside ``store.write_batch`` while the operator
+Transient failures are retried with backoff inside ``write_batch`` while the operator
 holds its rows, so a ClickHouse outage backpressures the job instead of losing rows. Rows
 that ClickHouse rejects for their content are emitted as DLQ records (main output).
 """
@@ -26,8 +26,12 @@ from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
-from udfs import flink_metrics, logs, paths, store
-from udfs.store import RetryPolicy, write_batch
+from udfs import logs, paths
+from udfs.clickhouse.client import get_client
+from udfs.clickhouse.errors import StoreError, TransientStoreError
+from udfs.clickhouse.schema import TABLES
+from udfs.clickhouse.writer import RetryPolicy, write_batch
+from udfs.flink import metrics as flink_metrics
 
 log = logging.getLogger("inboxflow")
 
@@ -50,7 +54,7 @@ def _customer_of(row_json: str) -> str | None:
 
 class FreshnessWindow:
     """Profile freshness samples (ms) of the last ``size`` profile rows, summarized after
-    each flush and pushed to Java-side gauges (``udfs.flink_metrics``). A Flink distribution
+    each flush and pushed to Java-side gauges (``udfs.flink.metrics``). A Flink distribution
     metric would be a call into the JVM per row, made while holding the interpreter lock that
     the customer function needs; adding samples here is a deque extend per flush."""
 
@@ -91,9 +95,16 @@ class WriterFunction(KeyedProcessFunction):
     Flink re-fires the restored timers), and in thread mode every state call is a trip into
     the JVM, which is what limits throughput."""
 
-    def __init__(self, dsn: str, ddl_dir: Path, flush_rows: int, flush_interval_ms: int,
-                 freshness_log: str | None = None, log_level: str = "INFO",
-                 log_format: str = "json"):
+    def __init__(
+        self,
+        dsn: str,
+        ddl_dir: Path,
+        flush_rows: int,
+        flush_interval_ms: int,
+        freshness_log: str | None = None,
+        log_level: str = "INFO",
+        log_format: str = "json",
+    ):
         self.log_level = log_level
         self.log_format = log_format
         self.dsn = dsn
@@ -105,8 +116,8 @@ class WriterFunction(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         logs.configure_in_taskmanager(self.log_level, self.log_format)
-        # hosted: the chdb engine must not run inside the JVM (udfs/store_host.py)
-        self.store = store.get_client(self.dsn, hosted=True)
+        # hosted: the chdb engine must not run inside the JVM (udfs/clickhouse/host.py)
+        self.store = get_client(self.dsn, hosted=True)
         ddl = paths.materialize(self.ddl_files)
         try:
             # Open the engine now, not with the first rows: starting the chdb host takes
@@ -114,15 +125,19 @@ class WriterFunction(KeyedProcessFunction):
             # migrations are normally applied already (job.main.prepare_store); they are
             # applied here too for when the submitting client could not open the path.
             self.store.migrate(ddl)
-        except store.TransientStoreError as exc:  # the first flush retries it
-            log.warning("ClickHouse not reachable at start-up, will retry: %s", exc,
-                        extra=logs.fields(error=type(exc).__name__))
+        except TransientStoreError as exc:  # the first flush retries it
+            log.warning(
+                "ClickHouse not reachable at start-up, will retry: %s",
+                exc,
+                extra=logs.fields(error=type(exc).__name__),
+            )
         finally:
             shutil.rmtree(ddl, ignore_errors=True)
         self.pending = runtime_context.get_list_state(
-            ListStateDescriptor(PENDING_STATE, Types.STRING()))
-        self._counts: dict[int, int] = {}   # shard -> rows in pending_rows
-        self._timers: dict[int, int] = {}   # shard -> due time of its flush timer
+            ListStateDescriptor(PENDING_STATE, Types.STRING())
+        )
+        self._counts: dict[int, int] = {}  # shard -> rows in pending_rows
+        self._timers: dict[int, int] = {}  # shard -> due time of its flush timer
         metrics = runtime_context.get_metrics_group()
         self.rows_written = metrics.counter("store_rows_written")
         self.rows_rejected = metrics.counter("store_rows_rejected")
@@ -135,10 +150,14 @@ class WriterFunction(KeyedProcessFunction):
         # set after each flush on the task thread, read by Flink without calling Python
         self._freshness_gauges = {
             name: flink_metrics.level(metrics, f"profile_freshness_{name}")
-            for name in ("last_ms", "rows", *(f"{stat}_ms" for stat in FreshnessWindow.STATS))}
+            for name in ("last_ms", "rows", *(f"{stat}_ms" for stat in FreshnessWindow.STATS))
+        }
         # open for the operator's lifetime, closed in close()
-        self._freshness_out = (open(self.freshness_log, "a")  # noqa: SIM115
-                               if self.freshness_log else None)
+        self._freshness_out = (
+            open(self.freshness_log, "a")  # noqa: SIM115
+            if self.freshness_log
+            else None
+        )
 
     def close(self) -> None:
         if self._freshness_out:
@@ -176,15 +195,19 @@ class WriterFunction(KeyedProcessFunction):
         for entry in self.pending.get():
             for line in entry.split("\n"):
                 table, _, row_json = line.partition("\t")
-                if table not in store.TABLES:
+                if table not in TABLES:
                     # never written by the customer function; a bug must not stop the job
-                    yield self._dead(table, row_json, "processing_error",
-                                     "writer element line names no known table")
+                    yield self._dead(
+                        table,
+                        row_json,
+                        "processing_error",
+                        "writer element line names no known table",
+                    )
                     continue
                 if table == "customer_profiles":
                     cut = row_json.rfind(FRESHNESS_FIELD)
                     if cut > 0:
-                        source = row_json[cut + len(FRESHNESS_FIELD):-1]
+                        source = row_json[cut + len(FRESHNESS_FIELD) : -1]
                         if source.lstrip("-").isdigit():
                             sources.append(int(source))
                         row_json = row_json[:cut] + "}"
@@ -194,16 +217,30 @@ class WriterFunction(KeyedProcessFunction):
             return
         for table, rows in by_table.items():
             try:
-                rejected = write_batch(self.store, table, rows, retry=RetryPolicy(),
-                                       on_retry=self._on_retry, json_lines=True)
-            except store.StoreError:
+                rejected = write_batch(
+                    self.store,
+                    table,
+                    rows,
+                    retry=RetryPolicy(),
+                    on_retry=self._on_retry,
+                    json_lines=True,
+                )
+            except StoreError:
                 raise  # the store itself failed (not a row): restart from the checkpoint
             except Exception as exc:  # noqa: BLE001 - the firewall: content, not infrastructure
-                log.error("writing rows failed; rows sent to the DLQ", extra=logs.fields(
-                    table=table, rows=len(rows), reason="processing_error",
-                    error=type(exc).__name__))
-                rejected = [(row_json, f"{type(exc).__name__} while writing to ClickHouse")
-                            for row_json in rows]
+                log.error(
+                    "writing rows failed; rows sent to the DLQ",
+                    extra=logs.fields(
+                        table=table,
+                        rows=len(rows),
+                        reason="processing_error",
+                        error=type(exc).__name__,
+                    ),
+                )
+                rejected = [
+                    (row_json, f"{type(exc).__name__} while writing to ClickHouse")
+                    for row_json in rows
+                ]
                 reason = "processing_error"
             else:
                 reason = "store_rejected"
@@ -211,7 +248,8 @@ class WriterFunction(KeyedProcessFunction):
             by_table = self._written_by_table.get(table)
             if by_table is None:
                 by_table = self._written_by_table[table] = self._group.add_group(
-                    "table", table).counter("rows_written")
+                    "table", table
+                ).counter("rows_written")
             by_table.inc(len(rows) - len(rejected))
             for row_json, message in rejected:
                 yield self._dead(table, row_json, reason, message)
@@ -227,11 +265,23 @@ class WriterFunction(KeyedProcessFunction):
         for a replay)."""
         self.rows_rejected.inc()
         customer = _customer_of(row_json)
-        log.error("store rejected row", extra=logs.fields(
-            table=table, customer_id=customer, reason=reason))
-        return Row(customer, json.dumps({
-            "reason": reason, "path": f"$.{table}", "message": message,
-            "customer_id": customer, "payload": row_json, "seen_at": _now_ms()}))
+        log.error(
+            "store rejected row",
+            extra=logs.fields(table=table, customer_id=customer, reason=reason),
+        )
+        return Row(
+            customer,
+            json.dumps(
+                {
+                    "reason": reason,
+                    "path": f"$.{table}",
+                    "message": message,
+                    "customer_id": customer,
+                    "payload": row_json,
+                    "seen_at": _now_ms(),
+                }
+            ),
+        )
 
     def _record_freshness(self, samples: list[int]) -> None:
         self.freshness.add(samples)
@@ -248,5 +298,10 @@ class WriterFunction(KeyedProcessFunction):
     def _on_retry(self, attempt: int, delay_s: float, error: Exception) -> None:
         self.retries.inc()
         self._group_retries.inc()
-        log.warning("store insert failed, will retry: %s", error, extra=logs.fields(
-            attempt=attempt, delay_s=round(delay_s, 3), error=type(error).__name__))
+        log.warning(
+            "store insert failed, will retry: %s",
+            error,
+            extra=logs.fields(
+                attempt=attempt, delay_s=round(delay_s, 3), error=type(error).__name__
+            ),
+        )

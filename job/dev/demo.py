@@ -25,40 +25,60 @@ def register(subparsers) -> None:
     p.add_argument("--events", type=int, default=40000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--parallelism", type=int, default=2)
-    p.add_argument("--no-store", dest="store", action="store_false",
-                   help="skip the ClickHouse writer (on by default, embedded chdb in var/demo)")
+    p.add_argument(
+        "--no-store",
+        dest="store",
+        action="store_false",
+        help="skip the ClickHouse writer (on by default, embedded chdb in var/demo)",
+    )
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from job import gen, kafka_io
-    from job.broker import TansuBroker
+    from job.dev import gen, kafka_io
+    from job.dev.broker import TansuBroker
     from job.main import flink_settings, run
 
     started = time.monotonic()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     with TansuBroker(log_path=DEMO_DIR / "tansu.log").start() as broker:
-        cfg = load_config(overrides={
-            "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "inboxflow-demo",
-                      "starting_offsets": "earliest"},
-            "clickhouse": {"dsn": f"chdb://{DEMO_DIR / 'clickhouse'}",
-                           "enabled": args.store},
-        }, env={})
+        cfg = load_config(
+            overrides={
+                "kafka": {
+                    "bootstrap_servers": broker.bootstrap,
+                    "group_id": "inboxflow-demo",
+                    "starting_offsets": "earliest",
+                },
+                "clickhouse": {"dsn": f"chdb://{DEMO_DIR / 'clickhouse'}", "enabled": args.store},
+            },
+            env={},
+        )
         topics = cfg.kafka.topics
-        kafka_io.create_topics(broker.bootstrap, {
-            topics.events: 2, topics.dlq: 1, topics.email_requests: 2, topics.outcomes: 1})
-        print(f"broker {broker.bootstrap}; generating {args.events} events for "
-              f"{args.customers} customers (seed {args.seed})", flush=True)
+        kafka_io.create_topics(
+            broker.bootstrap,
+            {topics.events: 2, topics.dlq: 1, topics.email_requests: 2, topics.outcomes: 1},
+        )
+        print(
+            f"broker {broker.bootstrap}; generating {args.events} events for "
+            f"{args.customers} customers (seed {args.seed})",
+            flush=True,
+        )
         records = gen.generate(args.seed, args.customers, args.events, gen.DEFAULT_START_MS)
-        deliveries = kafka_io.produce(broker.bootstrap, topics.events,
-                                      ((r.key, r.value, None) for r in records))
+        deliveries = kafka_io.produce(
+            broker.bootstrap, topics.events, ((r.key, r.value, None) for r in records)
+        )
         stops = kafka_io.end_offsets_from_deliveries(deliveries)
-        print(f"produced {len(deliveries)} events; running the job "
-              f"(parallelism {args.parallelism})", flush=True)
-        settings = flink_settings(overrides={
-            "parallelism.default": str(args.parallelism),
-            "execution.checkpointing.dir": (DEMO_DIR / "checkpoints").as_uri()})
+        print(
+            f"produced {len(deliveries)} events; running the job (parallelism {args.parallelism})",
+            flush=True,
+        )
+        settings = flink_settings(
+            overrides={
+                "parallelism.default": str(args.parallelism),
+                "execution.checkpointing.dir": (DEMO_DIR / "checkpoints").as_uri(),
+            }
+        )
         job_started = time.monotonic()
         run(cfg, settings, stopping_offsets=stops, job_name="inboxflow-demo")
         job_seconds = time.monotonic() - job_started
@@ -68,8 +88,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print_summary(len(deliveries), job_seconds, requests, dlq, outcomes)
     if cfg.clickhouse.enabled:
         print_store_summary(cfg)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; broker stopped; "
-          f"files in {DEMO_DIR}")
+    print(
+        f"\ndemo finished in {time.monotonic() - started:.0f} s; broker stopped; "
+        f"files in {DEMO_DIR}"
+    )
     return 0
 
 
@@ -78,11 +100,16 @@ def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) ->
     reasons = Counter(json.loads(r.value)["reason"] for r in dlq)
     parsed = [json.loads(r.value) for r in requests]
     steps = Counter(r["step"] for r in parsed)
-    skipped = Counter(json.loads(r.value).get("reason") for r in outcomes
-                      if json.loads(r.value)["kind"] == "skipped")
+    skipped = Counter(
+        json.loads(r.value).get("reason")
+        for r in outcomes
+        if json.loads(r.value)["kind"] == "skipped"
+    )
     print("\n=== inboxflow demo summary ===")
-    print(f"events in            {produced}  ({produced / job_seconds:,.0f} events/s over "
-          f"{job_seconds:.1f} s of job time, start-up included)")
+    print(
+        f"events in            {produced}  ({produced / job_seconds:,.0f} events/s over "
+        f"{job_seconds:.1f} s of job time, start-up included)"
+    )
     print(f"invalid (DLQ)        {len(dlq)}  {dict(reasons.most_common())}")
     print(f"late                 {kinds['late']}")
     print(f"duplicates dropped   {kinds['duplicate']}")
@@ -93,19 +120,22 @@ def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) ->
     print(f"journeys cancelled   {kinds['cancelled']}")
     print(f"carts recovered      {kinds['recovered']}")
     if parsed:
-        example = next((r for r in parsed if "<script>" in json.dumps(r["metadata"]["items"])),
-                       parsed[0])
+        example = next(
+            (r for r in parsed if "<script>" in json.dumps(r["metadata"]["items"])), parsed[0]
+        )
         print("\n--- one rendered email request ---")
-        print(f"to:       {example['to']}\nsubject:  {example['subject']}\n"
-              f"request:  {example['request_id']} (step {example['step']}, due "
-              f"{example['trigger_event_time']})\n")
+        print(
+            f"to:       {example['to']}\nsubject:  {example['subject']}\n"
+            f"request:  {example['request_id']} (step {example['step']}, due "
+            f"{example['trigger_event_time']})\n"
+        )
         print(example["text"])
 
 
 def print_store_summary(cfg) -> None:
-    from udfs import store
+    from udfs.clickhouse.client import get_client
 
-    client = store.get_client(cfg.clickhouse.dsn)
+    client = get_client(cfg.clickhouse.dsn)
     try:
         _, ((profiles,),) = client.query("SELECT count() FROM customer_profiles_latest")
         cols, rows = client.query("SELECT * FROM recovery_summary_by_step ORDER BY step")

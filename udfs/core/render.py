@@ -84,9 +84,7 @@ class ItemView:
     quantity: int
     unit_price: str  # "EUR 59.90"
     line_price: str  # rounded unit price x quantity
-    image_url: (
-        str | None
-    )  # only http(s) URLs, anything else (javascript:, data:) dropped
+    image_url: str | None  # only http(s) URLs, anything else (javascript:, data:) dropped
     category: str | None
 
 
@@ -106,9 +104,7 @@ def iso_ms(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
 
 
-def cart_url(
-    base_url: str, cart_id: str | None, customer_id: str, campaign: str, step: int
-) -> str:
+def cart_url(base_url: str, cart_id: str | None, customer_id: str, campaign: str, step: int) -> str:
     """Link back to the cart with UTM tracking, every parameter URL-encoded.
 
     ``cart_id`` identifies the cart; when there is none, ``customer_id`` is sent
@@ -117,9 +113,7 @@ def cart_url(
     """
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            f"cart base url must be an absolute http(s) url, got {base_url!r}"
-        )
+        raise ValueError(f"cart base url must be an absolute http(s) url, got {base_url!r}")
     params: list[tuple[str, str]] = []
     if cart_id:
         params.append(("cart_id", cart_id))
@@ -202,12 +196,8 @@ class Renderer:
     def __init__(self, template_dir: Path, cart_base_url: str) -> None:
         self.template_dir = Path(template_dir)
         if not self.template_dir.is_dir():
-            raise TemplateError(
-                f"template directory does not exist: {self.template_dir}"
-            )
-        cart_url(
-            cart_base_url, None, "probe", "probe", 1
-        )  # fail at start-up on a bad url
+            raise TemplateError(f"template directory does not exist: {self.template_dir}")
+        cart_url(cart_base_url, None, "probe", "probe", 1)  # fail at start-up on a bad url
         self.cart_base_url = cart_base_url
         self._env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.template_dir)),
@@ -313,9 +303,7 @@ class Renderer:
             "metadata": metadata,
         }
 
-    def _context(
-        self, trigger: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _context(self, trigger: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Template variables and request metadata, with every fallback applied."""
         for key in (
             "request_id",
@@ -334,8 +322,12 @@ class Renderer:
         # found by fuzzing, issue 9). U+FEFF is \s for the schema's ECMA 262 regex but not
         # str.isspace().
         local, _, domain = to.partition("@")
-        if not local or not domain or "@" in domain or any(
-                ch.isspace() or ch == "\ufeff" or ord(ch) < 32 for ch in to):
+        if (
+            not local
+            or not domain
+            or "@" in domain
+            or any(ch.isspace() or ch == "\ufeff" or ord(ch) < 32 for ch in to)
+        ):
             raise ValueError("to is not a plain email address")
         step = trigger.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
@@ -343,9 +335,7 @@ class Renderer:
         for key in ("armed_at", "due_at"):
             value = trigger.get(key)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"{key} must be epoch ms (int), got {type(value).__name__}"
-                )
+                raise TypeError(f"{key} must be epoch ms (int), got {type(value).__name__}")
         cart_id = trigger.get("cart_id") or None
         if cart_id is not None and not isinstance(cart_id, str):
             raise ValueError("cart_id must be a string or null")
@@ -359,11 +349,7 @@ class Renderer:
             else DEFAULT_CURRENCY
         )
         locale = trigger.get("locale")
-        locale = (
-            locale.strip()
-            if isinstance(locale, str) and locale.strip()
-            else DEFAULT_LOCALE
-        )
+        locale = locale.strip() if isinstance(locale, str) and locale.strip() else DEFAULT_LOCALE
 
         raw_items = trigger.get("items")
         if not isinstance(raw_items, list):

@@ -60,8 +60,7 @@ class LabeledCounters:
     ``flink_taskmanager_job_task_operator_inboxflow_campaign_step_requests{campaign=..,step=..}``.
     """
 
-    def __init__(self, group, spec: Mapping[str, tuple[str, ...]],
-                 values: Mapping[str, dict]):
+    def __init__(self, group, spec: Mapping[str, tuple[str, ...]], values: Mapping[str, dict]):
         self.group = group
         self.spec = dict(spec)
         self.values = values
@@ -83,8 +82,9 @@ class LabeledCounters:
 
     def _create(self, metric: str, keys: tuple[str, ...], labels):
         group = self.group
-        for key, value in zip(keys, labels if isinstance(labels, tuple) else (labels,),
-                              strict=True):
+        for key, value in zip(
+            keys, labels if isinstance(labels, tuple) else (labels,), strict=True
+        ):
             group = group.add_group(key, str(value))
         return group.counter(metric)
 
@@ -139,8 +139,13 @@ class LatencyWindow:
             return dict.fromkeys(self.STATS, 0)
         ordered = list(chain.from_iterable(batch for _, batch in self._batches))
         ordered.sort()
-        return {"p50": percentile(ordered, 50), "p95": percentile(ordered, 95),
-                "p99": percentile(ordered, 99), "max": ordered[-1], "count": len(ordered)}
+        return {
+            "p50": percentile(ordered, 50),
+            "p95": percentile(ordered, 95),
+            "p99": percentile(ordered, 99),
+            "max": ordered[-1],
+            "count": len(ordered),
+        }
 
 
 class LatencyGauges:
@@ -149,13 +154,13 @@ class LatencyGauges:
     the samples gathered since the last call; the percentiles are recomputed (one sort of
     the window) at most every ``every_ms``, or at once with ``force``."""
 
-    def __init__(self, group, name: str, window: LatencyWindow | None = None,
-                 every_ms: int = 1000):
+    def __init__(self, group, name: str, window: LatencyWindow | None = None, every_ms: int = 1000):
         self.window = window or LatencyWindow()
         self.every_ms = every_ms
-        self._set = {stat: level(group, f"{name}_{stat}" if stat == "count"
-                                 else f"{name}_{stat}_ms")
-                     for stat in LatencyWindow.STATS}
+        self._set = {
+            stat: level(group, f"{name}_{stat}" if stat == "count" else f"{name}_{stat}_ms")
+            for stat in LatencyWindow.STATS
+        }
         self._published_at: int | None = None
         self._dirty = False
 

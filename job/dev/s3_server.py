@@ -1,7 +1,7 @@
 """A local S3-compatible server for Tansu's ``s3://`` storage (tests, bench): moto's S3,
 with every write request (PUT, POST, DELETE) handled under one lock.
 
-``python -m job.s3_server --host 127.0.0.1 --port PORT``; started and owned by
+``python -m job.dev.s3_server --host 127.0.0.1 --port PORT``; started and owned by
 ``job.broker.S3Server``, never needed by the job itself.
 
 Why not ``moto_server`` as it is: Tansu keeps its per-partition watermarks and its producer
@@ -26,8 +26,11 @@ import threading
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m job.s3_server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m job.dev.s3_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
@@ -52,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             return list(app(environ, start_response))
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    run_simple(args.host, args.port, serialized, threaded=True,
-               request_handler=MotoRequestHandler)
+    run_simple(args.host, args.port, serialized, threaded=True, request_handler=MotoRequestHandler)
     return 0
 
 

@@ -87,14 +87,46 @@ class Product:
 
 _CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[float, float]]] = {
     # category: (adjectives, nouns, price range in EUR)
-    "Shoes": (("Trail", "Leather", "Canvas", "Suede", "Running"), ("Sneakers", "Boots", "Loafers", "Sandals"), (39, 189)),
-    "Outerwear": (("Merino", "Down", "Waxed", "Rain", "Fleece"), ("Jacket", "Parka", "Vest", "Coat"), (59, 299)),
-    "Kitchen": (("Cast Iron", "Copper", "Bamboo", "Ceramic", "Steel"), ("Skillet", "Kettle", "Board", "Bowl Set", "Whisk"), (9, 149)),
-    "Books": (("Illustrated", "Pocket", "Collected", "Annotated"), ("Atlas", "Cookbook", "Field Guide", "Poems"), (8, 49)),
-    "Garden": (("Galvanised", "Oak", "Terracotta", "Folding"), ("Planter", "Trowel", "Bench", "Watering Can"), (12, 179)),
-    "Beauty": (("Rose", "Cedar", "Citrus", "Lavender"), ("Soap", "Face Oil", "Candle", "Hand Cream"), (6, 59)),
-    "Electronics": (("Wireless", "Compact", "Portable", "Smart"), ("Speaker", "Headphones", "Lamp", "Charger"), (19, 249)),
-    "Toys": (("Wooden", "Magnetic", "Plush", "Retro"), ("Train Set", "Puzzle", "Bear", "Blocks"), (7, 89)),
+    "Shoes": (
+        ("Trail", "Leather", "Canvas", "Suede", "Running"),
+        ("Sneakers", "Boots", "Loafers", "Sandals"),
+        (39, 189),
+    ),
+    "Outerwear": (
+        ("Merino", "Down", "Waxed", "Rain", "Fleece"),
+        ("Jacket", "Parka", "Vest", "Coat"),
+        (59, 299),
+    ),
+    "Kitchen": (
+        ("Cast Iron", "Copper", "Bamboo", "Ceramic", "Steel"),
+        ("Skillet", "Kettle", "Board", "Bowl Set", "Whisk"),
+        (9, 149),
+    ),
+    "Books": (
+        ("Illustrated", "Pocket", "Collected", "Annotated"),
+        ("Atlas", "Cookbook", "Field Guide", "Poems"),
+        (8, 49),
+    ),
+    "Garden": (
+        ("Galvanised", "Oak", "Terracotta", "Folding"),
+        ("Planter", "Trowel", "Bench", "Watering Can"),
+        (12, 179),
+    ),
+    "Beauty": (
+        ("Rose", "Cedar", "Citrus", "Lavender"),
+        ("Soap", "Face Oil", "Candle", "Hand Cream"),
+        (6, 59),
+    ),
+    "Electronics": (
+        ("Wireless", "Compact", "Portable", "Smart"),
+        ("Speaker", "Headphones", "Lamp", "Charger"),
+        (19, 249),
+    ),
+    "Toys": (
+        ("Wooden", "Magnetic", "Plush", "Retro"),
+        ("Train Set", "Puzzle", "Bear", "Blocks"),
+        (7, 89),
+    ),
 }
 
 # Names that exercise escaping and encoding in templates; placed among the most popular
@@ -150,17 +182,44 @@ _CUM_POPULARITY = tuple(itertools.accumulate(_POPULARITY))
 # --------------------------------------------------------------------------- customers
 
 _FIRST_NAMES = (
-    ("Anna", "anna"), ("Ben", "ben"), ("Chloé", "chloe"), ("David", "david"), ("Émile", "emile"),
-    ("Fatima", "fatima"), ("Giulia", "giulia"), ("Hiroshi", "hiroshi"), ("Ingrid", "ingrid"),
-    ("José", "jose"), ("Kai", "kai"), ("Łukasz", "lukasz"), ("Maya", "maya"), ("Noah", "noah"),
-    ("Olivia", "olivia"), ("Priya", "priya"), ("Quentin", "quentin"), ("Rosa", "rosa"),
-    ("Søren", "soren"), ("Tom", "tom"), ("Uma", "uma"), ("Vera", "vera"), ("Zoë", "zoe"),
+    ("Anna", "anna"),
+    ("Ben", "ben"),
+    ("Chloé", "chloe"),
+    ("David", "david"),
+    ("Émile", "emile"),
+    ("Fatima", "fatima"),
+    ("Giulia", "giulia"),
+    ("Hiroshi", "hiroshi"),
+    ("Ingrid", "ingrid"),
+    ("José", "jose"),
+    ("Kai", "kai"),
+    ("Łukasz", "lukasz"),
+    ("Maya", "maya"),
+    ("Noah", "noah"),
+    ("Olivia", "olivia"),
+    ("Priya", "priya"),
+    ("Quentin", "quentin"),
+    ("Rosa", "rosa"),
+    ("Søren", "soren"),
+    ("Tom", "tom"),
+    ("Uma", "uma"),
+    ("Vera", "vera"),
+    ("Zoë", "zoe"),
     ("O'Brien", "obrien"),
 )
 _LAST_NAMES = (
-    ("Müller", "mueller"), ("Smith", "smith"), ("García", "garcia"), ("Rossi", "rossi"),
-    ("Nowak", "nowak"), ("Dubois", "dubois"), ("Jansen", "jansen"), ("Tanaka", "tanaka"),
-    ("Patel", "patel"), ("Johansson", "johansson"), ("Silva", "silva"), ("Kowalski", "kowalski"),
+    ("Müller", "mueller"),
+    ("Smith", "smith"),
+    ("García", "garcia"),
+    ("Rossi", "rossi"),
+    ("Nowak", "nowak"),
+    ("Dubois", "dubois"),
+    ("Jansen", "jansen"),
+    ("Tanaka", "tanaka"),
+    ("Patel", "patel"),
+    ("Johansson", "johansson"),
+    ("Silva", "silva"),
+    ("Kowalski", "kowalski"),
 )
 # (locale, IANA timezone, UTC offset in minutes in January)
 _LOCALES = (
@@ -183,8 +242,13 @@ _USER_AGENTS = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 )
 _LANDING_PAGES = (
-    ("/", "Home"), ("/sale", "Winter Sale"), ("/new", "New In"), ("/blog/gift-guide", "Gift Guide"),
-    ("/c/kitchen", "Kitchen"), ("/c/shoes", "Shoes"), ("/search?q=wool", "Search: wool"),
+    ("/", "Home"),
+    ("/sale", "Winter Sale"),
+    ("/new", "New In"),
+    ("/blog/gift-guide", "Gift Guide"),
+    ("/c/kitchen", "Kitchen"),
+    ("/c/shoes", "Shoes"),
+    ("/search?q=wool", "Search: wool"),
 )
 _REFERRERS = ("https://www.google.com/", "https://duckduckgo.com/", "https://news.example.org/", "")
 _CAMPAIGNS = (
@@ -296,31 +360,54 @@ def _plan_session(sim: _CustomerSim, rng: random.Random) -> list[_Action]:
     actions are emitted in this order afterwards, so the state matches what was sent)."""
     c = sim.customer
     session_id = f"s-{c.customer_id}-{sim.session}"
-    base_ctx: dict[str, Any] = {"session_id": session_id, "user_agent": c.user_agent, "locale": c.locale}
+    base_ctx: dict[str, Any] = {
+        "session_id": session_id,
+        "user_agent": c.user_agent,
+        "locale": c.locale,
+    }
     if rng.random() < 0.3:
         base_ctx["campaign"] = dict(rng.choice(_CAMPAIGNS))
     actions: list[_Action] = []
 
     def page(path: str, title: str, referrer: str = "") -> dict[str, Any]:
         url = f"https://shop.example.com{path}"
-        return {**base_ctx, "page": {"url": url, "path": path, "title": title, "referrer": referrer}}
+        return {
+            **base_ctx,
+            "page": {"url": url, "path": path, "title": title, "referrer": referrer},
+        }
 
-    def add(event_type: str, properties: dict[str, Any], context: dict[str, Any],
-            traits: dict[str, Any] | None = None) -> None:
+    def add(
+        event_type: str,
+        properties: dict[str, Any],
+        context: dict[str, Any],
+        traits: dict[str, Any] | None = None,
+    ) -> None:
         actions.append(_Action(_think(rng), event_type, properties, context, traits))
 
     def identify() -> None:
         sim.identified = True
         traits = {
-            "email": c.email, "first_name": c.first_name, "last_name": c.last_name,
-            "locale": c.locale, "timezone": c.timezone, "consent": {"email_marketing": True},
+            "email": c.email,
+            "first_name": c.first_name,
+            "last_name": c.last_name,
+            "locale": c.locale,
+            "timezone": c.timezone,
+            "consent": {"email_marketing": True},
         }
         add("identify", {}, page("/account", "Your account"), traits)
 
     path, title = rng.choice(_LANDING_PAGES)
     referrer = rng.choice(_REFERRERS)
-    add("page_view", {"url": f"https://shop.example.com{path}", "path": path, "title": title,
-                      "referrer": referrer}, page(path, title, referrer))
+    add(
+        "page_view",
+        {
+            "url": f"https://shop.example.com{path}",
+            "path": path,
+            "title": title,
+            "referrer": referrer,
+        },
+        page(path, title, referrer),
+    )
     wants_identify = c.identifies and not sim.identified and sim.session >= c.identify_session
     if wants_identify and rng.random() < 0.5:
         identify()
@@ -329,15 +416,26 @@ def _plan_session(sim: _CustomerSim, rng: random.Random) -> list[_Action]:
     for _ in range(1 + min(int(rng.expovariate(1 / 2.2)), 12)):
         if rng.random() < 0.25:
             p_path, p_title = rng.choice(_LANDING_PAGES)
-            add("page_view", {"url": f"https://shop.example.com{p_path}", "path": p_path,
-                              "title": p_title}, page(p_path, p_title))
+            add(
+                "page_view",
+                {"url": f"https://shop.example.com{p_path}", "path": p_path, "title": p_title},
+                page(p_path, p_title),
+            )
         product = _pick_product(rng)
         viewed.append(product)
-        add("product_view", {
-            "product_id": product.product_id, "name": product.name, "category": product.category,
-            "price": product.price, "currency": CURRENCY, "image_url": product.image_url,
-            "url": product.url,
-        }, page(f"/p/{product.product_id}", product.name))
+        add(
+            "product_view",
+            {
+                "product_id": product.product_id,
+                "name": product.name,
+                "category": product.category,
+                "price": product.price,
+                "currency": CURRENCY,
+                "image_url": product.image_url,
+                "url": product.url,
+            },
+            page(f"/p/{product.product_id}", product.name),
+        )
 
     # A returning customer with a cart left over from an earlier visit engages with it only
     # sometimes; otherwise the visit has no cart activity and the reminders stay due.
@@ -350,12 +448,18 @@ def _plan_session(sim: _CustomerSim, rng: random.Random) -> list[_Action]:
                 quantity = rng.choices((1, 2, 3), weights=(80, 15, 5))[0]
                 held = sim.cart.get(product.product_id, (product, 0))[1]
                 sim.cart[product.product_id] = (product, held + quantity)
-                add("cart_add", {**_item(product, quantity), "cart_id": sim.cart_id},
-                    page(f"/p/{product.product_id}", product.name))
+                add(
+                    "cart_add",
+                    {**_item(product, quantity), "cart_id": sim.cart_id},
+                    page(f"/p/{product.product_id}", product.name),
+                )
         if rng.random() < 0.12:
             product, quantity = sim.cart.pop(rng.choice(sorted(sim.cart)))
-            add("cart_remove", {"cart_id": sim.cart_id, "product_id": product.product_id,
-                                "quantity": quantity}, page("/cart", "Your cart"))
+            add(
+                "cart_remove",
+                {"cart_id": sim.cart_id, "product_id": product.product_id, "quantity": quantity},
+                page("/cart", "Your cart"),
+            )
     if engaged and sim.cart:
         # Only customers who identify can check out (checkout asks for the email).
         buy = c.identifies and rng.random() < (_BUY_RETURNING if returning_cart else _BUY_NEW)
@@ -364,27 +468,53 @@ def _plan_session(sim: _CustomerSim, rng: random.Random) -> list[_Action]:
                 identify()
             items = [_item(p, q) for p, q in sim.cart.values()]
             value = _cart_value(sim)
-            add("checkout_start", {"cart_id": sim.cart_id, "value": value, "currency": CURRENCY,
-                                   "items": items}, page("/checkout", "Checkout"))
+            add(
+                "checkout_start",
+                {"cart_id": sim.cart_id, "value": value, "currency": CURRENCY, "items": items},
+                page("/checkout", "Checkout"),
+            )
             sim.orders += 1
-            add("purchase", {"order_id": f"o-{c.customer_id}-{sim.orders}", "cart_id": sim.cart_id,
-                             "revenue": value, "currency": CURRENCY, "items": items},
-                page("/checkout/thank-you", "Thank you"))
+            add(
+                "purchase",
+                {
+                    "order_id": f"o-{c.customer_id}-{sim.orders}",
+                    "cart_id": sim.cart_id,
+                    "revenue": value,
+                    "currency": CURRENCY,
+                    "items": items,
+                },
+                page("/checkout/thank-you", "Thank you"),
+            )
             sim.cart.clear()
             sim.cart_number += 1
         else:
             if rng.random() < 0.4:
-                add("checkout_start", {"cart_id": sim.cart_id, "value": _cart_value(sim),
-                                       "currency": CURRENCY,
-                                       "items": [_item(p, q) for p, q in sim.cart.values()]},
-                    page("/checkout", "Checkout"))
+                add(
+                    "checkout_start",
+                    {
+                        "cart_id": sim.cart_id,
+                        "value": _cart_value(sim),
+                        "currency": CURRENCY,
+                        "items": [_item(p, q) for p, q in sim.cart.values()],
+                    },
+                    page("/checkout", "Checkout"),
+                )
             sim.abandoned = True
     if wants_identify and not sim.identified and rng.random() < 0.6:
         identify()
-    if c.unsubscribes and sim.identified and not sim.unsubscribed and sim.session >= 1 and rng.random() < 0.5:
+    if (
+        c.unsubscribes
+        and sim.identified
+        and not sim.unsubscribed
+        and sim.session >= 1
+        and rng.random() < 0.5
+    ):
         sim.unsubscribed = True
-        add("unsubscribe", {"list": "marketing", "reason": "too many emails"},
-            page("/account/email-preferences", "Email preferences"))
+        add(
+            "unsubscribe",
+            {"list": "marketing", "reason": "too many emails"},
+            page("/account/email-preferences", "Email preferences"),
+        )
     sim.session += 1
     actions.reverse()
     return actions
@@ -404,8 +534,16 @@ def _session_gap(sim: _CustomerSim, cycle_ms: float, rng: random.Random) -> int:
 # --------------------------------------------------------------------------- malformed
 
 _MALFORMED_KINDS = (
-    "not_json", "not_utf8", "not_object", "missing_customer_id", "missing_event_id",
-    "unknown_event_type", "bad_timestamp", "negative_price", "bad_quantity", "bad_currency",
+    "not_json",
+    "not_utf8",
+    "not_object",
+    "missing_customer_id",
+    "missing_event_id",
+    "unknown_event_type",
+    "bad_timestamp",
+    "negative_price",
+    "bad_quantity",
+    "bad_currency",
 )
 
 
@@ -415,13 +553,18 @@ def _malformed(n: int, seed: int, t: int, customers: int, rng: random.Random) ->
     cid = f"c-{rng.randrange(customers):05d}"
     product = _pick_product(rng)
     event: dict[str, Any] = {
-        "event_id": f"e-{seed}-{n}", "event_type": "cart_add", "customer_id": cid, "timestamp": t,
+        "event_id": f"e-{seed}-{n}",
+        "event_type": "cart_add",
+        "customer_id": cid,
+        "timestamp": t,
         "properties": {**_item(product, 1), "cart_id": f"cart-{cid}-1"},
     }
     event_time: int | None = t
     if kind == "not_json":
         text = _ENCODER.encode(event)  # cut as text: a cut inside a UTF-8 sequence is not_utf8
-        return GenRecord(cid if rng.random() < 0.5 else None, text[: len(text) // 2].encode("utf-8"), None)
+        return GenRecord(
+            cid if rng.random() < 0.5 else None, text[: len(text) // 2].encode("utf-8"), None
+        )
     if kind == "not_utf8":
         return GenRecord(cid, b'{"event_id": "\xff\xfe", "event_type": "page_view"}', None)
     if kind == "not_object":
@@ -462,12 +605,18 @@ def _dumps(obj: Any) -> bytes:
 def format_timestamp(event_time_ms: int, utc_offset_min: int) -> str:
     """RFC 3339 with milliseconds in the given UTC offset ("Z" for offset 0)."""
     if utc_offset_min == 0:
-        return (_EPOCH + timedelta(milliseconds=event_time_ms)).isoformat(timespec="milliseconds")[:-6] + "Z"
+        return (_EPOCH + timedelta(milliseconds=event_time_ms)).isoformat(timespec="milliseconds")[
+            :-6
+        ] + "Z"
     tz = _TZ_CACHE.get(utc_offset_min)
     if tz is None:
         tz = _TZ_CACHE[utc_offset_min] = timezone(timedelta(minutes=utc_offset_min))
     # integer timedelta arithmetic: exact, unlike fromtimestamp(ms / 1000)
-    return (_EPOCH + timedelta(milliseconds=event_time_ms)).astimezone(tz).isoformat(timespec="milliseconds")
+    return (
+        (_EPOCH + timedelta(milliseconds=event_time_ms))
+        .astimezone(tz)
+        .isoformat(timespec="milliseconds")
+    )
 
 
 class _Planned(NamedTuple):
@@ -481,8 +630,13 @@ class _Planned(NamedTuple):
 
 
 def _simulate(
-    seed: int, customers: int, events: int, start_ms: int, malformed_ratio: float,
-    mean_gap_ms: float, clock: Callable[[], int] | None = None,
+    seed: int,
+    customers: int,
+    events: int,
+    start_ms: int,
+    malformed_ratio: float,
+    mean_gap_ms: float,
+    clock: Callable[[], int] | None = None,
 ) -> Iterator[_Planned | GenRecord]:
     """Well-formed events still to be serialized, and finished malformed records (stamped
     with ``clock()`` when given, else with the latest simulated time)."""
@@ -495,8 +649,10 @@ def _simulate(
     rng = random.Random(seed)
     # Each customer emits about one event per customers * mean_gap_ms, so the whole stream
     # has the requested mean gap; sessions take part of that cycle, idling the rest.
-    cycle_ms = max(float(_MIN_SESSION_GAP_MS),
-                   customers * mean_gap_ms * _EVENTS_PER_SESSION - _ABANDON_PAUSE_MS)
+    cycle_ms = max(
+        float(_MIN_SESSION_GAP_MS),
+        customers * mean_gap_ms * _EVENTS_PER_SESSION - _ABANDON_PAUSE_MS,
+    )
     sims = [_CustomerSim(_make_customer(i, rng)) for i in range(customers)]
     heap: list[tuple[int, int]] = []
     for i, sim in enumerate(sims):
@@ -515,8 +671,9 @@ def _simulate(
         action = sim.pending.pop()
         t = sim.next_time
         last_time = t
-        yield _Planned(sim.customer, action, f"e-{seed}-{n}", t,
-                       rng.random() < sim.customer.epoch_ms_share)
+        yield _Planned(
+            sim.customer, action, f"e-{seed}-{n}", t, rng.random() < sim.customer.epoch_ms_share
+        )
         if sim.pending:
             sim.next_time = t + sim.pending[-1].gap_ms
         else:
@@ -611,33 +768,54 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     p.add_argument("--events", type=int, default=DEFAULT_EVENTS)
-    p.add_argument("--start", type=parse_start, default=DEFAULT_START_MS,
-                   help="event time of the stream start: epoch ms or ISO 8601 with offset "
-                   "(default 2026-01-05T08:00:00Z)")
-    p.add_argument("--mean-gap-ms", type=float, default=DEFAULT_MEAN_GAP_MS,
-                   help="mean event-time gap between consecutive records")
+    p.add_argument(
+        "--start",
+        type=parse_start,
+        default=DEFAULT_START_MS,
+        help="event time of the stream start: epoch ms or ISO 8601 with offset "
+        "(default 2026-01-05T08:00:00Z)",
+    )
+    p.add_argument(
+        "--mean-gap-ms",
+        type=float,
+        default=DEFAULT_MEAN_GAP_MS,
+        help="mean event-time gap between consecutive records",
+    )
     p.add_argument("--rate", type=float, default=0.0, help="records per second, 0 = unpaced")
     p.add_argument("--malformed-ratio", type=float, default=0.005)
-    p.add_argument("--live", action="store_true",
-                   help="stamp each event with the wall clock when it is sent")
+    p.add_argument(
+        "--live", action="store_true", help="stamp each event with the wall clock when it is sent"
+    )
     p.add_argument("--out", help="write values one per line to this file ('-' = stdout)")
-    p.add_argument("--bootstrap", default=os.environ.get(ENV_BOOTSTRAP),
-                   help=f"Kafka bootstrap HOST:PORT (default ${ENV_BOOTSTRAP})")
+    p.add_argument(
+        "--bootstrap",
+        default=os.environ.get(ENV_BOOTSTRAP),
+        help=f"Kafka bootstrap HOST:PORT (default ${ENV_BOOTSTRAP})",
+    )
     p.add_argument("--topic", default="events")
-    p.add_argument("--partitions", type=int,
-                   help="create the topic with this many partitions if it does not exist")
-    p.add_argument("--kafka-timestamp", choices=("now", "event"), default="now",
-                   help="Kafka record timestamp: producer clock (default; differs from event "
-                   "time on purpose) or the event time")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="create the topic with this many partitions if it does not exist",
+    )
+    p.add_argument(
+        "--kafka-timestamp",
+        choices=("now", "event"),
+        default="now",
+        help="Kafka record timestamp: producer clock (default; differs from event "
+        "time on purpose) or the event time",
+    )
     p.set_defaults(func=run)
 
 
 def _records(args: argparse.Namespace) -> Iterator[GenRecord]:
     if args.live:
-        return generate_live(args.seed, args.customers, args.events,
-                             args.malformed_ratio, args.mean_gap_ms)
-    return generate(args.seed, args.customers, args.events, args.start,
-                    args.malformed_ratio, args.mean_gap_ms)
+        return generate_live(
+            args.seed, args.customers, args.events, args.malformed_ratio, args.mean_gap_ms
+        )
+    return generate(
+        args.seed, args.customers, args.events, args.start, args.malformed_ratio, args.mean_gap_ms
+    )
 
 
 def _paced(records: Iterable[GenRecord], rate: float) -> Iterator[GenRecord]:
@@ -660,8 +838,10 @@ def _paced(records: Iterable[GenRecord], rate: float) -> Iterator[GenRecord]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``inboxflow gen``; returns the process exit code."""
     if args.customers < 1 or args.events < 0 or args.rate < 0 or not 0 <= args.malformed_ratio <= 1:
-        print("gen: need --customers >= 1, --events >= 0, --rate >= 0, 0 <= --malformed-ratio <= 1",
-              file=sys.stderr)
+        print(
+            "gen: need --customers >= 1, --events >= 0, --rate >= 0, 0 <= --malformed-ratio <= 1",
+            file=sys.stderr,
+        )
         return 2
     if args.out:
         records = _records(args)
@@ -669,14 +849,16 @@ def run(args: argparse.Namespace) -> int:
             records = _paced(records, args.rate)
         count = 0
         with contextlib.ExitStack() as stack:
-            out = sys.stdout.buffer if args.out == "-" else stack.enter_context(open(args.out, "wb"))
+            out = (
+                sys.stdout.buffer if args.out == "-" else stack.enter_context(open(args.out, "wb"))
+            )
             for record in records:
                 out.write(record.value + b"\n")
                 count += 1
             out.flush()
         summary: dict[str, Any] = {"records": count, "out": args.out}
     elif args.bootstrap:
-        from job import kafka_io  # kafka-python is only needed for this branch
+        from job.dev import kafka_io
 
         if args.partitions:
             kafka_io.create_topics(args.bootstrap, {args.topic: args.partitions})
@@ -688,10 +870,17 @@ def run(args: argparse.Namespace) -> int:
             rate=args.rate or None,
         )
         ends = kafka_io.end_offsets_from_deliveries(deliveries)
-        summary = {"records": len(deliveries), "topic": args.topic, "bootstrap": args.bootstrap,
-                   "end_offsets": {str(p): o for p, o in sorted(ends.items())}}
+        summary = {
+            "records": len(deliveries),
+            "topic": args.topic,
+            "bootstrap": args.bootstrap,
+            "end_offsets": {str(p): o for p, o in sorted(ends.items())},
+        }
     else:
-        print(f"gen: give --out FILE or --bootstrap HOST:PORT (or set {ENV_BOOTSTRAP})", file=sys.stderr)
+        print(
+            f"gen: give --out FILE or --bootstrap HOST:PORT (or set {ENV_BOOTSTRAP})",
+            file=sys.stderr,
+        )
         return 2
     # the summary goes to stderr when stdout carries the events
     print(json.dumps(summary, sort_keys=True), file=sys.stderr if args.out == "-" else sys.stdout)

@@ -13,11 +13,11 @@ not the TaskManager: the Store sees a transient error and starts a new host.
 Protocol (``multiprocessing.connection`` framing, pickle): the parent sends
 ``(method, args, kwargs)`` for ``command``, ``query`` and ``raw_insert``; the host answers
 ``("ok", value)`` or ``("error", kind, message)`` where ``kind`` names the
-:class:`udfs.store.StoreError` subclass it classified the failure as. The first message from
+:class:`udfs.clickhouse.errors.StoreError` subclass it classified the failure as. The first message from
 the host is its answer to opening the engine. The host exits when its socket closes, so it
 never outlives the TaskManager (SIGKILL included) by more than the insert it is running.
 
-``python -m udfs.store_host FD PATH`` is the host's entry point; :class:`HostedClient` is the
+``python -m udfs.clickhouse.host FD PATH`` is the host's entry point; :class:`HostedClient` is the
 parent's side, with the subset of the clickhouse-connect client API that ``Store`` uses.
 """
 
@@ -32,7 +32,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+from udfs.clickhouse import errors
+from udfs.clickhouse.engine import open_client
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _CLOSE_TIMEOUT_S = 30
 
 
@@ -54,21 +57,26 @@ def python_executable() -> str:
 class HostedClient:
     """The parent's side: ``command``, ``query``, ``raw_insert`` and ``close``, forwarded.
 
-    Not thread-safe on its own; ``udfs.store`` serialises every call on its connection lock.
+    Not thread-safe on its own; the client module serialises every call on its connection lock.
     ``dead`` turns true once the host is gone, and the Store then starts a new one.
     """
 
     def __init__(self, chdb_path: str):
-        from udfs import store
-
-        self._errors = {cls.__name__: cls for cls in (
-            store.StoreError, store.TransientStoreError, store.RowRejected,
-            store.StoreLockedError)}
+        self._errors = {
+            cls.__name__: cls
+            for cls in (
+                errors.StoreError,
+                errors.TransientStoreError,
+                errors.RowRejected,
+                errors.StoreLockedError,
+            )
+        }
         self.dead = False
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
-            p for p in (_PACKAGE_ROOT, *sys.path) if p))
+        env["PYTHONPATH"] = os.pathsep.join(
+            dict.fromkeys(p for p in (_PACKAGE_ROOT, *sys.path) if p)
+        )
         # The engine resolves paths against its working directory on every insert: it must
         # outlive the job's code directory, which a TaskManager deletes while this host (and
         # the module that started it) can live on (udfs/paths.py).
@@ -76,9 +84,18 @@ class HostedClient:
         os.makedirs(workdir, exist_ok=True)
         try:
             self._proc = subprocess.Popen(
-                [python_executable(), "-m", "udfs.store_host", str(theirs.fileno()), chdb_path],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                cwd=workdir)
+                [
+                    python_executable(),
+                    "-m",
+                    "udfs.clickhouse.host",
+                    str(theirs.fileno()),
+                    chdb_path,
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=workdir,
+            )
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -99,7 +116,8 @@ class HostedClient:
                 self._proc.kill()
                 code = self._proc.wait()
             raise self._errors["TransientStoreError"](
-                f"the chdb host process (pid {self._proc.pid}) exited with code {code}") from exc
+                f"the chdb host process (pid {self._proc.pid}) exited with code {code}"
+            ) from exc
         if message[0] == "ok":
             return message[1]
         _, kind, text = message
@@ -113,7 +131,8 @@ class HostedClient:
         except OSError as exc:
             self.dead = True
             raise self._errors["TransientStoreError"](
-                f"the chdb host process (pid {self._proc.pid}) is gone: {exc}") from exc
+                f"the chdb host process (pid {self._proc.pid}) is gone: {exc}"
+            ) from exc
         return self._answer()
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
@@ -152,19 +171,14 @@ def _plain(value: Any) -> Any:
 
 
 def _error_reply(exc: Exception) -> tuple[str, str, str]:
-    """``("error", kind, message)``: the failure as ``udfs.store`` classifies it."""
-    from udfs import store
-
-    error = store.classify_error(exc)
+    """``("error", kind, message)``: the failure as :func:`errors.classify_error` sorts it."""
+    error = errors.classify_error(exc)
     return ("error", type(error).__name__, str(error))
 
 
 def serve(conn: Connection, chdb_path: str) -> None:
-    from udfs import store
-
-    connection = store._Connection("chdb://" + chdb_path)
     try:
-        client = connection.acquire()
+        client = open_client("chdb://" + chdb_path)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
         conn.send(_error_reply(exc))
         return
@@ -180,21 +194,23 @@ def serve(conn: Connection, chdb_path: str) -> None:
             try:
                 if method == "query":
                     result = client.query(*args, **kwargs)
-                    value: Any = (list(result.column_names),
-                                  [tuple(row) for row in result.result_rows])
+                    value: Any = (
+                        list(result.column_names),
+                        [tuple(row) for row in result.result_rows],
+                    )
                 elif method == "command":
                     value = _plain(client.command(*args, **kwargs))
                 elif method == "raw_insert":
                     client.raw_insert(*args, **kwargs)
                     value = None
                 else:
-                    raise store.StoreError(f"unknown chdb host request {method!r}")
+                    raise errors.StoreError(f"unknown chdb host request {method!r}")
             except Exception as exc:  # noqa: BLE001 - classified and sent to the parent
                 conn.send(_error_reply(exc))
             else:
                 conn.send(("ok", value))
     finally:
-        connection.close()
+        client.close()
 
 
 def main(argv: list[str]) -> int:

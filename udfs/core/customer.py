@@ -38,7 +38,8 @@ from typing import Final
 
 import orjson
 
-from udfs.journey import (
+from udfs.clickhouse.schema import json_ready
+from udfs.core.journey import (
     RESCHEDULE_CHECK,
     CustomerLogic,
     CustomerState,
@@ -51,10 +52,9 @@ from udfs.journey import (
     load_journey,
     load_profile,
 )
+from udfs.core.render import Renderer, TemplateError
+from udfs.core.validation import EventValidator, Invalid, dlq_record, format_epoch_ms
 from udfs.logs import fields
-from udfs.render import Renderer, TemplateError
-from udfs.store import json_ready
-from udfs.validation import EventValidator, Invalid, dlq_record, format_epoch_ms
 
 log = logging.getLogger("inboxflow")
 
@@ -74,20 +74,31 @@ REQUEST_TOO_LARGE: Final = "request_too_large"
 # appended to each profile row for the writer's freshness measurement, never stored
 FRESHNESS_KEY = "source_kafka_ms"
 NO_KAFKA_TIME = -1
-COUNTERS: Final = ("events_valid", "events_invalid", "processing_errors", "late", "duplicate",
-                   "abandoned", "sent", "skipped", "cancelled", "completed", "recovered")
+COUNTERS: Final = (
+    "events_valid",
+    "events_invalid",
+    "processing_errors",
+    "late",
+    "duplicate",
+    "abandoned",
+    "sent",
+    "skipped",
+    "cancelled",
+    "completed",
+    "recovered",
+)
 # Counters with labels (CustomerCore.labeled): metric -> label keys. Every label value comes
 # from a fixed set (event types of the schemas, DLQ and outcome reasons, configured campaign
 # and steps), never from a record's free text, so the number of series stays bounded.
 LABELED: Final = {
-    "events": ("event_type",),          # valid events by type
-    "invalid": ("reason",),             # events sent to the DLQ by validation, by reason
-    "requests": ("campaign", "step"),   # email requests emitted
-    "skipped": ("reason",),             # reminders not sent (suppressed), by reason
-    "cancelled": ("reason",),           # journeys ended before their last step, by reason
+    "events": ("event_type",),  # valid events by type
+    "invalid": ("reason",),  # events sent to the DLQ by validation, by reason
+    "requests": ("campaign", "step"),  # email requests emitted
+    "skipped": ("reason",),  # reminders not sent (suppressed), by reason
+    "cancelled": ("reason",),  # journeys ended before their last step, by reason
 }
 _LATENESS: Final = "_lateness"  # a reminder lateness sample in Step building (see _step)
-_OWN_CODE: Final = (f"{Path(__file__).parent.name}/", "job/")
+_OWN_CODE: Final = ("udfs/", "job/")
 
 RawState = tuple[str | None, str | None, str | None]  # profile, cart, journey (JSON)
 
@@ -140,9 +151,16 @@ class CustomerCore:
     the raw state is passed in and the new one returned. ``counts`` are plain counters the
     wrapper exposes as gauges. ``on_event`` / ``on_timer`` never raise."""
 
-    def __init__(self, settings: JourneySettings, template_dir: Path, cart_base_url: str,
-                 store_shards: int, schema_dir: Path, max_event_bytes: int,
-                 max_future_ms: int) -> None:
+    def __init__(
+        self,
+        settings: JourneySettings,
+        template_dir: Path,
+        cart_base_url: str,
+        store_shards: int,
+        schema_dir: Path,
+        max_event_bytes: int,
+        max_future_ms: int,
+    ) -> None:
         self.validator = EventValidator(Path(schema_dir), max_event_bytes, max_future_ms)
         self.logic = CustomerLogic(settings)
         self.renderer = Renderer(Path(template_dir), cart_base_url)
@@ -163,18 +181,28 @@ class CustomerCore:
             result = self.validator.validate(text, now)
             if not isinstance(result, Invalid) and result["customer_id"] != key:
                 # the JVM-side key extraction read the id differently (exotic white space)
-                result = Invalid("key_mismatch", "$.customer_id",
-                                 "customer_id could not be used as the partition key",
-                                 result["event_id"], result["customer_id"])
+                result = Invalid(
+                    "key_mismatch",
+                    "$.customer_id",
+                    "customer_id could not be used as the partition key",
+                    result["event_id"],
+                    result["customer_id"],
+                )
         except Exception as exc:  # noqa: BLE001 - the firewall: a validator bug is one DLQ record
             return self._event_failed(key, text, None, exc, now)
         if isinstance(result, Invalid):
             self.counts["events_invalid"] += 1
             invalid = self.labeled["invalid"]
             invalid[result.reason] = invalid.get(result.reason, 0) + 1
-            log.warning("invalid event", extra=fields(
-                customer_id=result.customer_id, event_id=result.event_id,
-                reason=result.reason, path=result.path))
+            log.warning(
+                "invalid event",
+                extra=fields(
+                    customer_id=result.customer_id,
+                    event_id=result.event_id,
+                    reason=result.reason,
+                    path=result.path,
+                ),
+            )
             return Step(outputs=[self._dlq(text, result, now)])
         self.counts["events_valid"] += 1
         by_type = self.labeled["events"]
@@ -182,8 +210,9 @@ class CustomerCore:
         by_type[event_type] = by_type.get(event_type, 0) + 1
         return result
 
-    def on_event(self, event: dict, text: str, raw: RawState, watermark: int, kafka_ts: int,
-                 now: int) -> Step:
+    def on_event(
+        self, event: dict, text: str, raw: RawState, watermark: int, kafka_ts: int, now: int
+    ) -> Step:
         """Apply one validated event to the customer's raw state."""
         try:
             state, old_timer = self._load(raw)
@@ -214,8 +243,15 @@ class CustomerCore:
         )
         return state, journey.due_at if journey else None
 
-    def _step(self, state: CustomerState, raw: RawState, old_timer: int | None, d: Decision,
-              kafka_ts: int, now: int) -> Step:
+    def _step(
+        self,
+        state: CustomerState,
+        raw: RawState,
+        old_timer: int | None,
+        d: Decision,
+        kafka_ts: int,
+        now: int,
+    ) -> Step:
         """Everything the decision leads to, built (and encoded) before anything is
         committed. Counters move only once nothing can raise any more."""
         new_raw = (
@@ -255,8 +291,9 @@ class CustomerCore:
                 labeled = self.labeled[name[0]]
                 labeled[name[1]] = labeled.get(name[1], 0) + 1
         timers = None if old_timer == d.timer else (old_timer, d.timer)
-        return Step(outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers,
-                    store=store)
+        return Step(
+            outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers, store=store
+        )
 
     def _render(self, trigger: dict, rows: list, now: int, counted: list[str]) -> tuple:
         rid = trigger["request_id"]
@@ -264,16 +301,32 @@ class CustomerCore:
         try:
             request = self.renderer.render(trigger, now)
         except TemplateError as exc:
-            log.error("render failed: %s", exc, extra=fields(
-                customer_id=trigger["customer_id"], request_id=rid,
-                campaign=trigger["campaign"], step=trigger["step"], reason=RENDER_FAILED))
+            log.error(
+                "render failed: %s",
+                exc,
+                extra=fields(
+                    customer_id=trigger["customer_id"],
+                    request_id=rid,
+                    campaign=trigger["campaign"],
+                    step=trigger["step"],
+                    reason=RENDER_FAILED,
+                ),
+            )
             return self._skip(trigger, row, RENDER_FAILED, counted)
         payload = orjson.dumps(request)
         if len(payload) > MAX_REQUEST_BYTES:
-            log.error("email request too large", extra=fields(
-                customer_id=trigger["customer_id"], request_id=rid,
-                campaign=trigger["campaign"], step=trigger["step"], reason=REQUEST_TOO_LARGE,
-                bytes=len(payload), limit=MAX_REQUEST_BYTES))
+            log.error(
+                "email request too large",
+                extra=fields(
+                    customer_id=trigger["customer_id"],
+                    request_id=rid,
+                    campaign=trigger["campaign"],
+                    step=trigger["step"],
+                    reason=REQUEST_TOO_LARGE,
+                    bytes=len(payload),
+                    limit=MAX_REQUEST_BYTES,
+                ),
+            )
             return self._skip(trigger, row, REQUEST_TOO_LARGE, counted)
         row.update(subject=request["subject"], emitted_at=now)
         counted.append(("requests", (trigger["campaign"], trigger["step"])))
@@ -286,52 +339,97 @@ class CustomerCore:
         counted.append("skipped")
         counted.append(("skipped", reason))
         row.update(status="suppressed", reason=reason)
-        return (KIND_OUTCOME, 0, trigger["customer_id"], "", _dumps({
-            "kind": "skipped", "customer_id": trigger["customer_id"],
-            "event_time": trigger["due_at"], "step": trigger["step"],
-            "request_id": trigger["request_id"], "reason": reason}))
+        return (
+            KIND_OUTCOME,
+            0,
+            trigger["customer_id"],
+            "",
+            _dumps(
+                {
+                    "kind": "skipped",
+                    "customer_id": trigger["customer_id"],
+                    "event_time": trigger["due_at"],
+                    "step": trigger["step"],
+                    "request_id": trigger["request_id"],
+                    "reason": reason,
+                }
+            ),
+        )
 
     # the firewall --------------------------------------------------------------------------
 
-    def _event_failed(self, key: str, text: str, event: dict | None, exc: Exception,
-                      now: int) -> Step:
+    def _event_failed(
+        self, key: str, text: str, event: dict | None, exc: Exception, now: int
+    ) -> Step:
         self.counts["processing_errors"] += 1
         location = where(exc)
         event_id = event["event_id"] if event else None
         customer_id = event["customer_id"] if event else (key or None)
-        log.error("processing failed", extra=fields(
-            customer_id=customer_id, event_id=event_id, reason=PROCESSING_ERROR,
-            error=type(exc).__name__, location=location))
-        invalid = Invalid(PROCESSING_ERROR, "$",
-                          f"{type(exc).__name__} in {location} while applying the event",
-                          event_id, customer_id)
+        log.error(
+            "processing failed",
+            extra=fields(
+                customer_id=customer_id,
+                event_id=event_id,
+                reason=PROCESSING_ERROR,
+                error=type(exc).__name__,
+                location=location,
+            ),
+        )
+        invalid = Invalid(
+            PROCESSING_ERROR,
+            "$",
+            f"{type(exc).__name__} in {location} while applying the event",
+            event_id,
+            customer_id,
+        )
         return Step(outputs=[self._dlq(text, invalid, now)])
 
-    def _timer_failed(self, key: str, timestamp: int, raw: RawState, exc: Exception,
-                      now: int) -> Step:
+    def _timer_failed(
+        self, key: str, timestamp: int, raw: RawState, exc: Exception, now: int
+    ) -> Step:
         self.counts["processing_errors"] += 1
         self.counts["skipped"] += 1
         skipped = self.labeled["skipped"]
         skipped[PROCESSING_ERROR] = skipped.get(PROCESSING_ERROR, 0) + 1
         location = where(exc)
-        log.error("timer failed; journey dropped", extra=fields(
-            customer_id=key, timer=timestamp, reason=PROCESSING_ERROR,
-            error=type(exc).__name__, location=location))
+        log.error(
+            "timer failed; journey dropped",
+            extra=fields(
+                customer_id=key,
+                timer=timestamp,
+                reason=PROCESSING_ERROR,
+                error=type(exc).__name__,
+                location=location,
+            ),
+        )
         # the reschedule check's instant is far outside what a date can hold
-        timer_iso = ("reschedule check after a restore" if timestamp == RESCHEDULE_CHECK
-                     else format_epoch_ms(timestamp))
-        description = safe_dumps({"timer": timestamp, "timer_iso": timer_iso,
-                                  "customer_id": key})
-        invalid = Invalid(PROCESSING_ERROR, "$",
-                          f"{type(exc).__name__} in {location} while firing the journey timer; "
-                          "the journey was dropped", None, key)
-        outcome = safe_dumps({"kind": "skipped", "customer_id": key, "event_time": timestamp,
-                              "reason": PROCESSING_ERROR})
-        return Step(outputs=[self._dlq(description, invalid, now),
-                             (KIND_OUTCOME, 0, key, "", outcome)],
-                    state=(raw[0], raw[1], None) if raw[2] is not None else None)
+        timer_iso = (
+            "reschedule check after a restore"
+            if timestamp == RESCHEDULE_CHECK
+            else format_epoch_ms(timestamp)
+        )
+        description = safe_dumps({"timer": timestamp, "timer_iso": timer_iso, "customer_id": key})
+        invalid = Invalid(
+            PROCESSING_ERROR,
+            "$",
+            f"{type(exc).__name__} in {location} while firing the journey timer; "
+            "the journey was dropped",
+            None,
+            key,
+        )
+        outcome = safe_dumps(
+            {
+                "kind": "skipped",
+                "customer_id": key,
+                "event_time": timestamp,
+                "reason": PROCESSING_ERROR,
+            }
+        )
+        return Step(
+            outputs=[self._dlq(description, invalid, now), (KIND_OUTCOME, 0, key, "", outcome)],
+            state=(raw[0], raw[1], None) if raw[2] is not None else None,
+        )
 
     def _dlq(self, text: str, invalid: Invalid, now: int) -> tuple:
         record = dlq_record(text, invalid, now, self.max_event_bytes)
         return (KIND_DLQ, 0, invalid.customer_id, "", safe_dumps(record))
-

@@ -1,9 +1,9 @@
-"""A local Flink standalone cluster made from the installed PyFlink distribution, the
-artifacts a cluster needs to run the job, and ``flink run`` around them.
+"""A local Flink standalone cluster made from the installed PyFlink distribution (a
+development tool: a real cluster has its own). The job's artifacts and ``flink run`` are in
+:mod:`job.submit`.
 
-``python -m job.cluster up [--taskmanagers N] [--slots S] [--port 8081]`` / ``down`` /
-``status`` (``make cluster-up`` / ``make cluster-down``); ``python -m job.cluster package``
-(``make package``); ``inboxflow submit`` wraps ``flink run``.
+``python -m job.dev.cluster up [--taskmanagers N] [--slots S] [--port 8081]`` / ``down`` /
+``status`` (``make cluster-up`` / ``make cluster-down``).
 
 The cluster's ``FLINK_HOME`` is ``var/flink/``: real copies (never symlinks: ``config.sh``
 resolves a symlinked ``bin/`` to the wheel's own folder, with its ``conf/`` and ``log/``) of
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -36,23 +35,23 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HOME = ROOT / "var" / "flink"
-PACKAGE_DIR = ROOT / "var" / "package"
-JOB_ZIP = "inboxflow-job.zip"
-JOB_JAR = "inboxflow-job.jar"
-DEFAULT_PORT = 8081
+from job.submit import (
+    DEFAULT_HOME,
+    DEFAULT_PORT,
+    PACKAGE_DIR,
+    ROOT,
+    ClusterError,
+    package,
+    script_env,
+    submit,
+)
+
 PROMETHEUS_PLUGIN = "metrics-prometheus"
-# what the packaged archive holds: the job's code, its templates, conf (schemas, DDL) and the
-# Flink settings job/main.py applies
-PACKAGE_TREES = ("job", "udfs", "templates", "conf")
-PACKAGE_FILES = ("flink-conf.yaml",)
 # Sized so a JobManager and two TaskManagers fit a small machine; thread mode needs no
 # managed memory for Python and the hashmap state backend none for state.
 MEMORY = {
@@ -62,15 +61,6 @@ MEMORY = {
     "taskmanager.memory.network.min": "64m",
     "taskmanager.memory.network.max": "64m",
 }
-# the environment a standalone script must not inherit: it would point it at another
-# installation (e.g. the wheel's own folder)
-_FLINK_ENV = ("FLINK_HOME", "_FLINK_HOME_DETERMINED", "FLINK_CONF_DIR", "FLINK_LIB_DIR",
-              "FLINK_OPT_DIR", "FLINK_PLUGINS_DIR", "FLINK_LOG_DIR", "FLINK_PID_DIR",
-              "FLINK_BIN_DIR", "PYFLINK_GATEWAY_PORT")
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be started, reached or used; the message says what to do."""
 
 
 def pyflink_home() -> Path:
@@ -144,8 +134,12 @@ def _populate(home: Path, dist: Path, copy, conf_from: Path | None = None) -> No
     for jar in (dist / "opt").glob("flink-python-*.jar"):
         if not (home / "lib" / jar.name).exists():
             copy(str(jar), str(home / "lib" / jar.name))
-    shutil.copytree(dist / "plugins" / PROMETHEUS_PLUGIN, home / "plugins" / PROMETHEUS_PLUGIN,
-                    symlinks=False, copy_function=copy)
+    shutil.copytree(
+        dist / "plugins" / PROMETHEUS_PLUGIN,
+        home / "plugins" / PROMETHEUS_PLUGIN,
+        symlinks=False,
+        copy_function=copy,
+    )
     (home / "conf").mkdir(exist_ok=True)
     for conf in ((conf_from or dist) / "conf").glob("log4j*.properties"):
         shutil.copy2(conf, home / "conf" / conf.name)
@@ -153,8 +147,9 @@ def _populate(home: Path, dist: Path, copy, conf_from: Path | None = None) -> No
         (home / sub).mkdir(exist_ok=True)
 
 
-def cluster_settings(home: Path, rest_port: int, rpc_port: int, slots: int,
-                     flink_conf: Path | None = None) -> dict[str, str]:
+def cluster_settings(
+    home: Path, rest_port: int, rpc_port: int, slots: int, flink_conf: Path | None = None
+) -> dict[str, str]:
     """The cluster's ``config.yaml`` as flat settings: PyFlink's defaults (its JVM options
     for Java 17), the project's ``flink-conf.yaml``, then the cluster's own settings."""
     from job.main import DEFAULT_FLINK_CONF, flink_settings
@@ -163,32 +158,34 @@ def cluster_settings(home: Path, rest_port: int, rpc_port: int, slots: int,
     settings = {k: _setting(v) for k, v in _flatten(defaults).items()}
     settings.update(flink_settings(flink_conf or DEFAULT_FLINK_CONF))
     site = os.pathsep.join(venv_site_packages())
-    settings.update({
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.rpc.port": str(rpc_port),
-        "jobmanager.bind-host": "127.0.0.1",
-        "taskmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "rest.port": str(rest_port),
-        "rest.bind-port": str(rest_port),
-        "taskmanager.numberOfTaskSlots": str(slots),
-        **MEMORY,
-        "python.executable": sys.executable,
-        "python.client.executable": sys.executable,
-        "python.pythonpath": site,
-        "env.log.dir": str(home / "log"),
-        "env.pid.dir": str(home / "pids"),
-        "io.tmp.dirs": str(home / "tmp"),
-        # `flink run -py` ships flink-python (with pemja) as the job's jar; the cluster's
-        # lib/ has it too, and a second copy of pemja's classes in the job's class loader
-        # breaks the embedded interpreter ("loader constraint violation")
-        "classloader.parent-first-patterns.additional": "pemja.",
-        # a TaskManager that left stays "registered" this long: keep reshaping quick
-        "heartbeat.timeout": "20000",
-        "resourcemanager.taskmanager-timeout": "5000",
-    })
+    settings.update(
+        {
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.rpc.port": str(rpc_port),
+            "jobmanager.bind-host": "127.0.0.1",
+            "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.host": "127.0.0.1",
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "rest.port": str(rest_port),
+            "rest.bind-port": str(rest_port),
+            "taskmanager.numberOfTaskSlots": str(slots),
+            **MEMORY,
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+            "python.pythonpath": site,
+            "env.log.dir": str(home / "log"),
+            "env.pid.dir": str(home / "pids"),
+            "io.tmp.dirs": str(home / "tmp"),
+            # `flink run -py` ships flink-python (with pemja) as the job's jar; the cluster's
+            # lib/ has it too, and a second copy of pemja's classes in the job's class loader
+            # breaks the embedded interpreter ("loader constraint violation")
+            "classloader.parent-first-patterns.additional": "pemja.",
+            # a TaskManager that left stays "registered" this long: keep reshaping quick
+            "heartbeat.timeout": "20000",
+            "resourcemanager.taskmanager-timeout": "5000",
+        }
+    )
     return settings
 
 
@@ -196,17 +193,11 @@ def write_conf(home: Path, settings: dict[str, str]) -> Path:
     conf = home / "conf" / "config.yaml"
     conf.parent.mkdir(parents=True, exist_ok=True)
     (home / "tmp").mkdir(exist_ok=True)
-    conf.write_text("# generated by job/cluster.py from flink-conf.yaml; do not edit\n"
-                    + yaml.safe_dump(settings, sort_keys=True, width=1 << 16))
+    conf.write_text(
+        "# generated by job/cluster.py from flink-conf.yaml; do not edit\n"
+        + yaml.safe_dump(settings, sort_keys=True, width=1 << 16)
+    )
     return conf
-
-
-def script_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _FLINK_ENV}
-    env["FLINK_CONF_DIR"] = str(home / "conf")
-    # the venv's bin first: `flink run -py` and the daemons find this Python
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def _pid_files(home: Path) -> list[Path]:
@@ -244,8 +235,7 @@ def stop_pids(home: Path, daemon: str | None = None, timeout_s: float = 20) -> i
     """Stops this cluster's daemons (``daemon``: only ``taskexecutor`` or
     ``standalonesession``) by the pids in their pid files: SIGTERM, then SIGKILL."""
     files = [p for p in _pid_files(home) if daemon is None or p.stem.endswith(f"-{daemon}")]
-    pids = [pid for path in files for pid in _pids(path)
-            if _alive(pid) and _is_flink(pid, home)]
+    pids = [pid for path in files for pid in _pids(path) if _alive(pid) and _is_flink(pid, home)]
     for pid in pids:
         with _suppress_gone():
             os.kill(pid, signal.SIGTERM)
@@ -308,18 +298,22 @@ class Cluster:
 
     # --- lifecycle -------------------------------------------------------------------
     def up(self, taskmanagers: int = 1, slots: int = 2) -> Cluster:
-        from job.broker import free_port
+        from job.ops import free_port
 
         if self.running():
-            raise ClusterError(f"a cluster already runs from {self.home} ({self.rest_url}); "
-                               f"`make cluster-down` first")
+            raise ClusterError(
+                f"a cluster already runs from {self.home} ({self.rest_url}); "
+                f"`make cluster-down` first"
+            )
         stop_pids(self.home)  # leftovers of a crashed run
         if _listening(self.rest_port):
             raise ClusterError(f"port {self.rest_port} is in use: pick another with --port")
         install(self.home)
         self._rpc_port = free_port()
-        write_conf(self.home, cluster_settings(self.home, self.rest_port, self._rpc_port,
-                                               slots, self.flink_conf))
+        write_conf(
+            self.home,
+            cluster_settings(self.home, self.rest_port, self._rpc_port, slots, self.flink_conf),
+        )
         self._script("jobmanager.sh", "start")
         try:
             self._wait(lambda: self._overview() is not None, "the JobManager's REST API")
@@ -335,13 +329,16 @@ class Cluster:
         if taskmanagers < 1 or slots < 1:
             raise ClusterError("need at least one TaskManager with one slot")
         stop_pids(self.home, "taskexecutor")
-        self._wait(lambda: (self._overview() or {}).get("taskmanagers") == 0,
-                   "the stopped TaskManagers to leave")
+        self._wait(
+            lambda: (self._overview() or {}).get("taskmanagers") == 0,
+            "the stopped TaskManagers to leave",
+        )
         for _ in range(taskmanagers):
-            self._script("taskmanager.sh", "start",
-                         f"-Dtaskmanager.numberOfTaskSlots={slots}")
-        self._wait(lambda: self._registered() == (taskmanagers, taskmanagers * slots),
-                   f"{taskmanagers} TaskManager(s) with {slots} slot(s) each")
+            self._script("taskmanager.sh", "start", f"-Dtaskmanager.numberOfTaskSlots={slots}")
+        self._wait(
+            lambda: self._registered() == (taskmanagers, taskmanagers * slots),
+            f"{taskmanagers} TaskManager(s) with {slots} slot(s) each",
+        )
 
     def down(self) -> int:
         """Stops every daemon of this cluster; returns how many processes it stopped."""
@@ -349,26 +346,47 @@ class Cluster:
         return stopped + stop_pids(self.home)
 
     def running(self) -> bool:
-        return any(_alive(pid) and _is_flink(pid, self.home)
-                   for path in _pid_files(self.home) for pid in _pids(path))
+        return any(
+            _alive(pid) and _is_flink(pid, self.home)
+            for path in _pid_files(self.home)
+            for pid in _pids(path)
+        )
 
     def status(self) -> dict:
         overview = self._overview()
         tms = self._taskmanagers() if overview else []
-        return {"rest_url": self.rest_url, "home": str(self.home),
-                "running": overview is not None,
-                "taskmanagers": [{"id": t["id"], "slots": t["slotsNumber"],
-                                  "free_slots": t["freeSlots"]} for t in tms],
-                "jobs": self.jobs() if overview else []}
+        return {
+            "rest_url": self.rest_url,
+            "home": str(self.home),
+            "running": overview is not None,
+            "taskmanagers": [
+                {"id": t["id"], "slots": t["slotsNumber"], "free_slots": t["freeSlots"]}
+                for t in tms
+            ],
+            "jobs": self.jobs() if overview else [],
+        }
 
     # --- jobs --------------------------------------------------------------------------
-    def submit(self, config: Path, *, parallelism: int | None = None,
-               savepoint: str | None = None, extra_args: list[str] | tuple = (),
-               detached: bool = True) -> str:
+    def submit(
+        self,
+        config: Path,
+        *,
+        parallelism: int | None = None,
+        savepoint: str | None = None,
+        extra_args: list[str] | tuple = (),
+        detached: bool = True,
+    ) -> str:
         """``inboxflow submit --cluster ADDRESS --config CONFIG ...``; the Flink job id."""
-        return submit(config, cluster=self.address, parallelism=parallelism,
-                      savepoint=savepoint, detached=detached, home=self.home,
-                      package_dir=self.package_dir, extra_args=list(extra_args))
+        return submit(
+            config,
+            cluster=self.address,
+            parallelism=parallelism,
+            savepoint=savepoint,
+            detached=detached,
+            home=self.home,
+            package_dir=self.package_dir,
+            extra_args=list(extra_args),
+        )
 
     def job(self, job_id: str) -> dict:
         return _get_json(f"{self.rest_url}/jobs/{job_id}")
@@ -379,13 +397,18 @@ class Cluster:
     def wait_running(self, job_id: str, timeout_s: float = 120) -> None:
         """Until every task of the job is RUNNING; raises with the job's exceptions when it
         fails or restarts instead."""
+
         def ready() -> bool:
             info = self.job(job_id)
             if info["state"] in ("FAILED", "FAILING", "CANCELED", "FINISHED", "RESTARTING"):
                 raise ClusterError(f"job {job_id} is {info['state']}: {self.exceptions(job_id)}")
             vertices = info.get("vertices", [])
-            return info["state"] == "RUNNING" and bool(vertices) and all(
-                v["status"] == "RUNNING" for v in vertices)
+            return (
+                info["state"] == "RUNNING"
+                and bool(vertices)
+                and all(v["status"] == "RUNNING" for v in vertices)
+            )
+
         self._wait(ready, f"job {job_id} to run", timeout_s)
 
     def exceptions(self, job_id: str) -> list[str]:
@@ -393,21 +416,29 @@ class Cluster:
             data = _get_json(f"{self.rest_url}/jobs/{job_id}/exceptions")
         except (OSError, ValueError):
             return []
-        return [e.get("exceptionName", "") + ": " + (e.get("stacktrace") or "")[:2000]
-                for e in data.get("exceptionHistory", {}).get("entries", [])]
+        return [
+            e.get("exceptionName", "") + ": " + (e.get("stacktrace") or "")[:2000]
+            for e in data.get("exceptionHistory", {}).get("entries", [])
+        ]
 
     def cancel(self, job_id: str, timeout_s: float = 60) -> None:
-        request = urllib.request.Request(f"{self.rest_url}/jobs/{job_id}?mode=cancel",
-                                         method="PATCH")
+        request = urllib.request.Request(
+            f"{self.rest_url}/jobs/{job_id}?mode=cancel", method="PATCH"
+        )
         try:
             urllib.request.urlopen(request, timeout=10).close()
         except urllib.error.HTTPError:
             pass  # already terminal
-        self._wait(lambda: self.job(job_id)["state"] in ("CANCELED", "FAILED", "FINISHED"),
-                   f"job {job_id} to end", timeout_s)
+        self._wait(
+            lambda: self.job(job_id)["state"] in ("CANCELED", "FAILED", "FINISHED"),
+            f"job {job_id} to end",
+            timeout_s,
+        )
         # its slots are free again before the next job asks for them
-        self._wait(lambda: all(t["freeSlots"] == t["slotsNumber"]
-                               for t in self._taskmanagers()), "the slots to be released")
+        self._wait(
+            lambda: all(t["freeSlots"] == t["slotsNumber"] for t in self._taskmanagers()),
+            "the slots to be released",
+        )
 
     def log_tail(self, lines: int = 80) -> str:
         out = []
@@ -418,9 +449,15 @@ class Cluster:
 
     # --- internals ---------------------------------------------------------------------
     def _script(self, name: str, *args: str) -> None:
-        done = subprocess.run([str(self.home / "bin" / name), *args], cwd=self.home,
-                              env=script_env(self.home), capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = subprocess.run(
+            [str(self.home / "bin" / name), *args],
+            cwd=self.home,
+            env=script_env(self.home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if done.returncode != 0:
             raise ClusterError(f"{name} {' '.join(args)} failed: {done.stderr[-2000:]}")
 
@@ -446,141 +483,25 @@ class Cluster:
             except (OSError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                raise ClusterError(f"timed out waiting for {what} ({self.rest_url}); "
-                                   f"logs in {self.home / 'log'}")
+                raise ClusterError(
+                    f"timed out waiting for {what} ({self.rest_url}); logs in {self.home / 'log'}"
+                )
             time.sleep(0.3)
 
 
 # --- packaging --------------------------------------------------------------------------
-def package(out_dir: Path = PACKAGE_DIR, lib_dir: Path = ROOT / "lib") -> dict[str, Path]:
-    """``inboxflow-job.zip`` (for ``-pyfs``: job/, udfs/, templates/, conf/ with the schemas
-    and the ClickHouse DDL, flink-conf.yaml) and ``inboxflow-job.jar`` (for ``--jarfile``:
-    the Kafka connector, kafka-clients and its compression libraries, and the project's
-    helper classes, merged into one jar)."""
-    from job.jars import jar_paths
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jars = jar_paths(lib_dir)
-    missing = [j.name for j in jars if not j.is_file()]
-    if missing:
-        raise ClusterError(f"missing jars in {lib_dir}: {', '.join(missing)} "
-                           f"(run `make install` or `python -m job.jars`)")
-    archive = out_dir / JOB_ZIP
-    tmp = archive.with_suffix(f".zip.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for tree in PACKAGE_TREES:
-            for path in sorted((ROOT / tree).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts \
-                        and path.suffix not in (".pyc", ".pyo"):
-                    zf.write(path, path.relative_to(ROOT).as_posix())
-        for name in PACKAGE_FILES:
-            zf.write(ROOT / name, name)
-    tmp.replace(archive)
-    jar = out_dir / JOB_JAR
-    merge_jars(jars, jar)
-    return {"pyfs": archive, "jarfile": jar}
-
-
-def merge_jars(jars: list[Path], target: Path) -> None:
-    """One jar holding every class and resource of ``jars`` (first one wins), with the
-    service files under ``META-INF/services`` concatenated and signatures dropped."""
-    seen: set[str] = set()
-    services: dict[str, list[bytes]] = {}
-    tmp = target.with_suffix(f".jar.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
-        out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: inboxflow\n")
-        seen.add("META-INF/MANIFEST.MF")
-        for jar in jars:
-            with zipfile.ZipFile(jar) as zf:
-                for info in zf.infolist():
-                    name = info.filename
-                    if info.is_dir() or name in seen:
-                        continue
-                    upper = name.upper()
-                    if upper.startswith("META-INF/") and upper.endswith(
-                            (".SF", ".RSA", ".DSA", ".EC")):
-                        continue
-                    if name.startswith("META-INF/services/"):
-                        services.setdefault(name, []).append(zf.read(name).rstrip(b"\n"))
-                        continue
-                    seen.add(name)
-                    out.writestr(info, zf.read(name))
-        for name, parts in services.items():
-            out.writestr(name, b"\n".join(parts) + b"\n")
-    tmp.replace(target)
-
-
-def flink_run_command(config: Path, *, cluster: str, home: Path = DEFAULT_HOME,
-                      package_dir: Path = PACKAGE_DIR, parallelism: int | None = None,
-                      savepoint: str | None = None, detached: bool = True,
-                      extra_args: list[str] | None = None) -> list[str]:
-    """The plain ``flink run`` command line ``inboxflow submit`` runs."""
-    cmd = [str(home / "bin" / "flink"), "run", "-m", cluster]
-    if detached:
-        cmd.append("-d")
-    if parallelism:
-        cmd += ["-p", str(parallelism)]
-    if savepoint:
-        cmd += ["-s", savepoint]
-    cmd += ["-pyfs", str(package_dir / JOB_ZIP), "--jarfile", str(package_dir / JOB_JAR),
-            "-py", str(ROOT / "job" / "main.py"), *(extra_args or []),
-            "--config", str(Path(config).resolve())]
-    return cmd
-
-
-_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
-
-
-def submit(config: Path, *, cluster: str = f"127.0.0.1:{DEFAULT_PORT}",
-           parallelism: int | None = None, savepoint: str | None = None,
-           detached: bool = True, home: Path = DEFAULT_HOME,
-           package_dir: Path = PACKAGE_DIR, extra_args: list[str] | None = None,
-           timeout_s: float = 300) -> str:
-    """Submits the packaged job with ``flink run``; returns the Flink job id."""
-    for artifact in (package_dir / JOB_ZIP, package_dir / JOB_JAR):
-        if not artifact.is_file():
-            raise ClusterError(f"{artifact} is missing: run `make package` first")
-    if not (home / "bin" / "flink").is_file():
-        raise ClusterError(f"no Flink distribution in {home}: run `make cluster-up` first")
-    cmd = flink_run_command(config, cluster=cluster, home=home, package_dir=package_dir,
-                            parallelism=parallelism, savepoint=savepoint, detached=detached,
-                            extra_args=extra_args)
-    if not detached:
-        return _follow(cmd, home)
-    done = subprocess.run(cmd, cwd=ROOT, env=script_env(home), capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
-    match = _JOB_ID.search(done.stdout + done.stderr)
-    if done.returncode != 0 or not match:
-        raise ClusterError(f"flink run failed (exit {done.returncode}): "
-                           f"{(done.stdout + done.stderr)[-4000:]}")
-    return match.group(1)
-
-
-def _follow(cmd: list[str], home: Path) -> str:
-    """Attached ``flink run``: its output goes to the terminal (the job id first) until the
-    job ends."""
-    job_id = ""
-    tail: list[str] = []
-    with subprocess.Popen(cmd, cwd=ROOT, env=script_env(home), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stderr.write(line)
-            tail = (tail + [line])[-50:]
-            match = _JOB_ID.search(line)
-            if match and not job_id:
-                job_id = match.group(1)
-                print(job_id, flush=True)
-        code = proc.wait()
-    if code != 0 or not job_id:
-        raise ClusterError(f"flink run failed (exit {code}): {''.join(tail)[-4000:]}")
-    return job_id
-
-
 # --- benchmark --------------------------------------------------------------------------
-def measure_throughput(bootstrap: str, topics: dict[str, str], events: int, work_dir: Path, *,
-                       taskmanagers: int = 2, slots: int = 1, parallelism: int | None = None,
-                       timeout_s: float = 600) -> dict:
+def measure_throughput(
+    bootstrap: str,
+    topics: dict[str, str],
+    events: int,
+    work_dir: Path,
+    *,
+    taskmanagers: int = 2,
+    slots: int = 1,
+    parallelism: int | None = None,
+    timeout_s: float = 600,
+) -> dict:
     """Events/s of the packaged job on a standalone cluster of its own (default 2
     TaskManagers x 1 slot, parallelism = all slots), store off, over ``events`` records
     already in ``topics["events"]`` (read from the earliest offset by a new group).
@@ -589,7 +510,7 @@ def measure_throughput(bootstrap: str, topics: dict[str, str], events: int, work
     count (Flink's REST API, refreshed every ``metrics.fetcher.update-interval``) between
     10 % and 90 % of ``events``, so start-up and submission are not counted. ``topics``:
     the ``kafka.topics`` mapping (events, dlq, email_requests, outcomes)."""
-    from job.broker import free_port
+    from job.ops import free_port
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -598,11 +519,19 @@ def measure_throughput(bootstrap: str, topics: dict[str, str], events: int, work
     home = session_home(work_dir, "flink")
     cluster = Cluster(home=home, rest_port=free_port())
     config = work_dir / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": bootstrap, "starting_offsets": "earliest",
-                  "group_id": f"bench-cluster-{os.getpid()}-{int(time.time())}",
-                  "topics": dict(topics)},
-        "clickhouse": {"enabled": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "starting_offsets": "earliest",
+                    "group_id": f"bench-cluster-{os.getpid()}-{int(time.time())}",
+                    "topics": dict(topics),
+                },
+                "clickhouse": {"enabled": False},
+            }
+        )
+    )
     flink_conf = work_dir / "flink-conf.yaml"
     settings = yaml.safe_load((ROOT / "flink-conf.yaml").read_text())
     settings.pop("execution.checkpointing.interval", None)  # as the mini-cluster rows
@@ -610,21 +539,29 @@ def measure_throughput(bootstrap: str, topics: dict[str, str], events: int, work
     flink_conf.write_text(yaml.safe_dump(settings))
     cluster.up(taskmanagers, slots)
     try:
-        job_id = cluster.submit(config, parallelism=parallelism,
-                                extra_args=["--flink-conf", str(flink_conf)])
+        job_id = cluster.submit(
+            config, parallelism=parallelism, extra_args=["--flink-conf", str(flink_conf)]
+        )
         samples = _records_in_samples(cluster, job_id, events, timeout_s)
         restarts = len(cluster.exceptions(job_id))
         cluster.cancel(job_id)
     finally:
         cluster.down()
     rate = _slope(samples, 0.1 * events, 0.9 * events)
-    return {"taskmanagers": taskmanagers, "slots": slots, "parallelism": parallelism,
-            "events": events, "events_per_s": rate, "restarts": restarts,
-            "samples": len(samples)}
+    return {
+        "taskmanagers": taskmanagers,
+        "slots": slots,
+        "parallelism": parallelism,
+        "events": events,
+        "events_per_s": rate,
+        "restarts": restarts,
+        "samples": len(samples),
+    }
 
 
-def _records_in_samples(cluster: Cluster, job_id: str, events: int,
-                        timeout_s: float) -> list[tuple[float, int]]:
+def _records_in_samples(
+    cluster: Cluster, job_id: str, events: int, timeout_s: float
+) -> list[tuple[float, int]]:
     """(monotonic time, records into the customer operator) at every change, until all
     ``events`` went in."""
     cluster.wait_running(job_id)
@@ -634,8 +571,11 @@ def _records_in_samples(cluster: Cluster, job_id: str, events: int,
         info = cluster.job(job_id)
         if info["state"] != "RUNNING":
             raise ClusterError(f"job {job_id} is {info['state']}: {cluster.exceptions(job_id)}")
-        count = sum(v["metrics"]["read-records"] for v in info["vertices"]
-                    if v["name"].startswith("customers") or "KEYED PROCESS" in v["name"])
+        count = sum(
+            v["metrics"]["read-records"]
+            for v in info["vertices"]
+            if v["name"].startswith("customers") or "KEYED PROCESS" in v["name"]
+        )
         now = time.monotonic()
         if not samples or count != samples[-1][1]:
             samples.append((now, count))
@@ -659,47 +599,12 @@ def _slope(samples: list[tuple[float, int]], low: float, high: float) -> float:
     return sum((t - mean_t) * (n - mean_n) for t, n in inside) / var
 
 
-# --- CLI --------------------------------------------------------------------------------
-def register_submit(sub) -> None:
-    """``inboxflow submit``."""
-    from job.config import DEFAULT_CONFIG
-
-    p = sub.add_parser("submit", help="submit the packaged job to a Flink cluster (flink run)")
-    p.add_argument("--cluster", default=f"127.0.0.1:{DEFAULT_PORT}",
-                   help="the JobManager's REST address HOST:PORT (default 127.0.0.1:8081)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help="job config (default conf/job.yaml)")
-    p.add_argument("--savepoint", help="start from this savepoint or retained checkpoint")
-    p.add_argument("--parallelism", type=int, help="job parallelism (default: flink-conf.yaml)")
-    p.add_argument("--detached", action="store_true",
-                   help="return once the job is submitted (else follow it until it ends)")
-    p.add_argument("--flink-home", type=Path, default=DEFAULT_HOME,
-                   help="the Flink distribution whose bin/flink submits (default var/flink)")
-    p.add_argument("--package-dir", type=Path, default=PACKAGE_DIR,
-                   help="where `make package` put the job archive and jar (var/package)")
-    p.add_argument("job_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
-                   help="further arguments for job/main.py, e.g. -- --flink-conf FILE")
-    p.set_defaults(func=_submit_from_args)
-
-
-def _submit_from_args(args: argparse.Namespace) -> int:
-    try:
-        job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
-        job_id = submit(args.config, cluster=args.cluster, parallelism=args.parallelism,
-                        savepoint=args.savepoint, detached=args.detached,
-                        home=args.flink_home, package_dir=args.package_dir,
-                        extra_args=job_args)
-    except ClusterError as exc:
-        print(f"inboxflow submit: {exc}", file=sys.stderr)
-        return 1
-    if args.detached:  # attached, it was printed as soon as the job was submitted
-        print(job_id)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m job.cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m job.dev.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (JobManager + TaskManagers)")
     up.add_argument("--taskmanagers", type=int, default=1)
@@ -715,8 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             cluster.up(args.taskmanagers, args.slots)
-            print(f"Flink cluster up: {args.taskmanagers} TaskManager(s) x {args.slots} "
-                  f"slot(s); web UI {cluster.rest_url}; FLINK_HOME {cluster.home}")
+            print(
+                f"Flink cluster up: {args.taskmanagers} TaskManager(s) x {args.slots} "
+                f"slot(s); web UI {cluster.rest_url}; FLINK_HOME {cluster.home}"
+            )
         elif args.command == "down":
             print(f"stopped {cluster.down()} process(es)")
         elif args.command == "status":
@@ -725,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind, path in package(args.out).items():
                 print(f"{kind}: {path}")
     except ClusterError as exc:
-        print(f"job.cluster: {exc}", file=sys.stderr)
+        print(f"job.dev.cluster: {exc}", file=sys.stderr)
         return 1
     return 0
 
