@@ -22,7 +22,8 @@ $(JARS): $(STAMP) job/dev/jars.py job/jvm.py $(wildcard java/io/inboxflow/flink/
 demo: install
 	$(BIN)/inboxflow demo
 
-test: install
+# The lint and type floor first (`make lint`), then every test.
+test: install lint
 	$(BIN)/python -m pytest -q tests
 
 test-fast: install
@@ -54,8 +55,11 @@ cluster-down:
 cluster-status:
 	$(BIN)/python -m job.dev.cluster status
 
-lint: install
-	$(BIN)/ruff check job udfs tests bench
+# ruff (rules and format in pyproject.toml) and mypy (config and strict modules there too).
+lint: $(STAMP)
+	$(BIN)/ruff check --quiet job udfs tests bench
+	$(BIN)/ruff format --check --quiet job udfs tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) lib var build *.egg-info

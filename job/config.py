@@ -19,11 +19,16 @@ from typing import Any
 
 import yaml
 
+# defined where the ClickHouse client reads it (udfs never imports job), re-exported here
+from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD as ENV_CLICKHOUSE_PASSWORD
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "job.yaml"
 
+# The environment variables the job and its tools read: one name each, imported by every user.
 ENV_BOOTSTRAP = "INBOXFLOW_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "INBOXFLOW_CLICKHOUSE_DSN"
+ENV_REST = "INBOXFLOW_FLINK_REST"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -149,7 +154,7 @@ class JobConfig:
     ddl_dir: Path = ROOT / "conf" / "clickhouse"
 
 
-def _yaml_key(f: dataclasses.Field) -> str:
+def _yaml_key(f: dataclasses.Field[Any]) -> str:
     if f.metadata.get("duration"):
         return f.name.removesuffix("_ms")
     return f.name
@@ -296,7 +301,7 @@ def load_config(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if overrides:
         data = _merge(data, overrides)
-    cfg = _build(JobConfig, data, "")
+    cfg: JobConfig = _build(JobConfig, data, "")
     if env.get(ENV_BOOTSTRAP):
         cfg = dataclasses.replace(
             cfg, kafka=dataclasses.replace(cfg.kafka, bootstrap_servers=env[ENV_BOOTSTRAP])
@@ -325,7 +330,7 @@ def _resolve_dsn(dsn: str) -> str:
         raise ConfigError(f"clickhouse.dsn: {exc}") from None
 
 
-def _merge(base: Any, over: Mapping[str, Any]) -> dict:
+def _merge(base: Any, over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base or {})
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):

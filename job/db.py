@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
+from job.config import ENV_CLICKHOUSE_DSN, ENV_CLICKHOUSE_PASSWORD
 from udfs.clickhouse.client import Store, get_client
-from udfs.clickhouse.dsn import PASSWORD_ENV, DsnError, resolve_dsn
+from udfs.clickhouse.dsn import DsnError, resolve_dsn
 from udfs.clickhouse.errors import StoreError, StoreLockedError, TransientStoreError
 
-DSN_ENV = "INBOXFLOW_CLICKHOUSE_DSN"
 DDL_DIR = Path(__file__).resolve().parent.parent / "conf" / "clickhouse"
 FORMATS = ("table", "csv", "json")
 
@@ -68,15 +68,16 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
         default=None,
-        help=f"chdb:///path or http(s)://user@host:8123/db (default: ${DSN_ENV}, else ./var/clickhouse); "
-        f"the password comes from ${PASSWORD_ENV}",
+        help=f"chdb:///path or http(s)://user@host:8123/db "
+        f"(default: ${ENV_CLICKHOUSE_DSN}, else ./var/clickhouse); "
+        f"the password comes from ${ENV_CLICKHOUSE_PASSWORD}",
     )
 
 
 def dsn_from_args(args: argparse.Namespace, base_dir: Path | None = None) -> str:
     """``--dsn``, else ``$INBOXFLOW_CLICKHOUSE_DSN``, else the default; relative chdb paths
     resolve against ``base_dir`` (the working directory)."""
-    raw = getattr(args, "dsn", None) or os.environ.get(DSN_ENV) or None
+    raw = getattr(args, "dsn", None) or os.environ.get(ENV_CLICKHOUSE_DSN) or None
     return resolve_dsn(raw, base_dir or Path.cwd())
 
 
@@ -110,8 +111,9 @@ def cmd_query(
 
 
 _HISTORY_SQL = (
-    "SELECT due_at, campaign, step, status, reason, subject, cart_id, cart_value, currency, request_id "
-    "FROM email_requests FINAL WHERE customer_id = {cid:String} ORDER BY due_at, request_id"
+    "SELECT due_at, campaign, step, status, reason, subject, cart_id, cart_value, currency, "
+    "request_id FROM email_requests FINAL WHERE customer_id = {cid:String} "
+    "ORDER BY due_at, request_id"
 )
 _RECOVERIES_SQL = (
     "SELECT purchased_at, order_id, cart_id, revenue, currency, reminder_step, reminded_at, "

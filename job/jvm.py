@@ -58,9 +58,8 @@ def helper_classes(lib_dir: Path = ROOT / "lib"):
     """The JVM package ``io.inboxflow.flink`` of the PyFlink gateway, for building the job.
 
     py4j resolves a Java class through the context class loader of the gateway thread that
-    serves the call, and PyFlink adds ``pipeline.jars`` to that loader. One in-process job
-    build in ``make test`` once found the helper classes missing from it (every later build
-    in the same session found them): when they are missing, the jars are added to the
+    serves the call, and PyFlink adds ``pipeline.jars`` to that loader, which has lacked them
+    (docs/DESIGN.md#helper-classes): when they are missing, the jars are added to the
     serving thread's loader again before giving up. Under ``flink run`` they come with
     ``--jarfile`` and nothing is added."""
     package = loaded_helper_classes()

@@ -13,14 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with job/ on the path
     sys.path.insert(0, str(ROOT))
 
-import yaml
-
-from job.config import DEFAULT_CONFIG, JobConfig, load_config
-from job.jvm import helper_classes, jar_paths, loaded_helper_classes
+# After the sys.path line above: as a script, `job` is importable only from here on.
+from job.config import DEFAULT_CONFIG, JobConfig, load_config  # noqa: E402
+from job.jvm import helper_classes, jar_paths, loaded_helper_classes  # noqa: E402
 
 DEFAULT_FLINK_CONF = ROOT / "flink-conf.yaml"
 _PATH_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
@@ -31,7 +32,7 @@ def flink_settings(
     path: Path = DEFAULT_FLINK_CONF, overrides: dict[str, str] | None = None
 ) -> dict[str, str]:
     """flink-conf.yaml as flat string settings, relative paths made absolute URIs, plus the
-    interpreter settings PyFlink needs to find this venv (DESIGN trap 3)."""
+    interpreter settings PyFlink needs to find this venv (docs/DESIGN.md#python-interpreter)."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     settings = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()}
     settings.update(overrides or {})
@@ -67,7 +68,7 @@ def _preload_jsig() -> None:
 def create_env(settings: dict[str, str], lib_dir: Path = ROOT / "lib"):
     """A StreamExecutionEnvironment configured from ``settings`` with the connector jars."""
     # Thread mode runs UDFs in an interpreter embedded in the JVM: it must see the venv's
-    # packages and this project (DESIGN trap 3).
+    # packages and this project (docs/DESIGN.md#python-interpreter).
     paths = [str(ROOT), *[p for p in sys.path if p.endswith("site-packages")]]
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)).keys() - {""}
@@ -140,7 +141,7 @@ def kafka_source(
     """Reads events as ``KEYED_EVENT`` envelopes (key, event time and Kafka append time read
     on the JVM by ``io.inboxflow.flink.EnvelopeDeserializer``). ``stopping_offsets``
     (partition -> exclusive end offset) makes the read bounded; it must come from delivery
-    reports, since Tansu's "latest" offsets are wrong (DESIGN trap 6).
+    reports, since Tansu's "latest" offsets are wrong (docs/DESIGN.md#tansu).
     ``start_timestamp_ms`` starts at the first record whose Kafka timestamp is at or after it
     (``job.replay``) instead of ``kafka.starting_offsets``."""
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
@@ -204,7 +205,7 @@ def build_kafka_job(
     # Event time and watermarks at the source, one watermark per Kafka partition: a subtask
     # reading several partitions emits the minimum, so a partition that runs ahead cannot
     # make another's events late. The timestamp is the event's own (a Java assigner; a
-    # Python one on from_source left Kafka's record time in place, DESIGN trap 1).
+    # Python one on from_source left Kafka's record time in place, docs/DESIGN.md#event-time).
     raw = env.from_source(
         kafka_source(cfg, stopping_offsets, start_timestamp_ms),
         WatermarkStrategy(event_time_strategy(cfg)),
@@ -234,7 +235,7 @@ def build_kafka_job(
 
 def prepare_store(cfg: JobConfig) -> None:
     """Applies the ClickHouse migrations before the job starts, then releases the path so
-    the writer (possibly another process) can open it (DESIGN trap 8)."""
+    the writer (possibly another process) can open it (docs/DESIGN.md#chdb-lock)."""
     if not cfg.clickhouse.enabled:
         return
     from udfs.clickhouse.client import get_client

@@ -27,14 +27,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from job.config import ENV_REST
+
 log = logging.getLogger("inboxflow")
 
 DEFAULT_REST = "http://127.0.0.1:8081"
-ENV_REST = "INBOXFLOW_FLINK_REST"
 CHECKPOINT_DIR_KEY = "execution.checkpointing.dir"
 SAVEPOINT_DIR_KEY = "execution.checkpointing.savepoint-dir"
 RECOVERY_KEY = "execution.state-recovery.path"
@@ -354,19 +356,33 @@ def _target_dir(value: str | None) -> str | None:
     return path.as_uri() if path is not None else value
 
 
-def savepoint_command(args: argparse.Namespace) -> int:
+def _take_savepoint(
+    args: argparse.Namespace,
+    command: str,
+    doing: str,
+    take: Callable[[FlinkRest, str, str | None, float], str],
+) -> str | None:
+    """The location of the savepoint that ``take`` (a :class:`FlinkRest` method) makes of
+    ``args.job_id`` into ``--dir``, logged first as ``doing`` (with the job id and the REST
+    URL); None once ``inboxflow COMMAND: why`` is printed."""
     rest = FlinkRest(args.rest)
     try:
         target = _target_dir(args.dir)
         log.info(
-            "savepoint of job %s on %s into %s",
+            doing + " into %s",
             args.job_id,
             rest.url,
             target or "the cluster's savepoint directory",
         )
-        location = rest.savepoint(args.job_id, target, args.timeout)
+        return take(rest, args.job_id, target, args.timeout)
     except OpsError as exc:
-        print(f"inboxflow savepoint: {exc}", file=sys.stderr)
+        print(f"inboxflow {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def savepoint_command(args: argparse.Namespace) -> int:
+    location = _take_savepoint(args, "savepoint", "savepoint of job %s on %s", FlinkRest.savepoint)
+    if location is None:
         return 1
     log.info("savepoint complete; resume from it with: inboxflow run --resume %s", location)
     print(location)
@@ -374,26 +390,23 @@ def savepoint_command(args: argparse.Namespace) -> int:
 
 
 def stop_command(args: argparse.Namespace) -> int:
-    rest = FlinkRest(args.rest)
-    try:
-        if not args.savepoint:
-            log.info(
-                "cancelling job %s on %s (no savepoint; its last checkpoint is kept)",
-                args.job_id,
-                rest.url,
-            )
-            rest.cancel(args.job_id)
-            return 0
-        target = _target_dir(args.dir)
+    if not args.savepoint:
+        rest = FlinkRest(args.rest)
         log.info(
-            "stopping job %s on %s with a savepoint into %s",
+            "cancelling job %s on %s (no savepoint; its last checkpoint is kept)",
             args.job_id,
             rest.url,
-            target or "the cluster's savepoint directory",
         )
-        location = rest.stop_with_savepoint(args.job_id, target, args.timeout)
-    except OpsError as exc:
-        print(f"inboxflow stop: {exc}", file=sys.stderr)
+        try:
+            rest.cancel(args.job_id)
+        except OpsError as exc:
+            print(f"inboxflow stop: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    location = _take_savepoint(
+        args, "stop", "stopping job %s on %s with a savepoint", FlinkRest.stop_with_savepoint
+    )
+    if location is None:
         return 1
     log.info(
         "job %s stopped; resume from its savepoint with: inboxflow run --resume %s",

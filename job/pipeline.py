@@ -13,7 +13,8 @@ from pyflink.datastream import DataStream, KeyedStream
 
 from job.config import JobConfig
 from job.jvm import helper_classes
-from udfs.core.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST
+from udfs.core.contract import Kind
+from udfs.core.customer import CoreSettings
 from udfs.core.journey import JourneySettings
 from udfs.flink.customer_function import (
     KEYED_EVENT,
@@ -43,6 +44,19 @@ def journey_settings(cfg: JobConfig) -> JourneySettings:
         favourite_categories=cfg.limits.favourite_categories,
         dedup_window=cfg.limits.dedup_window,
         attribution_window_ms=cfg.clickhouse.attribution_window_ms,
+    )
+
+
+def core_settings(cfg: JobConfig, store: bool) -> CoreSettings:
+    """What the customer function's core is built from; ``store``: it emits ClickHouse rows."""
+    return CoreSettings(
+        journey=journey_settings(cfg),
+        template_dir=cfg.template_dir,
+        cart_base_url=cfg.links.cart_base_url,
+        store_shards=cfg.clickhouse.shards if store else 0,
+        schema_dir=cfg.schema_dir,
+        max_event_bytes=cfg.limits.max_event_bytes,
+        max_future_ms=cfg.limits.max_future_ms,
     )
 
 
@@ -134,20 +148,14 @@ def build(
     cfg: JobConfig, raw: DataStream, *, store: bool | None = None, enveloped: bool = False
 ) -> Outputs:
     """``raw``: raw event strings whose stream timestamps do not matter (event time is
-    assigned here from each event's ``timestamp``, DESIGN trap 1), or with ``enveloped``
-    ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
+    assigned here from each event's ``timestamp``, docs/DESIGN.md#event-time), or with
+    ``enveloped`` ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
     store = cfg.clickhouse.enabled if store is None else store
     customers = (
         process_customers(
             keyed_by_customer(cfg, raw, enveloped),
             CustomerFunction(
-                journey_settings(cfg),
-                cfg.template_dir,
-                cfg.links.cart_base_url,
-                cfg.clickhouse.shards if store else 0,
-                cfg.schema_dir,
-                cfg.limits.max_event_bytes,
-                cfg.limits.max_future_ms,
+                core_settings(cfg, store),
                 log_level=cfg.logging.level,
                 log_format=cfg.logging.format,
             ),
@@ -165,10 +173,10 @@ def build(
     j_routed.setParallelism(customers._j_data_stream.getParallelism())
     j_routed.name("route-outputs").uid("route-outputs")
 
-    def side(kind: int) -> DataStream:
-        return DataStream(j_routed.getSideOutput(router.tag(kind)))
+    def side(kind: Kind) -> DataStream:
+        return DataStream(j_routed.getSideOutput(router.tag(kind.value)))
 
-    dlq = side(KIND_DLQ)
+    dlq = side(Kind.DLQ)
     if store:
         from udfs.flink.writer_function import WriterFunction
 
@@ -195,4 +203,4 @@ def build(
         if writer_parallelism(cfg) is not None:
             rejected = rejected.set_parallelism(writer_parallelism(cfg))
         dlq = dlq.union(rejected)
-    return Outputs(requests=side(KIND_REQUEST), dlq=dlq, outcomes=side(KIND_OUTCOME))
+    return Outputs(requests=side(Kind.REQUEST), dlq=dlq, outcomes=side(Kind.OUTCOME))

@@ -51,12 +51,10 @@ from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
 
-from tests.conftest import DAY, HOUR, MINUTE, SECOND, T0
+from tests.factories import DAY, HOUR, MINUTE, SCHEMA_DIR, SECOND, T0
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = ROOT / "conf" / "schemas"
 MAX_EVENT_BYTES = 65_536
 #: The wall clock the unit harness validates against (events may be up to 24 h ahead):
 #: after every event time of a stream's span (see :func:`event_times`).

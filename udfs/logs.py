@@ -186,9 +186,10 @@ def taskmanager_log_file() -> str | None:
     except ImportError:
         return None
     try:
-        return findClass("java.lang.System").getProperty("log.file")
+        log_file: str | None = findClass("java.lang.System").getProperty("log.file")
     except Exception:  # noqa: BLE001 - no log file is no reason to fail a task
         return None
+    return log_file
 
 
 def configure_in_taskmanager(level: str, fmt: str) -> Path | None:

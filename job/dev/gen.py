@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
+from job.config import ENV_BOOTSTRAP
+from udfs.clock import wall_ms
+
 DEFAULT_START_MS = 1_767_600_000_000  # 2026-01-05T08:00:00Z: fixed for reproducible runs
 DEFAULT_SEED = 42
 DEFAULT_CUSTOMERS = 3000
@@ -43,7 +46,6 @@ DEFAULT_EVENTS = 100_000
 # long enough for +1 h and +24 h reminders of carts abandoned early in the stream.
 DEFAULT_MEAN_GAP_MS = 1500
 MAX_OUT_OF_ORDER_MS = 2000
-ENV_BOOTSTRAP = "INBOXFLOW_KAFKA_BOOTSTRAP"
 CURRENCY = "EUR"
 
 _HOUR = 3_600_000
@@ -85,49 +87,27 @@ class Product:
 
 # --------------------------------------------------------------------------- catalog
 
+# a table: one category per line
+# fmt: off
 _CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[float, float]]] = {
-    # category: (adjectives, nouns, price range in EUR)
-    "Shoes": (
-        ("Trail", "Leather", "Canvas", "Suede", "Running"),
-        ("Sneakers", "Boots", "Loafers", "Sandals"),
-        (39, 189),
-    ),
-    "Outerwear": (
-        ("Merino", "Down", "Waxed", "Rain", "Fleece"),
-        ("Jacket", "Parka", "Vest", "Coat"),
-        (59, 299),
-    ),
-    "Kitchen": (
-        ("Cast Iron", "Copper", "Bamboo", "Ceramic", "Steel"),
-        ("Skillet", "Kettle", "Board", "Bowl Set", "Whisk"),
-        (9, 149),
-    ),
-    "Books": (
-        ("Illustrated", "Pocket", "Collected", "Annotated"),
-        ("Atlas", "Cookbook", "Field Guide", "Poems"),
-        (8, 49),
-    ),
-    "Garden": (
-        ("Galvanised", "Oak", "Terracotta", "Folding"),
-        ("Planter", "Trowel", "Bench", "Watering Can"),
-        (12, 179),
-    ),
-    "Beauty": (
-        ("Rose", "Cedar", "Citrus", "Lavender"),
-        ("Soap", "Face Oil", "Candle", "Hand Cream"),
-        (6, 59),
-    ),
-    "Electronics": (
-        ("Wireless", "Compact", "Portable", "Smart"),
-        ("Speaker", "Headphones", "Lamp", "Charger"),
-        (19, 249),
-    ),
-    "Toys": (
-        ("Wooden", "Magnetic", "Plush", "Retro"),
-        ("Train Set", "Puzzle", "Bear", "Blocks"),
-        (7, 89),
-    ),
+    "Shoes": (("Trail", "Leather", "Canvas", "Suede", "Running"),
+        ("Sneakers", "Boots", "Loafers", "Sandals"), (39, 189)),
+    "Outerwear": (("Merino", "Down", "Waxed", "Rain", "Fleece"),
+        ("Jacket", "Parka", "Vest", "Coat"), (59, 299)),
+    "Kitchen": (("Cast Iron", "Copper", "Bamboo", "Ceramic", "Steel"),
+        ("Skillet", "Kettle", "Board", "Bowl Set", "Whisk"), (9, 149)),
+    "Books": (("Illustrated", "Pocket", "Collected", "Annotated"),
+        ("Atlas", "Cookbook", "Field Guide", "Poems"), (8, 49)),
+    "Garden": (("Galvanised", "Oak", "Terracotta", "Folding"),
+        ("Planter", "Trowel", "Bench", "Watering Can"), (12, 179)),
+    "Beauty": (("Rose", "Cedar", "Citrus", "Lavender"),
+        ("Soap", "Face Oil", "Candle", "Hand Cream"), (6, 59)),
+    "Electronics": (("Wireless", "Compact", "Portable", "Smart"),
+        ("Speaker", "Headphones", "Lamp", "Charger"), (19, 249)),
+    "Toys": (("Wooden", "Magnetic", "Plush", "Retro"),
+        ("Train Set", "Puzzle", "Bear", "Blocks"), (7, 89)),
 }
+# fmt: on
 
 # Names that exercise escaping and encoding in templates; placed among the most popular
 # products so that even a short stream contains them.
@@ -235,10 +215,14 @@ _LOCALES = (
 )
 _LOCALE_WEIGHTS = (16, 22, 12, 8, 6, 18, 6, 6, 6)
 _USER_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.2 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Mobile Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 )
 _LANDING_PAGES = (
@@ -285,7 +269,8 @@ def _make_customer(index: int, rng: random.Random) -> Customer:
         customer_id=f"c-{index:05d}",
         first_name=first,
         last_name=last,
-        email=f"{first_slug}.{last_slug}.{index}@{rng.choice(('example.com', 'example.org', 'example.net'))}",
+        email=f"{first_slug}.{last_slug}.{index}@"
+        f"{rng.choice(('example.com', 'example.org', 'example.net'))}",
         locale=locale,
         timezone=tz,
         utc_offset_min=offset,
@@ -720,17 +705,13 @@ def generate(
         yield item if isinstance(item, GenRecord) else _serialize(item, item.event_time_ms)
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def generate_live(
     seed: int,
     customers: int,
     events: int,
     malformed_ratio: float = 0.005,
     mean_gap_ms: float = DEFAULT_MEAN_GAP_MS,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Callable[[], int] = wall_ms,
 ) -> Iterator[GenRecord]:
     """The same sequence of events as :func:`generate`, but each well-formed event is stamped
     with ``clock()`` when it is pulled from the iterator (for latency measurements: pull it

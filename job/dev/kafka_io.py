@@ -1,6 +1,6 @@
 """Thin kafka-python helpers for tests, the demo and the benchmark (not used by the Flink job).
 
-Checked against Tansu 0.6 (``job.broker``) with kafka-python 3.0.12:
+Checked against Tansu 0.6 (``job.dev.broker``) with kafka-python 3.0.12:
 
 * API version auto-detection works (it settles on (3, 9)); no ``api_version`` pin is needed.
 * ListOffsets LATEST / ``KafkaConsumer.end_offsets`` is wrong on Tansu (it answered 1 for
@@ -23,6 +23,8 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from udfs.clock import wall_ms
 
 # (key, value, Kafka record timestamp in epoch ms or None = producer's clock)
 ProduceRecord = tuple[str | None, bytes, int | None]
@@ -174,7 +176,7 @@ def consume(
             if now >= deadline or now - last_new >= idle_timeout_s:
                 break
             batches = consumer.poll(timeout_ms=200)
-            received_at_ms = time.time_ns() // 1_000_000
+            received_at_ms = wall_ms()
             for records in batches.values():
                 for r in records:
                     out.append(

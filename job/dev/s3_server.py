@@ -2,18 +2,19 @@
 with every write request (PUT, POST, DELETE) handled under one lock.
 
 ``python -m job.dev.s3_server --host 127.0.0.1 --port PORT``; started and owned by
-``job.broker.S3Server``, never needed by the job itself.
+``job.dev.broker.S3Server``, never needed by the job itself.
 
 Why not ``moto_server`` as it is: Tansu keeps its per-partition watermarks and its producer
 sequence numbers in JSON objects that it updates with conditional PUTs (``If-Match`` on the
 ETag it read, ``If-None-Match: *`` for new objects), i.e. optimistic concurrency. moto checks
 the condition and then stores the object in two steps, and its server handles requests on
 concurrent threads, so two concurrent updates of the same object could both succeed and one
-of them was lost. Measured with plain ``moto_server``: with an idempotent producer writing to two
-partitions at once, Tansu answered some batches with DUPLICATE_SEQUENCE_NUMBER (the client
-reports offset -1 and success) without storing them, i.e. acknowledged records went
-missing, with no broker restart at all. Serializing the writes makes each conditional PUT
-atomic, as S3 guarantees (reads run concurrently: moto replaces an object in one step).
+of them was lost. Seen with plain ``moto_server`` (docs/DESIGN.md#tansu): with an idempotent
+producer writing to two partitions at once, Tansu answered some batches with
+DUPLICATE_SEQUENCE_NUMBER (the client reports offset -1 and success) without storing them,
+i.e. acknowledged records went missing, with no broker restart at all. Serializing the
+writes makes each conditional PUT atomic, as S3 guarantees (reads run concurrently: moto
+replaces an object in one step).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,8 +26,8 @@ import yaml
 from job.dev import cluster as flink_cluster
 from job.dev.broker import TansuBroker
 from job.ops import free_port
+from tests.factories import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = ROOT / "var" / "flink-sessions"
 
 
@@ -36,15 +37,10 @@ class TestCluster(flink_cluster.Cluster):
 
     __test__ = False  # not a test class
 
-    def submit(
-        self,
-        config: Path,
-        *,
-        parallelism: int | None = None,
-        savepoint: str | None = None,
-        extra_args: list[str] | tuple = (),
-        detached: bool = True,
-    ) -> str:
+    def submit(self, config: Path, **options: Any) -> str:
+        """The same options as :meth:`job.dev.cluster.Cluster.submit`."""
+        detached, parallelism = options.get("detached", True), options.get("parallelism")
+        savepoint, extra_args = options.get("savepoint"), options.get("extra_args", ())
         cmd = [
             sys.executable,
             "-m",

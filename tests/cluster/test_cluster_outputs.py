@@ -18,11 +18,11 @@ import pytest
 
 from job.dev.broker import TansuBroker
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
-from tests.conftest import HOUR, T0
 from tests.e2e import test_kafka_e2e as scenario
 from tests.e2e.conftest import OutputReader
+from tests.factories import CAMPAIGN, HOUR, T0, cart_add, raw
+from udfs.core.instant import iso_ms
 from udfs.core.journey import request_id
-from udfs.core.render import iso_ms
 
 WAIT_S = 120
 QUIET_S = 6
@@ -33,8 +33,8 @@ EXPECTED = {
     "requests": [
         (
             "cust-a",
-            request_id("abandoned_cart", "cust-a", "cart-a", T0, 1),
-            "abandoned_cart",
+            request_id(CAMPAIGN, "cust-a", "cart-a", T0, 1),
+            CAMPAIGN,
             1,
             "ann@example.com",
             "Ann, you left something in your cart",
@@ -157,7 +157,6 @@ def test_embedded_clickhouse_writer_runs_as_one_subtask(dsn: str, expected: int)
     from job.config import load_config
     from job.main import create_env, flink_settings
     from job.pipeline import build
-    from tests.conftest import cart_add, raw
 
     cfg = load_config(env={}, overrides={"clickhouse": {"enabled": True, "dsn": dsn}})
     env = create_env(flink_settings(overrides={"parallelism.default": "3"}))
@@ -181,32 +180,24 @@ def test_package_holds_the_code_conf_and_one_jar_with_connector_and_helpers(tmp_
 
     from job.submit import package
 
+    def names_in(path) -> set[str]:
+        with zipfile.ZipFile(path) as zf:
+            return set(zf.namelist())
+
     artifacts = package(tmp_path)
-    with zipfile.ZipFile(artifacts["pyfs"]) as zf:
-        names = set(zf.namelist())
-    assert {
-        "job/main.py",
-        "job/config.py",
-        "udfs/core/customer.py",
-        "udfs/flink/writer_function.py",
-        "udfs/clickhouse/host.py",
-        "conf/job.yaml",
-        "conf/schemas/email_request.json",
-        "flink-conf.yaml",
-        "templates/abandoned_cart_1.subject.j2",
-    } <= names
+    names = names_in(artifacts["pyfs"])
+    code = ["job/main.py", "job/config.py", "udfs/core/customer.py", "udfs/clickhouse/host.py"]
+    code += ["udfs/flink/writer_function.py", "templates/abandoned_cart_1.subject.j2"]
+    conf = ["conf/job.yaml", "conf/schemas/email_request.json", "flink-conf.yaml"]
+    assert {*code, *conf} <= names
     assert any(n.startswith("conf/clickhouse/") and n.endswith(".sql") for n in names)
     assert not any("__pycache__" in n for n in names)
     assert not any(n.startswith("job/dev/") for n in names)  # development tools stay home
-    with zipfile.ZipFile(artifacts["jarfile"]) as zf:
-        names = set(zf.namelist())
-    assert {
-        "io/inboxflow/flink/CustomerOperator.class",
-        "io/inboxflow/flink/EnvelopeDeserializer.class",
-        "org/apache/flink/connector/kafka/source/KafkaSource.class",
-        "org/apache/kafka/clients/consumer/KafkaConsumer.class",
-        "net/jpountz/lz4/LZ4Factory.class",
-        "org/xerial/snappy/Snappy.class",
-        "com/github/luben/zstd/Zstd.class",
-    } <= names
+    names = names_in(artifacts["jarfile"])
+    # the job's JVM helpers, the Kafka connector and client, the client's compression codecs
+    classes = ["io/inboxflow/flink/CustomerOperator", "io/inboxflow/flink/EnvelopeDeserializer"]
+    classes += ["org/apache/flink/connector/kafka/source/KafkaSource"]
+    classes += ["org/apache/kafka/clients/consumer/KafkaConsumer", "net/jpountz/lz4/LZ4Factory"]
+    classes += ["org/xerial/snappy/Snappy", "com/github/luben/zstd/Zstd"]
+    assert {f"{c}.class" for c in classes} <= names
     assert not any(n.upper().endswith((".SF", ".RSA", ".DSA")) for n in names)

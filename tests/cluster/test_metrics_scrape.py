@@ -16,6 +16,7 @@ import yaml
 from job.dev.broker import TansuBroker
 from job.prometheus import endpoints, port_range, total
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
+from tests.factories import ROOT
 from tests.integration.test_metrics import (
     EXPECTED,
     WAIT_S,
@@ -24,8 +25,6 @@ from tests.integration.test_metrics import (
     play,
     wait_for_metrics,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ import re
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
@@ -27,14 +26,22 @@ from job.dev import cluster as flink_cluster
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
 from job.ops import free_port
-from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
 from tests.e2e.conftest import JobFailed, OutputReader
-from tests.e2e.test_watermarks import keys_by_partition
+from tests.factories import (
+    HOUR,
+    MINUTE,
+    ROOT,
+    T0,
+    cart_add,
+    identify,
+    kafka_record,
+    keys_by_partition,
+    page_view,
+)
 from udfs.core.journey import request_id
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 WAIT_S = 180
 TOPICS = {"events": 2, "email.requests": 1, "events.dlq": 1, "inboxflow.outcomes": 1}
@@ -89,7 +96,7 @@ def _story(customer: str, clock_keys: list[str], start: int) -> list[tuple]:
         cart_add(customer, start, cart_id=f"cart-{customer}"),
     ]
     events += [page_view(key, start + HOUR + MINUTE) for key in clock_keys]
-    return [(e["customer_id"], raw(e).encode(), None) for e in events]
+    return [kafka_record(e) for e in events]
 
 
 def _wait_committed(bootstrap: str, ends: dict[int, int], alive) -> None:

@@ -17,14 +17,8 @@ import pytest
 
 from job.dev.broker import TansuBroker
 from tests.cluster.conftest import TestCluster
-from tests.e2e.test_resume import (
-    ROOT,
-    WAIT_S,
-    Scenario,
-    TimingChangeStory,
-    run_phases,
-    wait_for_requests,
-)
+from tests.e2e.test_resume import WAIT_S, Scenario, TimingChangeStory, run_phases, wait_for_requests
+from tests.factories import ROOT
 
 pytestmark = pytest.mark.slow
 

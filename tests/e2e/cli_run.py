@@ -15,12 +15,31 @@ from typing import Self
 
 from kafka import KafkaAdminClient
 
-from job.config import ENV_BOOTSTRAP
+from job.config import ENV_BOOTSTRAP, ENV_CLICKHOUSE_DSN
 from job.dev.broker import TansuBroker
 from tests.e2e.conftest import JobFailed
 
 INBOXFLOW = Path(sys.executable).with_name("inboxflow")
 RESTART_LINE = "JOB RESTART #"  # job.monitor.log_restart
+
+
+def start_run(broker: TansuBroker, command: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``command`` (an ``inboxflow run``) in a session of its own, so that a signal to the
+    group reaches the CLI, the JVM and the embedded Python; it reads ``broker`` (through
+    ``INBOXFLOW_KAFKA_BOOTSTRAP``) and no ClickHouse DSN from the environment, and appends
+    its output to ``log``."""
+    env = {**os.environ, ENV_BOOTSTRAP: broker.bootstrap}
+    env.pop(ENV_CLICKHOUSE_DSN, None)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 class CliRun:
@@ -33,18 +52,7 @@ class CliRun:
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / log_name
-        env = {**os.environ, ENV_BOOTSTRAP: broker.bootstrap}
-        env.pop("INBOXFLOW_CLICKHOUSE_DSN", None)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(INBOXFLOW), "run", *args],
-                cwd=workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.proc = start_run(broker, [str(INBOXFLOW), "run", *args], workdir, self.log_path)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

@@ -2,7 +2,7 @@
 mini-cluster, and a reader that keeps polling the job's output topics.
 
 The job is never run bounded here: the end of a bounded input fires every pending timer
-(DESIGN trap 7), which would hide a reminder sent before it is due. It runs until the
+(docs/DESIGN.md#end-of-input), which would hide a reminder sent before it is due. It runs until the
 expected outputs are observable and nothing new arrives, then it is cancelled.
 """
 
@@ -55,7 +55,8 @@ class OutputReader:
     ) -> None:
         """``consumer_config``: extra KafkaConsumer settings (e.g. reconnect back-off)."""
         self.records: list[OutRecord] = []
-        # group_id=None: no JoinGroup (Tansu waits half the session timeout on it, trap 6)
+        # group_id=None: no JoinGroup (Tansu waits half the session timeout on it,
+        # docs/DESIGN.md#tansu)
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
@@ -155,20 +156,24 @@ def fresh_topics(
             topics["outcomes"]: 1,
         },
     )
-    return topics, {
+    names = {"events": "events", "dlq": "dlq", "email_requests": "requests", "outcomes": "outcomes"}
+    kafka = {"topics": {name: topics[short] for name, short in names.items()}}
+    return topics, earliest_overrides(broker, prefix, kafka, **overrides)
+
+
+def earliest_overrides(broker: TansuBroker, group_id: str, kafka: dict | None = None, **sections):
+    """Config overrides that read ``broker`` from the earliest offset with the consumer group
+    ``group_id``, ClickHouse off; ``kafka`` merged into the ``kafka`` section, ``sections``
+    over the rest."""
+    return {
         "kafka": {
             "bootstrap_servers": broker.bootstrap,
             "starting_offsets": "earliest",
-            "group_id": prefix,
-            "topics": {
-                "events": topics["events"],
-                "dlq": topics["dlq"],
-                "email_requests": topics["requests"],
-                "outcomes": topics["outcomes"],
-            },
+            "group_id": group_id,
+            **(kafka or {}),
         },
         "clickhouse": {"enabled": False},
-        **overrides,
+        **sections,
     }
 
 

@@ -33,11 +33,11 @@ from kafka import KafkaAdminClient, TopicPartition
 
 from job.dev.gen import generate
 from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
-from tests.conftest import query_cli
+from tests.factories import ROOT, T0, query_cli
+from udfs.clock import wall_ms
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 16_000
 JOB_TIMEOUT_S = 300
 SETTLE_S = 3  # after the end offsets are committed: > 2 checkpoints and many flush intervals
@@ -101,7 +101,7 @@ class Run:
         spec = json.loads(json.dumps(self.spec))
         if restore_from is not None:
             spec["flink"]["execution.state-recovery.path"] = restore_from.as_uri()
-        path = self.tmp / f"spec-{int(time.time() * 1000)}.json"
+        path = self.tmp / f"spec-{wall_ms()}.json"
         path.write_text(json.dumps(spec))
         out = self.log.open("ab")
         # a session of its own: the kill takes the client, the JVM and everything it started
@@ -158,8 +158,7 @@ class Run:
 def input_offsets(broker) -> dict[int, int]:
     create_topics(broker.bootstrap, {"crash-events": 2})
     records = [
-        (r.key, r.value, None)
-        for r in generate(seed=5, customers=300, events=EVENTS, start_ms=1_767_600_000_000)
+        (r.key, r.value, None) for r in generate(seed=5, customers=300, events=EVENTS, start_ms=T0)
     ]
     offsets = end_offsets_from_deliveries(produce(broker.bootstrap, "crash-events", records))
     assert sorted(offsets) == [0, 1]

@@ -19,22 +19,26 @@ import pytest
 from job.config import load_config
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
-from tests.conftest import HOUR, T0, cart_add, identify, page_view, query_cli, raw
 from tests.e2e.cli_run import CliRun, wait_for_commit
 from tests.e2e.conftest import OutputReader
+from tests.factories import (
+    CAMPAIGN,
+    HOUR,
+    T0,
+    cart_add,
+    identify,
+    kafka_record,
+    page_view,
+    query_cli,
+)
 from udfs.core.journey import request_id
 
 A, B, C = "cust-a", "cust-b", "cust-c"  # partitions 1, 1, 0 (murmur2 % 2)
 CLOCK = {0: "shopper-1", 1: "shopper-0"}  # a customer per partition moves its watermark
 EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
-CAMPAIGN = "abandoned_cart"
 WAIT_S = 150  # start-up of a whole job on a loaded 2-core machine included
 COMMIT_S = 90  # checkpoints every 10 s (flink-conf.yaml)
 QUIET_S = 3
-
-
-def _records(events: list[dict]) -> list[tuple[str, bytes, None]]:
-    return [(e["customer_id"], raw(e).encode(), None) for e in events]
 
 
 def _clock(ts: int) -> list[dict]:
@@ -56,8 +60,8 @@ RUN_2 = [
 
 
 def _send(bootstrap: str, topic: str, events: list[dict]) -> list[tuple[int, int]]:
-    deliveries = produce(bootstrap, topic, _records(events))
-    for event, (partition, _) in zip(events, deliveries):  # the scenario's premise
+    deliveries = produce(bootstrap, topic, [kafka_record(e) for e in events])
+    for event, (partition, _) in zip(events, deliveries, strict=True):  # the scenario's premise
         assert partition == EXPECTED_PARTITION[event["customer_id"]], event["customer_id"]
     return deliveries
 

@@ -29,46 +29,35 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka.partitioner.default import murmur2
 
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import produce
-from tests.conftest import (
+from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
+from tests.factories import (
+    CAMPAIGN,
+    MIN_WATERMARK,
     MINUTE,
     cart_add,
+    customer_core,
     identify,
+    keys_by_partition,
     page_view,
     purchase,
     raw,
 )
-from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
 from tests.fuzzing import fuzzed_records
 from tests.integration.envelope import JvmEnvelope
-from udfs.core.customer import KIND_REQUEST, CustomerCore, Step
+from udfs.clock import wall_ms
+from udfs.core.contract import Kind
+from udfs.core.customer import CustomerCore, Step
 from udfs.core.journey import request_id
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 9
 FUZZED = 500
 PARTITIONS = 2
-CAMPAIGN = "abandoned_cart"
 WAIT_FOR_JOB_S = 180
 QUIET_S = 8
 WINDOW = 4 * MINUTE
-
-
-def partition_of(key: str) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
-
-
-def clock_keys() -> list[str]:
-    """One customer id per partition, for the page views that move each watermark."""
-    keys: dict[int, str] = {}
-    n = 0
-    while len(keys) < PARTITIONS:
-        keys.setdefault(partition_of(f"fz-clock-{n}"), f"fz-clock-{n}")
-        n += 1
-    return [keys[p] for p in range(PARTITIONS)]
 
 
 class Harness:
@@ -92,11 +81,11 @@ class Harness:
                 self.timer[key] = step.timers[1]
         if step.state is not None:
             self.state[key] = step.state
-        for kind, _, _, _, payload in step.outputs:
+        for kind, _, _, payload in step.outputs:
             value = json.loads(payload)
-            if kind == KIND_REQUEST:
+            if kind == Kind.REQUEST:
                 self.requests[value["request_id"]] = value
-            elif kind == 2:
+            elif kind == Kind.DLQ:
                 self.dlq_reasons[value["reason"]] += 1
                 self.dlq_by_payload[value["payload"]] = value["reason"]
 
@@ -108,7 +97,7 @@ class Harness:
             return
         self.applied += 1
         raw_state = self.state.get(key, (None, None, None))
-        self._commit(key, self.core.on_event(event, text, raw_state, -(2**63), -1, now))
+        self._commit(key, self.core.on_event(event, text, raw_state, MIN_WATERMARK, -1, now))
 
     def fire(self, watermark: int, now: int) -> None:
         while due := sorted((t, k) for k, t in self.timer.items() if t <= watermark):
@@ -128,7 +117,7 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
         PARTITIONS,
         {"watermarks": {"out_of_orderness": "5m", "idleness": "1s"}},
     )
-    now = int(time.time() * 1000)
+    now = wall_ms()
     f = (now // MINUTE - 2 * 24 * 60) * MINUTE  # the window's start: two days ago
     story = [
         identify("fz-A", f, email="ann@example.com", first_name="Ann"),
@@ -139,7 +128,9 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
         identify("fz-C", f, email="cy@example.com", first_name="Cy"),
         cart_add("fz-C", f + 3 * MINUTE, "p2", 4.0, 1, "cart-c", name="Spoon"),
     ]
-    finale = [page_view(key, f + 70 * MINUTE) for key in clock_keys()]
+    # one customer per partition: their page views move each partition's watermark
+    clocks = [keys[0] for keys in keys_by_partition(PARTITIONS, 1, "fz-clock-")]
+    finale = [page_view(key, f + 70 * MINUTE) for key in clocks]
     final_watermark = f + 65 * MINUTE - 1
     fuzz = fuzzed_records(SEED, FUZZED, start=f, span=WINDOW)
     # interleaved: the story's events spread among the fuzzed records, the clocks last
@@ -158,34 +149,17 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
             # producer keys by customer: one customer's records stay in order.
             envelope = JvmEnvelope(cfg.limits.max_future_ms)
             envelopes = [envelope.envelope(v) for v in values]
-            core = CustomerCore(
-                _settings(cfg),
-                cfg.template_dir,
-                cfg.links.cart_base_url,
-                0,
-                cfg.schema_dir,
-                cfg.limits.max_event_bytes,
-                cfg.limits.max_future_ms,
-            )
+            core = customer_core(store_shards=0)  # the job's journey: cfg changes no part of it
             keep = [_in_window(core.validate(k, text, now), t, f) for k, t, text in envelopes]
             assert keep.count(False) <= FUZZED // 5, f"{keep.count(False)} left out"
             records = [
-                (k or None, v) for v, (k, _, _), kept in zip(values, envelopes, keep) if kept
+                (k or None, v)
+                for v, (k, _, _), kept in zip(values, envelopes, keep, strict=True)
+                if kept
             ]
             records += [(e["customer_id"], raw(e).encode()) for e in finale]
             assert sum(1 for k, _ in records if k and k.startswith("fz-")) == len(story) + 2
-            harness = Harness(
-                CustomerCore(
-                    _settings(cfg),
-                    cfg.template_dir,
-                    cfg.links.cart_base_url,
-                    0,
-                    cfg.schema_dir,
-                    cfg.limits.max_event_bytes,
-                    cfg.limits.max_future_ms,
-                ),
-                envelope,
-            )
+            harness = Harness(customer_core(store_shards=0), envelope)
             for _, value in records:
                 harness.event(value, now)
             harness.fire(final_watermark, now)
@@ -261,12 +235,6 @@ def _in_window(validated: dict | Step, jvm_time: int, start: int) -> bool:
     if type(validated) is Step:
         return True
     return start <= jvm_time and start <= validated["timestamp"] < end
-
-
-def _settings(cfg):
-    from job.pipeline import journey_settings
-
-    return journey_settings(cfg)
 
 
 def _gauge(job, name: str) -> int:

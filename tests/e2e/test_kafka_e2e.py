@@ -1,10 +1,11 @@
 """The real job against the real Kafka wire protocol (Tansu), unbounded, parallelism 2, with
 Kafka record timestamps three days after every event's own time.
 
-Were the job to use Kafka's record time as event time (DESIGN trap 1), the watermark would
-jump three days ahead on the first record and every reminder, B's and C's included, would go
-out at once. The source is unbounded and cancelled once the outputs settle, because the end
-of a bounded input fires every pending timer (trap 7) and would hide an early reminder.
+Were the job to use Kafka's record time as event time (docs/DESIGN.md#event-time), the
+watermark would jump three days ahead on the first record and every reminder, B's and C's
+included, would go out at once. The source is unbounded and cancelled once the outputs settle,
+because the end of a bounded input fires every pending timer (docs/DESIGN.md#end-of-input)
+and would hide an early reminder.
 
 Timeline (out-of-orderness 5 min, step 1 due 1 h after the last cart activity; the watermark
 is the highest event time seen minus 5 min minus 1 ms), per-partition order = production order:
@@ -24,7 +25,6 @@ behind the watermark and the idleness timeout cannot reorder anything (exact out
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -34,23 +34,32 @@ import pytest
 from job.config import load_config
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import consume, create_topics, produce
-from tests.conftest import (
+from tests.e2e.conftest import (
+    OutputReader,
+    earliest_overrides,
+    job_on_fresh_topics,
+    running_job,
+)
+from tests.factories import (
+    CAMPAIGN,
     DAY,
+    EMAIL_REQUEST_SCHEMA,
     HOUR,
     MINUTE,
     T0,
     cart_add,
     identify,
+    kafka_record,
+    negative_price,
     page_view,
     purchase,
     raw,
+    teleport,
 )
-from tests.e2e.conftest import OutputReader, running_job
+from udfs.clock import wall_ms
+from udfs.core.instant import iso_ms
 from udfs.core.journey import request_id
-from udfs.core.render import iso_ms
 
-ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = "abandoned_cart"
 KAFKA_SKEW_MS = 3 * DAY  # every Kafka record time = event time + 3 days
 
 # Customer ids chosen for their partition (murmur2 % 2): each partition holds customers and
@@ -64,10 +73,10 @@ QUIET_S = 8  # nothing new for this long = the outputs have settled
 
 
 def _record(event: dict) -> tuple[str, bytes, int]:
-    return event["customer_id"], raw(event).encode(), event["timestamp"] + KAFKA_SKEW_MS
+    return kafka_record(event, event["timestamp"] + KAFKA_SKEW_MS)
 
 
-FAR_FUTURE = int(time.time() * 1000) + 30 * DAY
+FAR_FUTURE = wall_ms() + 30 * DAY
 
 
 def _bad(key: str | None, text: str) -> tuple[str | None, bytes, int]:
@@ -87,22 +96,8 @@ PHASE_1A = [
     # move the watermark (else every reminder would fire at once, early)
     _bad(A, raw(page_view(A, FAR_FUTURE, event_id="f1"))),
     _bad(C, raw(page_view(C, FAR_FUTURE, event_id="f2"))),
-    _bad(
-        A,
-        json.dumps({"event_id": "x1", "event_type": "teleport", "customer_id": A, "timestamp": T0}),
-    ),
-    _bad(
-        C,
-        json.dumps(
-            {
-                "event_id": "x2",
-                "event_type": "cart_add",
-                "customer_id": C,
-                "timestamp": T0,
-                "properties": {"product_id": "p1", "price": -3},
-            }
-        ),
-    ),
+    _bad(A, teleport(A, "x1")),
+    _bad(C, negative_price(C, "x2")),
 ]
 C_PURCHASE = purchase(C, T0 + 59 * MINUTE, cart_id="cart-c", order_id="o-c")
 PHASE_1B = [
@@ -141,7 +136,7 @@ def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
 
 def _send(bootstrap: str, topic: str, records: list) -> None:
     deliveries = produce(bootstrap, topic, records)
-    for (key, _, _), (partition, _) in zip(records, deliveries):
+    for (key, _, _), (partition, _) in zip(records, deliveries, strict=True):
         if key in EXPECTED_PARTITION:  # the scenario's premise, not the job's behaviour
             assert partition == EXPECTED_PARTITION[key], (key, partition)
 
@@ -156,20 +151,12 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
         topics_cfg.outcomes,
     )
     create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 2, outcomes: 2})
+    watermarks = {"out_of_orderness": "5m", "idleness": "1s"}
     cfg = load_config(
-        env={},
-        overrides={
-            "kafka": {
-                "bootstrap_servers": broker.bootstrap,
-                "starting_offsets": "earliest",
-                "group_id": f"e2e-{uuid.uuid4()}",
-            },
-            "watermarks": {"out_of_orderness": "5m", "idleness": "1s"},
-            "clickhouse": {"enabled": False},
-        },
+        env={}, overrides=earliest_overrides(broker, f"e2e-{uuid.uuid4()}", watermarks=watermarks)
     )
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
-    started_ms = int(time.time() * 1000)
+    started_ms = wall_ms()
     try:
         with running_job(cfg, tmp_path / "checkpoints") as job:
             # phase 1a: all cart activity; the DLQ markers show both partitions were read
@@ -205,7 +192,7 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     (req,) = reader.of(requests)
     assert req.key == A
     # output records carry the time they were produced, not the (months old) event time
-    finished_ms = int(time.time() * 1000)
+    finished_ms = wall_ms()
     for record in reader.records:
         assert started_ms <= record.timestamp_ms <= finished_ms, record.topic
     value = req.value
@@ -230,7 +217,7 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     assert [(i["product_id"], i["quantity"], i["price"]) for i in value["metadata"]["items"]] == [
         ("p1", 2, 12.5)
     ]
-    schema = json.loads((ROOT / "conf/schemas/email_request.json").read_text())
+    schema = json.loads(EMAIL_REQUEST_SCHEMA.read_text())
     jsonschema.Draft202012Validator(schema).validate(value)
 
     assert _outcomes(reader, outcomes) == sorted(PHASE_1_OUTCOMES + PHASE_2_OUTCOMES)
@@ -261,45 +248,18 @@ def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
     because the source keeps one watermark per partition and emits their minimum (idleness
     off, so the empty partition 1 holds the watermark back until it has data). A single
     watermark over the merged stream would count every partition-1 event as late."""
-    run = uuid.uuid4().hex[:8]
-    events, dlq, requests, outcomes = (
-        f"wm-{run}.{t}" for t in ("events", "dlq", "requests", "outcomes")
+    cfg, topics = job_on_fresh_topics(
+        broker,
+        f"wm-{uuid.uuid4().hex[:8]}",
+        2,
+        {"watermarks": {"out_of_orderness": "5m", "idleness": "0s"}},
     )
-    create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 1, outcomes: 1})
-    cfg = load_config(
-        env={},
-        overrides={
-            "kafka": {
-                "bootstrap_servers": broker.bootstrap,
-                "starting_offsets": "earliest",
-                "group_id": f"wm-{run}",
-                "topics": {
-                    "events": events,
-                    "dlq": dlq,
-                    "email_requests": requests,
-                    "outcomes": outcomes,
-                },
-            },
-            "watermarks": {"out_of_orderness": "5m", "idleness": "0s"},
-            "clickhouse": {"enabled": False},
-        },
-    )
+    events, dlq, requests, outcomes = (topics[t] for t in ("events", "dlq", "requests", "outcomes"))
     ahead = [  # partition 0
         _record(identify(C, T0, email="cy@example.com", first_name="Cy")),
         _record(cart_add(C, T0, cart_id="cart-c")),
         _record(page_view("shopper-1", T0 + 10 * HOUR)),
-        _bad(
-            C,
-            json.dumps(
-                {
-                    "event_id": "x2",
-                    "event_type": "cart_add",
-                    "customer_id": C,
-                    "timestamp": T0,
-                    "properties": {"product_id": "p1", "price": -3},
-                }
-            ),
-        ),
+        _bad(C, negative_price(C, "x2")),
     ]
     behind = [  # partition 1
         _record(identify(A, T0, email="ann@example.com", first_name="Ann")),

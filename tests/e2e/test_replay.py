@@ -16,14 +16,23 @@ from job.config import DEFAULT_CONFIG, load_config
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import create_topics, produce
 from job.replay import DRY_RUN_FILES, parse_timestamp
-from tests.conftest import DAY, HOUR, MINUTE, T0, cart_add, identify, page_view, raw
 from tests.e2e.cli_run import CliRun, committed_offsets
 from tests.e2e.conftest import OutputReader
+from tests.factories import (
+    CAMPAIGN,
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    identify,
+    kafka_record,
+    page_view,
+)
 from udfs.core.journey import request_id
 
 A, B, C = "cust-a", "cust-b", "cust-c"  # partitions 1, 1, 0 (murmur2 % 2)
 EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
-CAMPAIGN = "abandoned_cart"
 WAIT_S = 150
 QUIET_S = 6
 # Kafka record times: three days after the events' own times, one hour apart between the part
@@ -76,10 +85,6 @@ def test_start_offsets_by_record_time_are_exact_where_the_broker_answers_by_appe
     assert found == {-1: {0: 0}, 0: {0: 0}, 1500: {0: 2}, 2000: {0: 2}, 9000: {0: 4}}
 
 
-def _record(event: dict, kafka_ms: int) -> tuple[str, bytes, int]:
-    return event["customer_id"], raw(event).encode(), kafka_ms
-
-
 # skipped by the replay (Kafka time before REPLAY_FROM); read, they would remind A and C
 OLD = [
     identify(A, T0, email="ann@example.com", first_name="Ann"),
@@ -94,10 +99,10 @@ NEW = [
     page_view("shopper-0", T0 + 6 * HOUR),
 ]
 HISTORY = (
-    [_record(e, KAFKA_OLD + i) for i, e in enumerate(OLD)]
+    [kafka_record(e, KAFKA_OLD + i) for i, e in enumerate(OLD)]
     + [(C, b"not json, old", KAFKA_OLD + 10)]
     + [(C, b"not json, new", REPLAY_FROM)]
-    + [_record(e, REPLAY_FROM + 1 + i) for i, e in enumerate(NEW)]
+    + [kafka_record(e, REPLAY_FROM + 1 + i) for i, e in enumerate(NEW)]
 )
 
 
@@ -128,7 +133,7 @@ def test_dry_run_replays_from_a_record_time_with_a_changed_journey_and_mails_nob
         {topics.events: 2, topics.dlq: 1, topics.email_requests: 1, topics.outcomes: 1},
     )
     deliveries = produce(broker.bootstrap, topics.events, HISTORY)
-    for (key, _, _), (partition, _) in zip(HISTORY, deliveries):  # the scenario's premise
+    for (key, _, _), (partition, _) in zip(HISTORY, deliveries, strict=True):  # the premise
         assert partition == EXPECTED_PARTITION[key], key
     # the production group is somewhere in the history; the dry run must leave it there
     production = {0: 1, 1: 2}

@@ -26,20 +26,28 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from job.config import ENV_BOOTSTRAP, ENV_CLICKHOUSE_DSN
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import create_topics, produce
 from job.main import DEFAULT_FLINK_CONF
 from job.ops import free_port
-from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
+from tests.e2e.cli_run import start_run
 from tests.e2e.conftest import OutputReader
-from tests.e2e.test_watermarks import keys_by_partition
+from tests.factories import (
+    CAMPAIGN,
+    HOUR,
+    MINUTE,
+    ROOT,
+    T0,
+    cart_add,
+    identify,
+    keys_by_partition,
+    page_view,
+    raw,
+)
 from udfs.core.journey import request_id
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = "abandoned_cart"
 BOUND = MINUTE  # watermarks.out_of_orderness
 WAIT_S = 240  # job start-up (JVM, a loaded 2-core machine) included
 QUIET_S = 4  # nothing new for this long after the expected outputs: nothing more comes
@@ -152,28 +160,10 @@ class RunProcess:
     def __init__(self, scenario: Scenario, name: str, *args: str) -> None:
         self.log = scenario.tmp / f"{name}.log"
         self.rest_url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, ENV_BOOTSTRAP: scenario.broker.bootstrap}
-        env.pop(ENV_CLICKHOUSE_DSN, None)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "job.cli",
-                    "run",
-                    "--flink-conf",
-                    str(scenario.flink_conf),
-                    "--rest-port",
-                    self.rest_url.rsplit(":", 1)[1],
-                    *args,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        port = self.rest_url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "job.cli", "run", "--flink-conf", str(scenario.flink_conf)]
+        command += ["--rest-port", port, *args]
+        self.proc = start_run(scenario.broker, command, ROOT, self.log)
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]

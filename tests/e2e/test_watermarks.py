@@ -19,34 +19,30 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka.partitioner.default import murmur2
 
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import produce
-from tests.conftest import HOUR, MINUTE, SECOND, T0, cart_add, identify, raw
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
+from tests.factories import (
+    CAMPAIGN,
+    HOUR,
+    MINUTE,
+    SECOND,
+    T0,
+    cart_add,
+    identify,
+    keys_by_partition,
+    raw,
+)
+from udfs.clock import wall_ms
 from udfs.core.journey import request_id
 
-CAMPAIGN = "abandoned_cart"
 WAIT_FOR_JOB_S = 180
 QUIET_S = 8
 BOUND = 5 * MINUTE
 # the last cart activity on each partition, in 10-minute steps: partitions end at different
 # event times (partition 1 runs furthest, partition 0 stops first)
 STEPS = (2, 30, 10, 20)
-
-
-def keys_by_partition(partitions: int, per_partition: int, prefix: str) -> list[list[str]]:
-    """Customer ids that Kafka's default partitioner puts on each partition."""
-    found: list[list[str]] = [[] for _ in range(partitions)]
-    n = 0
-    while any(len(keys) < per_partition for keys in found):
-        key = f"{prefix}{n}"
-        slot = found[(murmur2(key.encode()) & 0x7FFFFFFF) % partitions]
-        if len(slot) < per_partition:
-            slot.append(key)
-        n += 1
-    return found
 
 
 def job_config(
@@ -126,7 +122,7 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
     try:
         with running_job(cfg, tmp_path / "checkpoints", parallelism) as job:
             # the job is up once a first live event has come through: wait for its output
-            warm = int(time.time() * 1000)
+            warm = wall_ms()
             produce(
                 broker.bootstrap,
                 topics["events"],
@@ -136,7 +132,7 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
                 ],
             )
             time.sleep(15)  # start-up: the source reads, nothing is due
-            now = int(time.time() * 1000)
+            now = wall_ms()
             produce(
                 broker.bootstrap,
                 topics["events"],

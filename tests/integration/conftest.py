@@ -1,6 +1,6 @@
 """Mini-cluster helpers: run the real topology on a bounded collection and collect every
-output stream. End of input fires every pending timer (DESIGN trap 7), so expectations
-include every step of every journey still open at the end."""
+output stream. End of input fires every pending timer (docs/DESIGN.md#end-of-input), so
+expectations include every step of every journey still open at the end."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def test_round_trip_keeps_keys_values_and_record_timestamps(broker: TansuBroker)
         by_partition.setdefault(partition, []).append(offset)
     assert all(sorted(o) == list(range(len(o))) for o in by_partition.values())
     for key in {k for k, _, _ in records if k is not None}:
-        assert len({d[0] for d, r in zip(deliveries, records) if r[0] == key}) == 1
+        assert len({d[0] for d, r in zip(deliveries, records, strict=True) if r[0] == key}) == 1
     ends = end_offsets_from_deliveries(deliveries)
     assert ends == {p: len(o) for p, o in by_partition.items()}
 
@@ -55,7 +55,7 @@ def test_round_trip_keeps_keys_values_and_record_timestamps(broker: TansuBroker)
 
     assert len(got) == 100
     assert Counter((r.key, r.value, r.timestamp_ms) for r in got) == Counter(records)
-    sent_at = {(p, o): rec for (p, o), rec in zip(deliveries, records)}
+    sent_at = {(p, o): rec for (p, o), rec in zip(deliveries, records, strict=True)}
     assert all(sent_at[(r.partition, r.offset)] == (r.key, r.value, r.timestamp_ms) for r in got)
     assert all(r.topic == "roundtrip" for r in got)
     assert Counter(r.partition for r in got) == ends

@@ -15,17 +15,9 @@ from job.dev.broker import TansuBroker
 from job.dev.kafka_io import produce
 from job.ops import free_port
 from job.prometheus import by_label, scrape, total
-from tests.conftest import (
-    HOUR,
-    MINUTE,
-    T0,
-    cart_add,
-    identify,
-    page_view,
-    purchase,
-    raw,
-)
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
+from tests.factories import HOUR, MINUTE, T0, cart_add, identify, page_view, purchase, raw, teleport
+from udfs.clock import wall_ms
 
 WAIT_S = 120  # job start-up included; a loaded 2-core machine is slow
 
@@ -42,7 +34,7 @@ def story(tag: str) -> tuple[list, list, list, dict]:
     a, b, c, clock, late = (f"{tag}-{n}" for n in ("A", "B", "C", "clock", "late"))
 
     def rec(key, text):
-        return key, text.encode(), int(time.time() * 1000)
+        return key, text.encode(), wall_ms()
 
     phase1 = [
         rec(a, raw(identify(a, T0, email="ann@example.com", first_name="Ann"))),
@@ -54,17 +46,7 @@ def story(tag: str) -> tuple[list, list, list, dict]:
         rec(a, raw(cart_add(a, T0 + MINUTE, cart_id="cart-a", event_id=f"{tag}-dup"))),
         rec(a, raw(cart_add(a, T0 + MINUTE, cart_id="cart-a", event_id=f"{tag}-dup"))),
         rec(None, "not json at all"),
-        rec(
-            a,
-            json.dumps(
-                {
-                    "event_id": f"{tag}-x1",
-                    "event_type": "teleport",
-                    "customer_id": a,
-                    "timestamp": T0,
-                }
-            ),
-        ),
+        rec(a, teleport(a, f"{tag}-x1")),
         rec(
             None, json.dumps({"event_id": f"{tag}-x3", "event_type": "page_view", "timestamp": T0})
         ),
@@ -169,7 +151,7 @@ def check_latency(samples: list) -> None:
         for s in samples
         if s.name.endswith("inboxflow_reminder_lateness_max_ms") and s.value > 0
     ]
-    assert abs(late_ms - (time.time() * 1000 - (T0 + MINUTE + HOUR))) < 10 * 60 * 1000
+    assert abs(late_ms - (wall_ms() - (T0 + MINUTE + HOUR))) < 10 * 60 * 1000
 
 
 def check_json_logs(paths: list[Path], tag: str, ids: dict) -> None:

@@ -4,28 +4,15 @@ set of email requests, DLQ records and outcomes for a known event set."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from tests.conftest import (
-    DAY,
-    HOUR,
-    MINUTE,
-    T0,
-    cart_add,
-    cart_remove,
-    identify,
-    purchase,
-    raw,
-    unsubscribe,
-)
+from tests import factories as f
+from tests.factories import CAMPAIGN, DAY, EMAIL_REQUEST_SCHEMA, HOUR, MINUTE, T0
 from tests.integration.conftest import run_bounded
 from udfs.core.journey import request_id
 
-ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = "abandoned_cart"
 SUBJECT_1 = "{}, you left something in your cart"
 SUBJECT_2 = "Still thinking it over, {}? Your cart won't wait forever"
 XSS = "<script>alert(1)</script> Mug"
@@ -35,105 +22,66 @@ def scenario() -> list[str]:
     """One customer per behaviour, events in time order per customer."""
     return [
         # A: abandons two items, one with a hostile name -> steps 1 and 2
-        raw(identify("A", T0, email="ann@example.com", first_name="Ann")),
-        raw(cart_add("A", T0 + MINUTE, "p1", 12.5, 2, "cart-A", name=XSS), iso=True),
-        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon")),
+        f.raw(f.identify("A", T0, email="ann@example.com", first_name="Ann")),
+        f.raw(f.cart_add("A", T0 + MINUTE, "p1", 12.5, 2, "cart-A", name=XSS), iso=True),
+        f.raw(f.cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon")),
         # B: buys the cart -> nothing
-        raw(identify("B", T0, email="bob@example.com", first_name="Bob")),
-        raw(cart_add("B", T0 + MINUTE, cart_id="cart-B")),
-        raw(purchase("B", T0 + 20 * MINUTE, cart_id="cart-B", order_id="oB")),
+        f.raw(f.identify("B", T0, email="bob@example.com", first_name="Bob")),
+        f.raw(f.cart_add("B", T0 + MINUTE, cart_id="cart-B")),
+        f.raw(f.purchase("B", T0 + 20 * MINUTE, cart_id="cart-B", order_id="oB")),
         # C: buys a different cart -> this cart's reminders still go out
-        raw(identify("C", T0, email="cy@example.com", first_name="Cy")),
-        raw(cart_add("C", T0 + MINUTE, cart_id="cart-C1")),
-        raw(purchase("C", T0 + 5 * MINUTE, cart_id="cart-C2", order_id="oC")),
+        f.raw(f.identify("C", T0, email="cy@example.com", first_name="Cy")),
+        f.raw(f.cart_add("C", T0 + MINUTE, cart_id="cart-C1")),
+        f.raw(f.purchase("C", T0 + 5 * MINUTE, cart_id="cart-C2", order_id="oC")),
         # D: never identified -> both steps skipped for lack of an email address
-        raw(cart_add("D", T0, cart_id="cart-D")),
+        f.raw(f.cart_add("D", T0, cart_id="cart-D")),
         # E: unsubscribes -> nothing
-        raw(identify("E", T0, email="eve@example.com", first_name="Eve")),
-        raw(cart_add("E", T0 + MINUTE, cart_id="cart-E")),
-        raw(unsubscribe("E", T0 + 2 * MINUTE)),
+        f.raw(f.identify("E", T0, email="eve@example.com", first_name="Eve")),
+        f.raw(f.cart_add("E", T0 + MINUTE, cart_id="cart-E")),
+        f.raw(f.unsubscribe("E", T0 + 2 * MINUTE)),
         # F: comes back after step 1 was due: step 1 fires first, then the cart re-arms
-        raw(identify("F", T0, email="fay@example.com", first_name="Fay")),
-        raw(cart_add("F", T0, cart_id="cart-F")),
-        raw(cart_add("F", T0 + 2 * HOUR, "p9", cart_id="cart-F")),
+        f.raw(f.identify("F", T0, email="fay@example.com", first_name="Fay")),
+        f.raw(f.cart_add("F", T0, cart_id="cart-F")),
+        f.raw(f.cart_add("F", T0 + 2 * HOUR, "p9", cart_id="cart-F")),
         # G: empties the cart -> nothing
-        raw(identify("G", T0, email="gus@example.com", first_name="Gus")),
-        raw(cart_add("G", T0, cart_id="cart-G")),
-        raw(cart_remove("G", T0 + MINUTE)),
+        f.raw(f.identify("G", T0, email="gus@example.com", first_name="Gus")),
+        f.raw(f.cart_add("G", T0, cart_id="cart-G")),
+        f.raw(f.cart_remove("G", T0 + MINUTE)),
         # duplicates of an event id are applied once
-        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")),
-        raw(cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")),
+        f.raw(
+            f.cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")
+        ),
+        f.raw(
+            f.cart_add("A", T0 + 2 * MINUTE, "p2", 5.0, 1, "cart-A", name="Spoon", event_id="dup-1")
+        ),
         # malformed input, interleaved with the valid events above
         "not json at all",
-        json.dumps(
-            {"event_id": "x1", "event_type": "teleport", "customer_id": "A", "timestamp": T0}
-        ),
-        json.dumps(
-            {
-                "event_id": "x2",
-                "event_type": "cart_add",
-                "customer_id": "A",
-                "timestamp": T0,
-                "properties": {"product_id": "p1", "price": -3},
-            }
-        ),
+        f.teleport("A", "x1"),
+        f.negative_price("A", "x2"),
         json.dumps({"event_id": "x3", "event_type": "page_view", "timestamp": T0}),
         "[1, 2, 3]",
     ]
 
 
 def expected_requests() -> set[tuple]:
+    """(request id, to, step, subject, due at) of every reminder: step 1 an hour, step 2 a
+    day after the cart's last activity (``armed``)."""
+    subject, after = {1: SUBJECT_1, 2: SUBJECT_2}, {1: HOUR, 2: DAY}
+
+    def reminder(cid: str, name: str, cart_id: str, armed: int, step: int) -> tuple:
+        rid = request_id(CAMPAIGN, cid, cart_id, armed, step)
+        to = f"{name.lower()}@example.com"
+        return rid, to, step, subject[step].format(name), armed + after[step]
+
     a_armed, c_armed, f1, f2 = T0 + 2 * MINUTE, T0 + MINUTE, T0, T0 + 2 * HOUR
     return {
-        (
-            request_id(CAMPAIGN, "A", "cart-A", a_armed, 1),
-            "ann@example.com",
-            1,
-            SUBJECT_1.format("Ann"),
-            a_armed + HOUR,
-        ),
-        (
-            request_id(CAMPAIGN, "A", "cart-A", a_armed, 2),
-            "ann@example.com",
-            2,
-            SUBJECT_2.format("Ann"),
-            a_armed + DAY,
-        ),
-        (
-            request_id(CAMPAIGN, "C", "cart-C1", c_armed, 1),
-            "cy@example.com",
-            1,
-            SUBJECT_1.format("Cy"),
-            c_armed + HOUR,
-        ),
-        (
-            request_id(CAMPAIGN, "C", "cart-C1", c_armed, 2),
-            "cy@example.com",
-            2,
-            SUBJECT_2.format("Cy"),
-            c_armed + DAY,
-        ),
-        (
-            request_id(CAMPAIGN, "F", "cart-F", f1, 1),
-            "fay@example.com",
-            1,
-            SUBJECT_1.format("Fay"),
-            f1 + HOUR,
-        ),
-        (
-            request_id(CAMPAIGN, "F", "cart-F", f2, 1),
-            "fay@example.com",
-            1,
-            SUBJECT_1.format("Fay"),
-            f2 + HOUR,
-        ),
-        (
-            request_id(CAMPAIGN, "F", "cart-F", f2, 2),
-            "fay@example.com",
-            2,
-            SUBJECT_2.format("Fay"),
-            f2 + DAY,
-        ),
+        reminder("A", "Ann", "cart-A", a_armed, 1),
+        reminder("A", "Ann", "cart-A", a_armed, 2),
+        reminder("C", "Cy", "cart-C1", c_armed, 1),
+        reminder("C", "Cy", "cart-C1", c_armed, 2),
+        reminder("F", "Fay", "cart-F", f1, 1),
+        reminder("F", "Fay", "cart-F", f2, 1),
+        reminder("F", "Fay", "cart-F", f2, 2),
     }
 
 
@@ -152,7 +100,7 @@ def outputs(request):
 
 
 def request_tuples(outputs) -> set[tuple]:
-    from udfs.core.render import iso_ms
+    from udfs.core.instant import iso_ms
 
     got = set()
     for key, req in outputs["requests"]:
@@ -218,7 +166,7 @@ def test_outcomes_explain_every_journey(outputs):
 
 
 def test_requests_match_their_schema_and_escape_product_names(outputs):
-    schema = json.loads((ROOT / "conf/schemas/email_request.json").read_text())
+    schema = json.loads(EMAIL_REQUEST_SCHEMA.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     for _, req in outputs["requests"]:
         validator.validate(req)

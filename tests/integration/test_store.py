@@ -1,7 +1,8 @@
-"""udfs/clickhouse/ and job/db.py against the real ClickHouse engine (chdb through clickhouse-connect).
+"""udfs/clickhouse/ and job/db.py against the real ClickHouse engine (chdb through
+clickhouse-connect).
 
 One chdb directory per module and one shared store handle: chdb hosts a single engine path per
-process (DESIGN.md trap 8). Each test starts from empty tables.
+process (docs/DESIGN.md#chdb-lock). Each test starts from empty tables.
 """
 
 from __future__ import annotations
@@ -13,96 +14,28 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
 from job import db
+from tests.factories import (
+    HOUR,
+    ROOT,
+    STORE_T0,
+    Backoffs,
+    email_row,
+    profile_row,
+    recovery_row,
+)
 from udfs.clickhouse.client import get_client
 from udfs.clickhouse.dsn import resolve_dsn
 from udfs.clickhouse.errors import RowRejected, StoreError, StoreLockedError, TransientStoreError
 from udfs.clickhouse.schema import COLUMNS, TABLES, convert_row, json_ready
 from udfs.clickhouse.writer import RetryPolicy, write_batch
 
-ROOT = Path(__file__).resolve().parents[2]
 DDL_DIR = ROOT / "conf" / "clickhouse"
 SCHEMA_VERSION = 5
-T0 = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
-MINUTE = 60_000
-HOUR = 60 * MINUTE
 NO_WAIT = RetryPolicy(base_ms=100, cap_ms=300, max_attempts=None)
-
-
-def profile_row(customer_id: str, version: int, **overrides):
-    row = {
-        "customer_id": customer_id,
-        "email": f"{customer_id}@example.com",
-        "first_name": "Ann",
-        "locale": "de-DE",
-        "timezone": "Europe/Berlin",
-        "first_seen": T0,
-        "last_seen": T0 + version * MINUTE,
-        "event_counts": {"page_view": version, "cart_add": 1},
-        "revenue_total": 10.0 * version,
-        "order_count": version,
-        "avg_order_value": 10.0,
-        "last_purchase_at": None,
-        "recent_products": [f"p{version}", "p0"],
-        "favourite_categories": ["shoes"],
-        "cart_value": 1.5 * version,
-        "cart_items": version,
-        "journey_status": f"step{version}",
-        "emails_sent": version,
-        "unsubscribed": False,
-        "updated_at": T0 + version * MINUTE,
-        "version": version,
-    }
-    row.update(overrides)
-    return row
-
-
-def email_row(
-    request_id: str,
-    customer_id: str,
-    *,
-    campaign="cart_abandon",
-    step=1,
-    status="sent",
-    reason="",
-    due_at=T0,
-):
-    return {
-        "request_id": request_id,
-        "campaign": campaign,
-        "step": step,
-        "customer_id": customer_id,
-        "status": status,
-        "reason": reason,
-        "subject": f"Step {step}",
-        "due_at": due_at,
-        "emitted_at": due_at + 250,
-        "cart_id": f"cart-{customer_id}",
-        "cart_value": 42.5,
-        "currency": "EUR",
-        "product_ids": ["p1", "p2"],
-    }
-
-
-def recovery_row(
-    customer_id: str, order_id: str, request_id: str, step: int, revenue: float, reminded_at=T0
-):
-    return {
-        "customer_id": customer_id,
-        "cart_id": f"cart-{customer_id}",
-        "order_id": order_id,
-        "reminder_step": step,
-        "reminder_request_id": request_id,
-        "reminded_at": reminded_at,
-        "purchased_at": reminded_at + HOUR,
-        "revenue": revenue,
-        "currency": "EUR",
-        "seconds_to_purchase": 3600.0,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +96,8 @@ def test_table_columns_match_the_python_column_specs(migrated):
     handle, _ = migrated
     for table in TABLES:
         _, rows = handle.query(
-            "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
-            "ORDER BY position",
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table = {t:String} ORDER BY position",
             {"t": table},
         )
         assert rows == [(c.name, c.ch_type) for c in COLUMNS[table]], table
@@ -176,7 +109,8 @@ def test_a_new_migration_file_is_applied_once(migrated, tmp_path):
         (tmp_path / path.name).write_text(path.read_text())
     probe = SCHEMA_VERSION + 1
     (tmp_path / f"{probe:03d}_probe.sql").write_text(
-        "-- a; comment\nCREATE TABLE IF NOT EXISTS migration_probe (s String DEFAULT 'a;b') ENGINE = Memory;\n"
+        "-- a; comment\nCREATE TABLE IF NOT EXISTS migration_probe (s String DEFAULT 'a;b') "
+        "ENGINE = Memory;\n"
         "INSERT INTO migration_probe VALUES ('x;y');\n"
     )
     assert handle.migrate(tmp_path) == probe
@@ -196,7 +130,7 @@ LATEST_SQL = "SELECT * FROM customer_profiles_latest ORDER BY customer_id"
 def test_same_profile_batch_written_twice_reads_back_once_with_exact_values(store):
     batch = [
         profile_row("c1", 1),
-        profile_row("c1", 2, last_purchase_at=T0 + 90_123),
+        profile_row("c1", 2, last_purchase_at=STORE_T0 + 90_123),
         profile_row("c2", 1),
     ]
     store.insert_rows("customer_profiles", batch)
@@ -214,7 +148,9 @@ def test_same_profile_batch_written_twice_reads_back_once_with_exact_values(stor
     assert c1["unsubscribed"] is False
 
 
-@pytest.mark.parametrize("ms", [T0 + 1, T0 + 999, 0, -1, -1_000, -2_208_988_800_000 + 7])
+@pytest.mark.parametrize(
+    "ms", [STORE_T0 + 1, STORE_T0 + 999, 0, -1, -1_000, -2_208_988_800_000 + 7]
+)
 def test_timestamps_and_text_survive_the_json_transport_exactly(store, ms):
     odd = 'quote " backslash \\ newline \n tab \t émoji 🛒 <b>'
     store.insert_rows(
@@ -282,9 +218,11 @@ def test_recovery_summary_by_step_exact_figures(store):
         email_row("r2", "c2", step=1),
         email_row("r3", "c3", step=1),
         email_row("r4", "c4", step=1),
-        email_row("r5", "c1", step=2, due_at=T0 + HOUR),
-        email_row("r6", "c2", step=2, due_at=T0 + HOUR),
-        email_row("r7", "c3", step=2, status="suppressed", reason="unsubscribed", due_at=T0 + HOUR),
+        email_row("r5", "c1", step=2, due_at=STORE_T0 + HOUR),
+        email_row("r6", "c2", step=2, due_at=STORE_T0 + HOUR),
+        email_row(
+            "r7", "c3", step=2, status="suppressed", reason="unsubscribed", due_at=STORE_T0 + HOUR
+        ),
         email_row("r8", "c5", campaign="browse", step=1),
     ]
     recoveries = [
@@ -364,22 +302,13 @@ class FlakyStore:
 
 def test_write_batch_backs_off_on_transient_errors_and_loses_nothing(store):
     flaky = FlakyStore(store, failures=4)
-    sleeps: list[float] = []
-    seen: list[tuple[int, float]] = []
     rows = [profile_row(f"c{i}", 1) for i in range(10)]
-    rejected = write_batch(
-        flaky,
-        "customer_profiles",
-        rows,
-        retry=RetryPolicy(base_ms=100, cap_ms=300),
-        sleep=sleeps.append,
-        rand=lambda: 0.5,
-        on_retry=lambda attempt, delay, exc: seen.append((attempt, delay)),
-    )
-    assert rejected == []
+    backoffs = Backoffs()
+    retry = RetryPolicy(base_ms=100, cap_ms=300)
+    assert backoffs.write(flaky, "customer_profiles", rows, retry, rand=0.5) == []
     assert flaky.calls == 5
-    assert sleeps == [0.05, 0.1, 0.15, 0.15]  # 0.5 * min(300, 100 * 2**n) ms
-    assert seen == [(1, 0.05), (2, 0.1), (3, 0.15), (4, 0.15)]
+    assert backoffs.sleeps == [0.05, 0.1, 0.15, 0.15]  # 0.5 * min(300, 100 * 2**n) ms
+    assert [r[:2] for r in backoffs.retries] == [(1, 0.05), (2, 0.1), (3, 0.15), (4, 0.15)]
     assert count(store, "SELECT count() FROM customer_profiles_latest") == 10
 
 
@@ -391,11 +320,13 @@ def test_bad_rows_are_returned_and_the_good_ones_inserted(store):
     assert rejected == [
         (
             rows[1],
-            "email_requests request_id='r1' customer_id='c1': column 'step': expected an integer (UInt8), got str",
+            "email_requests request_id='r1' customer_id='c1': column 'step': expected an integer "
+            "(UInt8), got str",
         ),
         (
             rows[3],
-            "email_requests request_id='r3' customer_id=None: column 'customer_id': expected a string, got None",
+            "email_requests request_id='r3' customer_id=None: column 'customer_id': expected a "
+            "string, got None",
         ),
     ]
     _, ids = store.query("SELECT request_id FROM email_requests FINAL ORDER BY request_id")
@@ -422,7 +353,7 @@ def test_json_lines_rejected_by_the_engine_are_isolated_and_the_rest_inserted(st
         "SELECT request_id, toUnixTimestamp64Milli(due_at), step "
         "FROM email_requests FINAL ORDER BY request_id"
     )
-    assert got == [(f"r{i}", T0, 1) for i in (0, 2, 3, 5)]
+    assert got == [(f"r{i}", STORE_T0, 1) for i in (0, 2, 3, 5)]
 
 
 def test_profile_without_customer_id_is_rejected_alone(store):
@@ -431,7 +362,8 @@ def test_profile_without_customer_id_is_rejected_alone(store):
     del rows[2]["unsubscribed"]
     rejected = write_batch(store, "customer_profiles", rows, retry=NO_WAIT)
     assert [reason for _, reason in rejected] == [
-        "customer_profiles customer_id=None version=1: column 'customer_id': expected a string, got None",
+        "customer_profiles customer_id=None version=1: column 'customer_id': expected a string, "
+        "got None",
         "customer_profiles customer_id='c3' version=1: missing column 'unsubscribed'",
     ]
     assert store.query("SELECT customer_id FROM customer_profiles_latest")[1] == [("c1",)]
@@ -533,13 +465,13 @@ def test_profile_command_shows_profile_emails_and_recoveries(store, chdb_dsn):
     store.insert_rows(
         "email_requests",
         [
-            email_row("r2", "c1", step=2, due_at=T0 + HOUR),
+            email_row("r2", "c1", step=2, due_at=STORE_T0 + HOUR),
             email_row("r1", "c1", step=1),
             email_row("r9", "c9"),
         ],
     )
     store.insert_rows(
-        "cart_recoveries", [recovery_row("c1", "o1", "r2", 2, 99.5, reminded_at=T0 + HOUR)]
+        "cart_recoveries", [recovery_row("c1", "o1", "r2", 2, 99.5, reminded_at=STORE_T0 + HOUR)]
     )
     out, err = io.StringIO(), io.StringIO()
     assert db.cmd_profile(argparse.Namespace(customer_id="c1", dsn=chdb_dsn), out=out, err=err) == 0
@@ -570,18 +502,25 @@ def test_profile_command_shows_profile_emails_and_recoveries(store, chdb_dsn):
     assert "\n".join(lines[21:]) == (
         "\n"
         "email history (2):\n"
-        "  due_at                    campaign      step  status  reason  subject  cart_id  cart_value  currency  request_id\n"
-        "  ------------------------  ------------  ----  ------  ------  -------  -------  ----------  --------  ----------\n"
-        "  2023-11-14 22:13:20.000Z  cart_abandon     1  sent            Step 1   cart-c1        42.5  EUR       r1\n"
-        "  2023-11-14 23:13:20.000Z  cart_abandon     2  sent            Step 2   cart-c1        42.5  EUR       r2\n"
+        "  due_at                    campaign      step  status  reason  subject  cart_id  "
+        "cart_value  currency  request_id\n"
+        "  ------------------------  ------------  ----  ------  ------  -------  -------  "
+        "----------  --------  ----------\n"
+        "  2023-11-14 22:13:20.000Z  cart_abandon     1  sent            Step 1   cart-c1        "
+        "42.5  EUR       r1\n"
+        "  2023-11-14 23:13:20.000Z  cart_abandon     2  sent            Step 2   cart-c1        "
+        "42.5  EUR       r2\n"
         "  (2 rows)\n"
         "\n"
         "cart recoveries (1):\n"
-        "  purchased_at              order_id  cart_id  revenue  currency  reminder_step  reminded_at  "
+        "  purchased_at              order_id  cart_id  revenue  currency  reminder_step  "
+        "reminded_at  "
         "             seconds_to_purchase  reminder_request_id\n"
-        "  ------------------------  --------  -------  -------  --------  -------------  ------------------------  "
+        "  ------------------------  --------  -------  -------  --------  -------------  "
+        "------------------------  "
         "-------------------  -------------------\n"
-        "  2023-11-15 00:13:20.000Z  o1        cart-c1     99.5  EUR                   2  2023-11-14 23:13:20.000Z  "
+        "  2023-11-15 00:13:20.000Z  o1        cart-c1     99.5  EUR                   2  "
+        "2023-11-14 23:13:20.000Z  "
         "             3600.0  r2\n"
         "  (1 row)"
     )
@@ -637,7 +576,7 @@ def test_closing_every_handle_releases_the_path_for_another_process(tmp_path):
                 f"""
             import sys
             from pathlib import Path
-            from udfs import store as st
+            from udfs.clickhouse.client import get_client
             a, b = get_client({dsn!r}), get_client({dsn!r})
             a.migrate(Path({str(DDL_DIR)!r}))
             a.close()
@@ -658,7 +597,7 @@ def test_closing_every_handle_releases_the_path_for_another_process(tmp_path):
         assert holder.stdout.readline() == "closed\n"
         reader = _run_python(
             f"""
-            from udfs import store as st
+            from udfs.clickhouse.client import get_client
             s = get_client({dsn!r})
             print(s.query("SELECT count() FROM email_requests")[1][0][0])
             s.close()

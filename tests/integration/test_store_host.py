@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import ROOT, STORE_T0
 from udfs.clickhouse.client import Store, get_client
 from udfs.clickhouse.errors import RowRejected, StoreError, StoreLockedError, TransientStoreError
 from udfs.clickhouse.writer import RetryPolicy, write_batch
 
-ROOT = Path(__file__).resolve().parents[2]
 DDL_DIR = ROOT / "conf" / "clickhouse"
 SCHEMA_VERSION = 5
-T0 = 1_700_000_000_000
 
 
-def request_line(request_id: str, customer_id: str = "c-1", due_at: object = T0 / 1000) -> str:
+def request_line(
+    request_id: str, customer_id: str = "c-1", due_at: object = STORE_T0 / 1000
+) -> str:
     return json.dumps(
         {
             "request_id": request_id,
@@ -36,7 +37,7 @@ def request_line(request_id: str, customer_id: str = "c-1", due_at: object = T0 
             "status": "sent",
             "reason": "",
             "due_at": due_at,
-            "emitted_at": T0 / 1000,
+            "emitted_at": STORE_T0 / 1000,
             "cart_id": "cart-1",
             "cart_value": 10.0,
             "product_ids": ["p1"],
@@ -61,8 +62,8 @@ def test_the_engine_never_loads_in_the_calling_process(tmp_path):
     code = textwrap.dedent(f"""
         import ctypes, json, sys
         from pathlib import Path
-        from udfs import store
-        s = store.get_client({"chdb://" + str(tmp_path / "clickhouse")!r}, hosted=True)
+        from udfs.clickhouse.client import get_client
+        s = get_client({"chdb://" + str(tmp_path / "clickhouse")!r}, hosted=True)
         version = s.migrate(Path({str(DDL_DIR)!r}))
         s.insert_json_lines("email_requests", [{request_line("r-1")!r}])
         rows = s.query("SELECT request_id, customer_id FROM email_requests")[1]
@@ -137,7 +138,7 @@ def test_a_path_held_by_another_process_is_refused_clearly(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys; from udfs import store; s = store.get_client("
+                "import sys; from udfs.clickhouse.client import get_client; s = get_client("
                 f"{dsn!r}); s.query('SELECT 1'); print('ready', flush=True); "
                 "sys.stdin.read()"
             ),

@@ -27,23 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    DAY,
-    HOUR,
-    MINUTE,
-    T0,
-    cart_add,
-    identify,
-    page_view,
-    purchase,
-    query_cli,
-    raw,
-    run_cli,
-)
+from tests import factories as f
+from tests.factories import CAMPAIGN, DAY, HOUR, MINUTE, T0, query_cli, run_cli
 from tests.integration.conftest import run_bounded
 from udfs.core.journey import request_id
 
-CAMPAIGN = "abandoned_cart"
 STEP_AFTER = {1: HOUR, 2: DAY}
 ATTRIBUTION_MS = 7 * DAY
 BEHAVIOURS = (
@@ -67,10 +55,10 @@ def event_set(seed: int = 11, customers: int = 28) -> tuple[list[dict], dict[str
         kind = behaviour[cid] = BEHAVIOURS[i % len(BEHAVIOURS)]
         t = T0 + i * MINUTE
         if kind != "abandon_no_email":
-            events.append(identify(cid, t, email=f"{cid}@example.com", first_name=f"N{i}"))
+            events.append(f.identify(cid, t, email=f"{cid}@example.com", first_name=f"N{i}"))
         for _ in range(rng.randint(0, 2)):
             t += rng.randint(1, 5) * MINUTE
-            events.append(page_view(cid, t))
+            events.append(f.page_view(cid, t))
         if kind == "browse":
             continue
         cart_id, value = f"cart-{cid}", 0.0
@@ -78,7 +66,7 @@ def event_set(seed: int = 11, customers: int = 28) -> tuple[list[dict], dict[str
             t += rng.randint(1, 9) * MINUTE
             price, qty = rng.choice([4.5, 12.0, 19.99, 35.0]), rng.randint(1, 3)
             value += price * qty
-            events.append(cart_add(cid, t, f"sku-{n}", price, qty, cart_id))
+            events.append(f.cart_add(cid, t, f"sku-{n}", price, qty, cart_id))
         last_activity, revenue = t, round(value, 2)
         after = {
             "quick_buy": rng.randint(5, 55) * MINUTE,
@@ -88,7 +76,7 @@ def event_set(seed: int = 11, customers: int = 28) -> tuple[list[dict], dict[str
         }.get(kind)
         if after is not None:
             events.append(
-                purchase(cid, last_activity + after, cart_id, revenue, order_id=f"order-{cid}")
+                f.purchase(cid, last_activity + after, cart_id, revenue, order_id=f"order-{cid}")
             )
     events.sort(key=lambda e: e["timestamp"])
     return events, behaviour
@@ -184,6 +172,41 @@ FROM cart_recoveries FINAL ORDER BY customer_id"""
 SUMMARY_SQL = "SELECT * FROM recovery_summary_by_step ORDER BY step"
 
 
+def request_rows(dsn: str) -> set[tuple]:
+    """The email_requests table in the shape of :func:`expected`'s requests; every request
+    is written exactly once."""
+    rows = query_cli(dsn, REQUEST_SQL)
+    assert [r["copies"] for r in rows] == [1] * len(rows)
+    return {
+        (
+            r["request_id"],
+            r["customer_id"],
+            r["step"],
+            r["status"],
+            r["reason"],
+            r["due_at"],
+            tuple(r["product_ids"]),
+        )
+        for r in rows
+    }
+
+
+def recovery_rows(dsn: str) -> set[tuple]:
+    """The cart_recoveries table in the shape of :func:`expected`'s recoveries."""
+    return {
+        (
+            r["customer_id"],
+            r["cart_id"],
+            r["order_id"],
+            r["reminder_step"],
+            r["reminder_request_id"],
+            r["revenue"],
+            r["seconds_to_purchase"],
+        )
+        for r in query_cli(dsn, RECOVERY_SQL)
+    }
+
+
 @pytest.fixture(scope="module")
 def scenario():
     events, behaviour = event_set()
@@ -226,7 +249,7 @@ def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
     buffer holds): every row reaches the writer only as the input ends, and must still be
     written."""
     return run_bounded(
-        [raw(e) for e in events],
+        [f.raw(e) for e in events],
         parallelism,
         store=True,
         overrides={
@@ -274,20 +297,7 @@ def test_latest_profiles_match_the_events(store_run, scenario):
 
 def test_email_requests_hold_every_decision_once(store_run, scenario):
     dsn, outputs = store_run
-    rows = query_cli(dsn, REQUEST_SQL)
-    assert [r["copies"] for r in rows] == [1] * len(rows)
-    got = {
-        (
-            r["request_id"],
-            r["customer_id"],
-            r["step"],
-            r["status"],
-            r["reason"],
-            r["due_at"],
-            tuple(r["product_ids"]),
-        )
-        for r in rows
-    }
+    got = request_rows(dsn)
     assert got == scenario[1]["requests"]
     # what went to Kafka is exactly what the table calls sent
     assert {req["request_id"] for _, req in outputs["requests"]} == {
@@ -297,18 +307,7 @@ def test_email_requests_hold_every_decision_once(store_run, scenario):
 
 def test_cart_recoveries_credit_the_last_reminder(store_run, scenario):
     dsn, _ = store_run
-    got = {
-        (
-            r["customer_id"],
-            r["cart_id"],
-            r["order_id"],
-            r["reminder_step"],
-            r["reminder_request_id"],
-            r["revenue"],
-            r["seconds_to_purchase"],
-        )
-        for r in query_cli(dsn, RECOVERY_SQL)
-    }
+    got = recovery_rows(dsn)
     assert got == scenario[1]["recoveries"]
     assert {r[3] for r in got} == {1, 2}  # both steps recover something
 
@@ -387,30 +386,7 @@ def test_rows_clickhouse_rejects_go_to_the_dlq_and_the_rest_of_the_batch_is_writ
     for cid, row in got.items():
         row["event_counts"] = {k: int(v) for k, v in row["event_counts"].items()}
         assert row == want["profiles"][cid], cid
-    requests = query_cli(dsn, REQUEST_SQL)
-    assert {
-        (
-            r["request_id"],
-            r["customer_id"],
-            r["step"],
-            r["status"],
-            r["reason"],
-            r["due_at"],
-            tuple(r["product_ids"]),
-        )
-        for r in requests
-    } == want["requests"]
-    recoveries = {
-        (
-            r["customer_id"],
-            r["cart_id"],
-            r["order_id"],
-            r["reminder_step"],
-            r["reminder_request_id"],
-            r["revenue"],
-            r["seconds_to_purchase"],
-        )
-        for r in query_cli(dsn, RECOVERY_SQL)
-    }
+    assert request_rows(dsn) == want["requests"]
+    recoveries = recovery_rows(dsn)
     assert recoveries == want["recoveries"]
     assert REJECTED in {r[0] for r in recoveries}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import MINUTE, T0, page_view, raw
+from tests.factories import MINUTE, T0, page_view, raw
 from tests.integration.conftest import bounded_settings
 
 CUSTOMERS = ["c1", "c2", "c3", "c4", "c5"]
@@ -27,24 +27,16 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
 
     from job.config import load_config
     from job.main import create_env
-    from job.pipeline import journey_settings, keyed_by_customer, process_customers
-    from udfs.core.customer import KIND_STORE
+    from job.pipeline import core_settings, keyed_by_customer, process_customers
+    from udfs.core import contract
+    from udfs.core.contract import Kind
     from udfs.flink.customer_function import ROUTED, CustomerFunction
 
     cfg = load_config(overrides={"clickhouse": {"enabled": True, "shards": SHARDS}})
     env = create_env(bounded_settings(1))
     events = [raw(page_view(CUSTOMERS[i % len(CUSTOMERS)], T0 + i * MINUTE)) for i in range(EVENTS)]
     keyed = keyed_by_customer(cfg, env.from_collection(events, type_info=Types.STRING()))
-    function = CustomerFunction(
-        journey_settings(cfg),
-        cfg.template_dir,
-        cfg.links.cart_base_url,
-        SHARDS,
-        cfg.schema_dir,
-        cfg.limits.max_event_bytes,
-        cfg.limits.max_future_ms,
-        store_buffer_events=BUFFER,
-    )
+    function = CustomerFunction(core_settings(cfg, store=True), store_buffer_events=BUFFER)
     routed = (
         process_customers(keyed, function, drain_interval_ms=3_600_000)
         if drained
@@ -52,13 +44,13 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
     )
     elements = []
     with routed.execute_and_collect("store-row-buffer") as rows:
-        for kind, shard, _, _, lines in rows:
-            assert kind == KIND_STORE  # page views send nothing
+        for element in rows:
+            assert element[0] == Kind.STORE  # page views send nothing
+            shard, store_rows = contract.decode_store(tuple(element))
             profiles = []
-            for line in lines.split("\n"):
-                table, _, row = line.partition("\t")
-                assert table == "customer_profiles"
-                row = json.loads(row)
+            for store_row in store_rows:
+                assert store_row.table == "customer_profiles"
+                row = json.loads(store_row.row_json)
                 profiles.append((row["customer_id"], row["version"]))
             elements.append((shard, profiles))
     return elements

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# 2026-01-05T08:00:00Z, the same instant as tests.conftest.T0.
+# 2026-01-05T08:00:00Z, the same instant as tests.factories.T0.
 SEEN_AT = 1_767_600_000_000
 DAY_MS = 24 * 3600 * 1000
 MAX_EVENT_BYTES = 65_536

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -28,10 +27,10 @@ from bench.run import (
     unit_kind,
     unit_records,
 )
+from tests.factories import SCHEMA_DIR, T0
 from udfs.core.validation import EventValidator, Invalid
 
-ROOT = Path(__file__).resolve().parents[2]
-NOW = 1_767_600_000_000
+NOW = T0
 BOUND = 3000
 
 
@@ -90,7 +89,7 @@ def test_unit_cycle_and_event_counts():
 def test_unit_records_are_valid_events_except_the_bad_ones():
     """The accounting's premise: "buy" and "abandon" units pass validation, "bad" units are
     rejected as unknown_event_type; each record is keyed by its customer."""
-    validator = EventValidator(ROOT / "conf" / "schemas")
+    validator = EventValidator(SCHEMA_DIR)
     for j in range(20):
         for key, value in unit_records(j, NOW):
             result = validator.validate(value, NOW)
@@ -248,18 +247,22 @@ def test_kafka_client_warnings_of_the_flink_log():
     assert got["count"] == 2 and len(got["samples"]) == 1 and "retrying" in got["samples"][0]
 
 
-def test_the_burst_run_is_planned_with_quick_sizes():
-    plan = Plan(
+def quick_burst_plan(runs: int, **kw) -> Plan:
+    return Plan(
         events=5000,
-        runs=2,
+        runs=runs,
         rate=1000,
         live_seconds=10,
         clock_seconds=10,
         measurements=("burst",),
         quick=True,
         burst_events=10_000,
+        **kw,
     )
-    runs = list(_runs(plan, "b", {}, {}))
+
+
+def test_the_burst_run_is_planned_with_quick_sizes():
+    runs = list(_runs(quick_burst_plan(2), "b", {}, {}))
     assert [name for _, name, _, _ in runs] == ["burst-1", "burst-2"]
     spec = runs[0][2]
     assert (
@@ -270,15 +273,5 @@ def test_the_burst_run_is_planned_with_quick_sizes():
         spec["after_s"],
         spec["idempotence"],
     ) == ("burst", False, 10_000, 12, 25, True)
-    plain = Plan(
-        events=5000,
-        runs=1,
-        rate=1000,
-        live_seconds=10,
-        clock_seconds=10,
-        measurements=("burst",),
-        quick=True,
-        burst_events=10_000,
-        idempotence=False,
-    )
+    plain = quick_burst_plan(1, idempotence=False)
     assert next(iter(_runs(plain, "b", {}, {})))[2]["idempotence"] is False

@@ -6,36 +6,33 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import orjson
 import pytest
 
-from job.config import load_config
-from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, page_view, raw
-from udfs.core.customer import KIND_DLQ, KIND_OUTCOME, KIND_REQUEST, CustomerCore, Step, where
+from tests.factories import (
+    HOUR,
+    MIN_WATERMARK,
+    MINUTE,
+    T0,
+    cart_add,
+    customer_core,
+    identify,
+    page_view,
+    raw,
+)
+from udfs.core import contract
+from udfs.core.contract import Keyed, Kind
+from udfs.core.customer import CustomerCore, Step, where
 from udfs.logs import JsonFormatter
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = T0 + 2 * HOUR
-MIN_WATERMARK = -(2**63)
 SECRET = "ann.secret@example.com"
 
 
 @pytest.fixture
 def core() -> CustomerCore:
-    from job.pipeline import journey_settings
-
-    cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False}})
-    return CustomerCore(
-        journey_settings(cfg),
-        cfg.template_dir,
-        cfg.links.cart_base_url,
-        2,
-        cfg.schema_dir,
-        cfg.limits.max_event_bytes,
-        cfg.limits.max_future_ms,
-    )
+    return customer_core()
 
 
 def apply(core: CustomerCore, state: tuple, event: dict) -> tuple[Step, tuple]:
@@ -60,8 +57,8 @@ def abandoned(core: CustomerCore) -> tuple:
 
 
 def dlq_of(step: Step) -> dict:
-    (dlq,) = [o for o in step.outputs if o[0] == KIND_DLQ]
-    return json.loads(dlq[4])
+    (dlq,) = [o for o in step.outputs if o[0] == Kind.DLQ]
+    return contract.decode_dlq(dlq).value
 
 
 def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
@@ -113,7 +110,7 @@ def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(core: Cu
     record = dlq_of(step)
     assert record["reason"] == "processing_error"
     assert record["message"].startswith("TypeError in journey.py:")
-    assert [o[0] for o in step.outputs] == [KIND_DLQ]
+    assert [o[0] for o in step.outputs] == [Kind.DLQ]
 
 
 def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
@@ -136,19 +133,22 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
         {"timer": T0 + HOUR, "timer_iso": "2026-01-05T09:00:00.000Z", "customer_id": "A"},
     )
     assert "RuntimeError" in record["message"] and "journey was dropped" in record["message"]
-    (outcome,) = [json.loads(o[4]) for o in step.outputs if o[0] == KIND_OUTCOME]
-    assert outcome == {
-        "kind": "skipped",
-        "customer_id": "A",
-        "event_time": T0 + HOUR,
-        "reason": "processing_error",
-    }
+    (outcome,) = [contract.decode_outcome(o) for o in step.outputs if o[0] == Kind.OUTCOME]
+    assert outcome == Keyed(
+        "A",
+        {
+            "kind": "skipped",
+            "customer_id": "A",
+            "event_time": T0 + HOUR,
+            "reason": "processing_error",
+        },
+    )
     assert core.counts["processing_errors"] == 1
 
     # the next event of the customer applies normally and fires nothing
     monkeypatch.undo()
     later, after = apply(core, step.state, page_view("A", T0 + 2 * HOUR, event_id="pv-2"))
-    assert [o[0] for o in later.outputs if o[0] in (KIND_DLQ, KIND_REQUEST)] == []
+    assert [o[0] for o in later.outputs if o[0] in (Kind.DLQ, Kind.REQUEST)] == []
     assert later.timers is None and after[2] is None
     assert json.loads(after[0])["version"] == json.loads(state[0])["version"] + 1
 
@@ -176,9 +176,9 @@ def test_every_output_of_a_normal_step_is_utf8_json(core: CustomerCore) -> None:
     step = core.on_timer("A", T0 + HOUR, state, NOW)
 
     kinds = sorted(o[0] for o in step.outputs)
-    assert kinds == [KIND_REQUEST, KIND_OUTCOME, KIND_OUTCOME]
+    assert kinds == [Kind.REQUEST, Kind.OUTCOME, Kind.OUTCOME]
     for output in step.outputs:
-        orjson.loads(output[4].encode("utf-8"))
+        orjson.loads(output[3].encode("utf-8"))
     assert step.timers == (T0 + HOUR, T0 + 24 * HOUR)
 
 
@@ -189,24 +189,6 @@ def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None
         load_profile('{"customer_id": ')  # raises inside orjson, called from journey.py
     assert where(caught.value).startswith("journey.py:")
     assert where(caught.value).endswith(" in load_profile")
-
-
-def core_with(abandon_after: str) -> CustomerCore:
-    from job.pipeline import journey_settings
-
-    cfg = load_config(
-        env={},
-        overrides={"clickhouse": {"enabled": False}, "journey": {"abandon_after": abandon_after}},
-    )
-    return CustomerCore(
-        journey_settings(cfg),
-        cfg.template_dir,
-        cfg.links.cart_base_url,
-        2,
-        cfg.schema_dir,
-        cfg.limits.max_event_bytes,
-        cfg.limits.max_future_ms,
-    )
 
 
 def test_reschedule_check_on_an_unchanged_schedule_commits_nothing(core: CustomerCore) -> None:
@@ -227,14 +209,14 @@ def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_j
     from udfs.core.journey import RESCHEDULE_CHECK
 
     state = abandoned(core)
-    changed = core_with(abandon_after)
+    changed = customer_core(abandon_after=abandon_after)
     step = changed.on_timer("A", RESCHEDULE_CHECK, state, NOW)
     assert step.outputs == [] and step.store is None
     assert step.timers == (T0 + HOUR, due)
     assert step.state[:2] == state[:2]
     assert json.loads(step.state[2])["due_at"] == due
     fired = changed.on_timer("A", due, step.state, NOW)
-    (request,) = [json.loads(o[4]) for o in fired.outputs if o[0] == KIND_REQUEST]
+    (request,) = [contract.decode_request(o).value for o in fired.outputs if o[0] == Kind.REQUEST]
     assert (request["step"], request["customer_id"]) == (1, "A")
     assert fired.timers == (due, T0 + 24 * HOUR)
 

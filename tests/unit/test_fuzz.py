@@ -4,8 +4,8 @@
 The inputs come from ``tests/fuzzing.py``. A small in-memory :class:`Harness` stands in for
 Flink: raw state per customer, the customer's event-time timers, a bounded-out-of-orderness
 watermark that fires due timers, and each :class:`Step` applied the way
-``udfs.flink.customer_function.CustomerFunction._commit`` applies it. Records reach the core as the JVM hands
-them over (:func:`tests.fuzzing.jvm_view`).
+``udfs.flink.customer_function.CustomerFunction._commit`` applies it. Records reach the core
+as the JVM hands them over (:func:`tests.fuzzing.jvm_view`).
 
 Profiles: ``HYPOTHESIS_PROFILE=ci`` (default, ``make test``): derandomized (fixed seed),
 bounded examples, well under a minute; ``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``): 20 times
@@ -28,28 +28,21 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from tests import fuzzing as fz
-from tests.conftest import MINUTE, ROOT, T0
+from tests.factories import (
+    EMAIL_REQUEST_SCHEMA,
+    HOUR,
+    MIN_WATERMARK,
+    MINUTE,
+    ROOT,
+    T0,
+    customer_core,
+)
 from udfs.clickhouse.schema import COLUMNS, TIMESTAMP_COLUMNS, convert_row
-from udfs.core.customer import (
-    FRESHNESS_KEY,
-    KIND_DLQ,
-    KIND_OUTCOME,
-    KIND_REQUEST,
-    MAX_REQUEST_BYTES,
-    PROCESSING_ERROR,
-    REQUEST_TOO_LARGE,
-    CustomerCore,
-    Step,
-)
-from udfs.core.journey import (
-    JourneySettings,
-    dump_cart,
-    dump_journey,
-    dump_profile,
-    load_cart,
-    load_journey,
-    load_profile,
-)
+from udfs.clock import MAX_WATERMARK
+from udfs.core import contract
+from udfs.core import journey as j
+from udfs.core.contract import PROCESSING_ERROR, Kind
+from udfs.core.customer import MAX_REQUEST_BYTES, REQUEST_TOO_LARGE, CustomerCore, Step
 from udfs.core.validation import Reason, _render_path
 
 # --------------------------------------------------------------------------- profiles
@@ -91,41 +84,14 @@ OUTCOME_KINDS = frozenset(
 )
 SHARDS = 2
 BOUND = 5 * MINUTE  # watermarks.out_of_orderness in conf/job.yaml
-MIN_WATERMARK = -(2**63)
-MAX_WATERMARK = 2**63 - 1
 EMPTY = (None, None, None)
 # Kafka's producer refuses a record above max.request.size (default 1 MiB, key and record
 # overhead included); the sinks do not raise it.
 KAFKA_MAX_RECORD = 1_048_576
-REQUEST_SCHEMA = jsonschema_rs.Draft202012Validator(
-    json.loads((ROOT / "conf" / "schemas" / "email_request.json").read_text())
-)
+REQUEST_SCHEMA = jsonschema_rs.Draft202012Validator(json.loads(EMAIL_REQUEST_SCHEMA.read_text()))
 
 
-def make_core() -> CustomerCore:
-    from job.config import load_config
-
-    cfg = load_config(ROOT / "conf" / "job.yaml", env={})
-    settings_ = JourneySettings(
-        campaign=cfg.journey.campaign,
-        schedule=cfg.journey.schedule(),
-        recent_products=cfg.limits.recent_products,
-        favourite_categories=cfg.limits.favourite_categories,
-        dedup_window=cfg.limits.dedup_window,
-        attribution_window_ms=cfg.clickhouse.attribution_window_ms,
-    )
-    return CustomerCore(
-        settings_,
-        ROOT / "templates",
-        cfg.links.cart_base_url,
-        SHARDS,
-        ROOT / "conf" / "schemas",
-        cfg.limits.max_event_bytes,
-        cfg.limits.max_future_ms,
-    )
-
-
-CORE = make_core()
+CORE = customer_core(SHARDS)
 
 
 @pytest.fixture(autouse=True)
@@ -158,8 +124,8 @@ def check_state(raw: tuple) -> None:
     assert isinstance(raw, tuple) and len(raw) == 3
     for part, load, dump in zip(
         raw,
-        (load_profile, load_cart, load_journey),
-        (dump_profile, dump_cart, dump_journey),
+        (j.load_profile, j.load_cart, j.load_journey),
+        (j.dump_profile, j.dump_cart, j.dump_journey),
         strict=True,
     ):
         if part is None:
@@ -169,24 +135,21 @@ def check_state(raw: tuple) -> None:
 
 
 def check_store(store: tuple | None, collect: list | None = None) -> Counter:
-    """(c): every row line is ``table<TAB>JSON`` with exactly the table's columns (plus the
-    freshness key last on profiles), and every value fits its ClickHouse column."""
+    """(c): every row is a store row line (udfs.core.contract) whose JSON has exactly the
+    table's columns, with a source Kafka time on profiles only, and every value fits its
+    ClickHouse column."""
     tables: Counter = Counter()
     if store is None:
         return tables
-    shard, lines = store
+    shard, rows = store
     assert 0 <= shard < SHARDS
-    for line in lines.split("\n"):
-        table, tab, row_json = line.partition("\t")
-        assert tab and table in COLUMNS, line[:80]
+    for line in contract.split_store_rows(rows):
+        table, row_json, source = contract.decode_store_row(line)
+        assert table in COLUMNS, line[:80]
+        assert source is None or table == "customer_profiles", line[:80]
         row = strict_json(row_json)
         assert isinstance(row, dict)
-        names = [c.name for c in COLUMNS[table]]
-        if table == "customer_profiles":
-            assert list(row) == [*names, FRESHNESS_KEY]
-            assert type(row.pop(FRESHNESS_KEY)) is int
-        else:
-            assert list(row) == names
+        assert list(row) == [c.name for c in COLUMNS[table]]
         for name in TIMESTAMP_COLUMNS[table]:  # undo json_ready: seconds -> epoch ms
             if row[name] is not None:
                 ms = round(row[name] * 1000)
@@ -203,19 +166,19 @@ def check_outputs(step: Step) -> list[str]:
     """(c) for the outputs; the DLQ reasons found."""
     reasons = []
     for out in step.outputs:
-        assert isinstance(out, tuple) and len(out) == 5
-        kind, shard, key, table, payload = out
-        assert kind in (KIND_REQUEST, KIND_DLQ, KIND_OUTCOME) and shard == 0 and table == ""
+        assert isinstance(out, tuple) and len(out) == 4
+        kind, shard, key, payload = out
+        assert kind in (Kind.REQUEST, Kind.DLQ, Kind.OUTCOME) and shard == 0
         assert key is None or (isinstance(key, str) and key.encode("utf-8") is not None)
         value = strict_json(payload)
         size = len(payload.encode()) + len((key or "").encode())
         assert size + 1024 <= KAFKA_MAX_RECORD, f"kind {kind}: a {size}-byte Kafka record"
         assert isinstance(value, dict)
-        if kind == KIND_DLQ:
+        if kind == Kind.DLQ:
             assert value["reason"] in KNOWN_REASONS, value["reason"]
             assert isinstance(value["payload"], str) and isinstance(value["message"], str)
             reasons.append(value["reason"])
-        elif kind == KIND_REQUEST:
+        elif kind == Kind.REQUEST:
             errors = [e.message for e in REQUEST_SCHEMA.iter_errors(value)]
             assert not errors, errors
             # amounts are >= 0 (schemas); none may print with a sign
@@ -267,7 +230,7 @@ class Harness:
         # (b) exactly one of: processed, or one DLQ record with a known reason
         assert processed != (len(reasons) == 1), (processed, reasons)
         # (e) nothing the strategies produce may be a processing error
-        assert PROCESSING_ERROR not in reasons, step.outputs[0][4][:2000]
+        assert PROCESSING_ERROR not in reasons, step.outputs[0][3][:2000]
         outcome = ("processed", None) if processed else ("dlq", reasons[0])
         self.results.append(outcome)
         return outcome
@@ -289,16 +252,16 @@ class Harness:
             step = self.core.on_timer(key, ts, self.state.get(key, EMPTY), self.now)
             self.timer_calls += 1
             reasons = check_outputs(step)
-            assert not reasons, step.outputs[0][4][:2000]  # (e) for timers
+            assert not reasons, step.outputs[0][3][:2000]  # (e) for timers
             self.tally(step)
             self.commit(key, step)
 
     def tally(self, step: Step) -> None:
-        for kind, _, _, _, payload in step.outputs:
+        for kind, _, _, payload in step.outputs:
             self.outputs[kind] += 1
-            if kind == KIND_OUTCOME and '"skipped"' in payload:
+            if kind == Kind.OUTCOME and '"skipped"' in payload:
                 self.skipped[json.loads(payload)["reason"]] += 1
-            elif kind == KIND_REQUEST:
+            elif kind == Kind.REQUEST:
                 # without a replay, no reminder is decided twice
                 rid = json.loads(payload)["request_id"]
                 assert rid not in self.request_ids, f"request {rid} sent twice"
@@ -320,7 +283,7 @@ class Harness:
         decided = [row["request_id"] for row in self.request_rows]
         assert len(set(decided)) == len(decided), "a reminder decided twice"
         raw_journey = self.state.get(key, EMPTY)[2]
-        journey = load_journey(raw_journey) if raw_journey else None
+        journey = j.load_journey(raw_journey) if raw_journey else None
         # (f) one timer per customer, exactly at the journey's due time
         assert pending == ({journey.due_at} if journey else set()), (pending, journey)
 
@@ -427,7 +390,7 @@ def test_no_cart_makes_an_email_request_kafka_refuses(texts):
     for text in texts:
         assert harness.feed(text) == ("processed", None)
     harness.finish()
-    decided = harness.outputs[KIND_REQUEST] + harness.skipped[REQUEST_TOO_LARGE]
+    decided = harness.outputs[Kind.REQUEST] + harness.skipped[REQUEST_TOO_LARGE]
     assert decided == 2  # both steps of the one journey
 
 
@@ -492,7 +455,7 @@ def test_fuzzed_records_are_reproducible_bytes_and_all_accounted_for():
         "unpaired_surrogate",
         "key_mismatch",
     } <= set(reasons), reasons
-    assert harness.outputs[KIND_REQUEST] > 0 and harness.rows["cart_recoveries"] >= 0
+    assert harness.outputs[Kind.REQUEST] > 0 and harness.rows["cart_recoveries"] >= 0
     story = fz.fuzzed_records(3, 200, customers=("story-1", "story-2"))
     assert sum(b"story-1" in r for r in story) > 20
 
@@ -535,8 +498,8 @@ def test_jvm_view_decodes_like_the_kafka_source():
 
 
 def _profile_row(step_store) -> dict:
-    line = next(x for x in step_store[1].split("\n") if x.startswith("customer_profiles\t"))
-    return json.loads(line.partition("\t")[2])
+    rows = contract.decode_store(contract.encode_store(*step_store)).rows
+    return json.loads(next(r.row_json for r in rows if r.table == "customer_profiles"))
 
 
 @pytest.mark.parametrize("event_type", ["page_view", "purchase", "cart_add"])
@@ -554,7 +517,7 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
         "timezone": True,
     }
     assert harness.feed(json.dumps(doc)) == ("processed", None)  # harness checks the rows
-    profile = load_profile(harness.state["c-t"][0])
+    profile = j.load_profile(harness.state["c-t"][0])
     assert (profile.email, profile.first_name, profile.locale, profile.timezone) == (
         None,
         None,
@@ -564,7 +527,7 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
     doc = fz.plain_event("page_view", customer="c-t", ts=T0 + 1)
     doc.update(event_id="e-2", traits={"first_name": "Bob", "email": "bob@example.com"})
     harness.feed(json.dumps(doc))
-    profile = load_profile(harness.state["c-t"][0])
+    profile = j.load_profile(harness.state["c-t"][0])
     assert (profile.first_name, profile.email) == ("Bob", "bob@example.com")  # strings: kept
 
 
@@ -577,11 +540,11 @@ def test_a_purchase_category_that_is_not_a_string_is_not_counted(category):
     doc = fz.plain_event("purchase", customer="c-p")
     doc["properties"]["category"] = category
     assert harness.feed(json.dumps(doc)) == ("processed", None)
-    assert load_profile(harness.state["c-p"][0]).category_counts == {}
+    assert j.load_profile(harness.state["c-p"][0]).category_counts == {}
     doc["properties"]["category"] = "shoes"
     doc["event_id"] = "e-2"
     harness.feed(json.dumps(doc))
-    assert load_profile(harness.state["c-p"][0]).category_counts == {"shoes": 1}
+    assert j.load_profile(harness.state["c-p"][0]).category_counts == {"shoes": 1}
 
 
 @pytest.mark.parametrize(("lines", "sent"), [(10, True), (50, False)])
@@ -596,10 +559,10 @@ def test_an_email_request_too_large_for_kafka_is_skipped(lines, sent):
     step1 = [row for row in harness.request_rows if row["step"] == 1]
     assert len(step1) == 1
     if sent:
-        assert harness.outputs[KIND_REQUEST] == 1 and not harness.skipped
+        assert harness.outputs[Kind.REQUEST] == 1 and not harness.skipped
         assert (step1[0]["status"], step1[0]["reason"]) == ("sent", "")
     else:
-        assert harness.outputs[KIND_REQUEST] == 0
+        assert harness.outputs[Kind.REQUEST] == 0
         assert harness.skipped == Counter({REQUEST_TOO_LARGE: 1})
         assert (step1[0]["status"], step1[0]["reason"]) == ("suppressed", REQUEST_TOO_LARGE)
     assert MAX_REQUEST_BYTES < KAFKA_MAX_RECORD
@@ -630,9 +593,9 @@ def test_a_request_is_only_sent_to_an_address_of_the_published_shape(email, sent
     harness.feed(json.dumps(cart))
     harness.finish()  # check_outputs validates every request against email_request.json
     if sent:
-        assert harness.outputs[KIND_REQUEST] == 2 and not harness.skipped
+        assert harness.outputs[Kind.REQUEST] == 2 and not harness.skipped
     else:
-        assert harness.outputs[KIND_REQUEST] == 0
+        assert harness.outputs[Kind.REQUEST] == 0
         assert harness.skipped == Counter({"render_failed": 2})
 
 
@@ -656,7 +619,7 @@ def test_a_zero_price_never_prints_with_a_minus_sign():
     for doc in (who, cart):
         harness.feed(json.dumps(doc))
     harness.finish()  # check_outputs: no "EUR -" in any request
-    assert harness.outputs[KIND_REQUEST] == 2
+    assert harness.outputs[Kind.REQUEST] == 2
 
 
 @pytest.mark.parametrize("late", ["checkout_start", "cart_add", "cart_remove"])
@@ -666,8 +629,6 @@ def test_a_late_cart_event_does_not_send_the_steps_again(late):
     fired, both were sent again under the same request ids (and counted twice). A late
     event that arrived before the steps fired changed nothing, so the result depended on
     when the watermark passed."""
-    from tests.conftest import HOUR
-
     harness = Harness()
     cart = fz.plain_event("cart_add", customer="c-l", ts=T0 + HOUR)
     second = fz.plain_event("cart_add", customer="c-l", ts=T0 + HOUR)
@@ -683,13 +644,13 @@ def test_a_late_cart_event_does_not_send_the_steps_again(late):
         doc["event_id"] = doc["event_id"] + f"-{i}"
         assert harness.feed(json.dumps(doc)) == ("processed", None)
     harness.fire(T0 + 30 * HOUR)
-    assert harness.outputs[KIND_REQUEST] == 2  # steps 1 and 2
+    assert harness.outputs[Kind.REQUEST] == 2  # steps 1 and 2
     again = fz.plain_event(late, customer="c-l", ts=T0 + HOUR - MINUTE)
     again["event_id"] = "late-1"
     if late == "cart_remove":
         again["properties"].update(product_id="sku-2")
     assert harness.feed(json.dumps(again)) == ("processed", None)
     harness.finish()
-    assert harness.outputs[KIND_REQUEST] == 2  # (the harness also refuses a request id twice)
-    profile = load_profile(harness.state["c-l"][0])
+    assert harness.outputs[Kind.REQUEST] == 2  # (the harness also refuses a request id twice)
+    profile = j.load_profile(harness.state["c-l"][0])
     assert (profile.emails_sent, profile.journey_status) == (2, "completed")

@@ -16,21 +16,12 @@ from typing import Any
 
 import pytest
 
+from job.config import ENV_BOOTSTRAP
 from job.dev import gen
 from job.dev.gen import DEFAULT_START_MS, MAX_OUT_OF_ORDER_MS, GenRecord, generate, generate_live
+from tests.factories import EVENT_TYPES, HOUR, ROOT
 
-HOUR = 3_600_000
 START = DEFAULT_START_MS  # 2026-01-05T08:00:00Z
-EVENT_TYPES = {
-    "page_view",
-    "product_view",
-    "cart_add",
-    "cart_remove",
-    "checkout_start",
-    "purchase",
-    "identify",
-    "unsubscribe",
-}
 ENVELOPE = ("event_id", "event_type", "customer_id", "timestamp", "context", "properties")
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)")
 CUSTOMER_ID = re.compile(r"c-\d{5}")
@@ -109,7 +100,7 @@ def test_stream_does_not_depend_on_hash_randomization(stream: list[GenRecord]) -
             text=True,
             check=True,
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=ROOT,
         )
         assert out.stdout == expected
 
@@ -357,6 +348,6 @@ def test_cli_start_accepts_epoch_ms_and_rejects_naive_or_bad_times() -> None:
 def test_cli_without_a_target_fails(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv(gen.ENV_BOOTSTRAP, raising=False)
+    monkeypatch.delenv(ENV_BOOTSTRAP, raising=False)
     assert _cli(["gen", "--events", "5"]) == 2
     assert "--out FILE or --bootstrap" in capsys.readouterr().err

@@ -2,52 +2,33 @@
 
 from __future__ import annotations
 
-from tests.conftest import (
+from tests.factories import (
+    CAMPAIGN,
     DAY,
     HOUR,
+    MAX_WATERMARK,
+    MIN_WATERMARK,
     MINUTE,
     T0,
     cart_add,
     cart_remove,
+    customer_logic,
     identify,
     page_view,
     purchase,
     unsubscribe,
 )
-from udfs.core.journey import (
-    RESCHEDULE_CHECK,
-    CustomerLogic,
-    CustomerState,
-    Decision,
-    JourneySettings,
-    dump_cart,
-    dump_journey,
-    dump_profile,
-    load_cart,
-    load_journey,
-    load_profile,
-    request_id,
-)
+from udfs.core import journey as j
 
 ABANDON_AFTER = HOUR
 STEP_2_AFTER = DAY
-NO_WATERMARK = -(2**63)
 C = "c-1"
 
 
-def logic() -> CustomerLogic:
-    return CustomerLogic(
-        JourneySettings(
-            campaign="abandoned_cart",
-            schedule=((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2")),
-        )
-    )
-
-
-def run(events, state=None, lg=None) -> tuple[CustomerState, list[Decision]]:
-    lg = lg or logic()
-    state = state or CustomerState()
-    return state, [lg.on_event(state, e, NO_WATERMARK) for e in events]
+def run(events, state=None, lg=None) -> tuple[j.CustomerState, list[j.Decision]]:
+    lg = lg or customer_logic()
+    state = state or j.CustomerState()
+    return state, [lg.on_event(state, e, MIN_WATERMARK) for e in events]
 
 
 def sent_steps(decisions) -> list[tuple[int, int]]:
@@ -62,7 +43,7 @@ def test_cart_add_arms_a_single_timer_at_abandon_after():
 
 
 def test_reminder_due_exactly_at_abandon_after_and_not_one_ms_earlier():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     early = lg.on_timer(state, T0 + ABANDON_AFTER - 1)
     assert early.triggers == [] and early.timer == T0 + ABANDON_AFTER
@@ -74,11 +55,11 @@ def test_reminder_due_exactly_at_abandon_after_and_not_one_ms_earlier():
 
 
 def test_next_event_one_ms_before_due_does_not_fire_but_at_due_fires_first():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
-    before = lg.on_event(state, page_view(C, T0 + ABANDON_AFTER - 1), NO_WATERMARK)
+    before = lg.on_event(state, page_view(C, T0 + ABANDON_AFTER - 1), MIN_WATERMARK)
     assert before.triggers == []
-    at_due = lg.on_event(state, cart_add(C, T0 + ABANDON_AFTER, product_id="p2"), NO_WATERMARK)
+    at_due = lg.on_event(state, cart_add(C, T0 + ABANDON_AFTER, product_id="p2"), MIN_WATERMARK)
     # step 1 fired for the cart as it was, then the cart change re-armed from step 1
     assert [(t["step"], [i["product_id"] for i in t["items"]]) for t in at_due.triggers] == [
         (1, ["p1"])
@@ -95,7 +76,7 @@ def test_cart_change_rearms_from_step_1_and_moves_the_timer():
 
 
 def test_two_step_schedule_measured_from_last_cart_activity_then_state_cleared():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     d1 = lg.on_timer(state, T0 + ABANDON_AFTER)
     d2 = lg.on_timer(state, T0 + STEP_2_AFTER)
@@ -109,9 +90,9 @@ def test_two_step_schedule_measured_from_last_cart_activity_then_state_cleared()
 
 
 def test_end_of_input_fires_every_remaining_step_in_order():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
-    d = lg.on_timer(state, 2**63 - 1)
+    d = lg.on_timer(state, MAX_WATERMARK)
     assert sent_steps([d]) == [(1, T0 + ABANDON_AFTER), (2, T0 + STEP_2_AFTER)]
     assert state.journey is None and d.timer is None
 
@@ -167,7 +148,7 @@ def test_emptying_the_cart_cancels_and_clears_it():
 
 
 def test_reminder_without_email_is_skipped_with_a_reason_and_journey_continues():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([cart_add(C, T0)], lg=lg)
     d = lg.on_timer(state, T0 + ABANDON_AFTER)
     assert d.triggers == []
@@ -179,15 +160,15 @@ def test_reminder_without_email_is_skipped_with_a_reason_and_journey_continues()
 
 
 def test_request_id_is_deterministic_and_new_for_a_new_abandonment():
-    lg = logic()
+    lg = customer_logic()
     s1, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     s2, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     r1 = lg.on_timer(s1, T0 + ABANDON_AFTER).triggers[0]["request_id"]
     r2 = lg.on_timer(s2, T0 + ABANDON_AFTER).triggers[0]["request_id"]
-    assert r1 == r2 == request_id("abandoned_cart", C, "cart-1", T0, 1)
-    lg.on_event(s1, cart_add(C, T0 + 3 * HOUR, "p2"), NO_WATERMARK)
+    assert r1 == r2 == j.request_id(CAMPAIGN, C, "cart-1", T0, 1)
+    lg.on_event(s1, cart_add(C, T0 + 3 * HOUR, "p2"), MIN_WATERMARK)
     r3 = lg.on_timer(s1, T0 + 4 * HOUR).triggers[0]["request_id"]
-    assert r3 == request_id("abandoned_cart", C, "cart-1", T0 + 3 * HOUR, 1) != r1
+    assert r3 == j.request_id(CAMPAIGN, C, "cart-1", T0 + 3 * HOUR, 1) != r1
 
 
 def test_duplicate_event_id_is_not_applied_twice():
@@ -199,7 +180,7 @@ def test_duplicate_event_id_is_not_applied_twice():
 
 
 def test_late_event_still_updates_the_profile_and_is_counted():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0)], lg=lg)
     d = lg.on_event(state, page_view(C, T0 - HOUR), watermark=T0)
     assert [o["kind"] for o in d.outcomes] == ["late"]
@@ -208,10 +189,10 @@ def test_late_event_still_updates_the_profile_and_is_counted():
 
 
 def test_recovery_is_credited_to_the_last_reminder_within_the_window():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     rid = lg.on_timer(state, T0 + ABANDON_AFTER).triggers[0]["request_id"]
-    d = lg.on_event(state, purchase(C, T0 + 2 * HOUR, revenue=10.0), NO_WATERMARK)
+    d = lg.on_event(state, purchase(C, T0 + 2 * HOUR, revenue=10.0), MIN_WATERMARK)
     rows = [r for t, r in d.rows if t == "cart_recoveries"]
     assert rows == [
         {
@@ -237,12 +218,12 @@ def test_profile_snapshot_versions_strictly_increase():
 
 
 def test_state_round_trips_through_its_json_form():
-    lg = logic()
+    lg = customer_logic()
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     lg.on_timer(state, T0 + ABANDON_AFTER)
-    assert load_profile(dump_profile(state.profile)) == state.profile
-    assert load_cart(dump_cart(state.cart)) == state.cart
-    assert load_journey(dump_journey(state.journey)) == state.journey
+    assert j.load_profile(j.dump_profile(state.profile)) == state.profile
+    assert j.load_cart(j.dump_cart(state.cart)) == state.cart
+    assert j.load_journey(j.dump_journey(state.journey)) == state.journey
 
 
 def test_purchase_arriving_before_its_cart_event_still_prevents_the_reminder():
@@ -263,12 +244,12 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
     events = [identify(C, T0), cart_add(C, T0), page_view(C, T0 + 2 * DAY)]
 
     def rows(fire_timers: bool) -> list[tuple]:
-        lg, state, out = logic(), CustomerState(), []
+        lg, state, out = customer_logic(), j.CustomerState(), []
         for e in events:
             if fire_timers and state.journey is not None:
                 while state.journey is not None and state.journey.due_at <= e["timestamp"]:
                     out += lg.on_timer(state, state.journey.due_at).rows
-            out += lg.on_event(state, e, NO_WATERMARK).rows
+            out += lg.on_event(state, e, MIN_WATERMARK).rows
         return [
             (
                 t,
@@ -296,23 +277,23 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
 # --- timing changes: state armed under one schedule, restored under another ---------------
 
 
-def settings_logic(*schedule: tuple[int, str]) -> CustomerLogic:
-    return CustomerLogic(JourneySettings(campaign="abandoned_cart", schedule=schedule))
+def settings_logic(*schedule: tuple[int, str]) -> j.CustomerLogic:
+    return j.CustomerLogic(j.JourneySettings(campaign=CAMPAIGN, schedule=schedule))
 
 
 OLD = ((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
 
 
-def restored(state: CustomerState) -> CustomerState:
+def restored(state: j.CustomerState) -> j.CustomerState:
     """The state as a restore hands it over: through its JSON form."""
-    return CustomerState(
-        profile=load_profile(dump_profile(state.profile)),
-        cart=load_cart(dump_cart(state.cart)) if state.cart else None,
-        journey=load_journey(dump_journey(state.journey)) if state.journey else None,
+    return j.CustomerState(
+        profile=j.load_profile(j.dump_profile(state.profile)),
+        cart=j.load_cart(j.dump_cart(state.cart)) if state.cart else None,
+        journey=j.load_journey(j.dump_journey(state.journey)) if state.journey else None,
     )
 
 
-def armed_under_old_schedule(*extra_events) -> CustomerState:
+def armed_under_old_schedule(*extra_events) -> j.CustomerState:
     """C identified, cart at T0, under OLD; step 1 pending at T0 + 1h."""
     state, _ = run([identify(C, T0), cart_add(C, T0), *extra_events], lg=settings_logic(*OLD))
     return restored(state)
@@ -327,16 +308,16 @@ def requests(decisions) -> list[tuple[int, int, str, str]]:
 
 
 def rid(step: int) -> str:
-    return request_id("abandoned_cart", C, "cart-1", T0, step)
+    return j.request_id(CAMPAIGN, C, "cart-1", T0, step)
 
 
 def test_unchanged_schedule_the_reschedule_check_changes_nothing():
     lg = settings_logic(*OLD)
     state = armed_under_old_schedule()
-    before = dump_journey(state.journey)
-    d = lg.on_timer(state, RESCHEDULE_CHECK)
+    before = j.dump_journey(state.journey)
+    d = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (d.triggers, d.outcomes, d.rows, d.timer) == ([], [], [], T0 + ABANDON_AFTER)
-    assert dump_journey(state.journey) == before
+    assert j.dump_journey(state.journey) == before
 
 
 def test_lengthened_step_the_old_timer_fires_nothing_and_moves_to_the_new_due_time():
@@ -355,14 +336,14 @@ def test_lengthened_step_the_old_timer_fires_nothing_and_moves_to_the_new_due_ti
 def test_lengthened_step_an_event_between_the_old_and_new_due_time_fires_nothing():
     lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule()
-    d = lg.on_event(state, page_view(C, T0 + 90 * MINUTE), NO_WATERMARK)
+    d = lg.on_event(state, page_view(C, T0 + 90 * MINUTE), MIN_WATERMARK)
     assert d.triggers == [] and d.timer == T0 + 2 * HOUR
 
 
 def test_lengthened_step_the_reschedule_check_moves_the_timer_at_once():
     lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule()
-    d = lg.on_timer(state, RESCHEDULE_CHECK)
+    d = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (d.triggers, d.outcomes, d.timer) == ([], [], T0 + 2 * HOUR)
     assert state.journey.due_at == T0 + 2 * HOUR
 
@@ -370,7 +351,7 @@ def test_lengthened_step_the_reschedule_check_moves_the_timer_at_once():
 def test_shortened_step_the_reschedule_check_moves_the_timer_to_the_new_earlier_time():
     lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule()
-    check = lg.on_timer(state, RESCHEDULE_CHECK)
+    check = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (check.triggers, check.outcomes, check.timer) == ([], [], T0 + 30 * MINUTE)
     due = lg.on_timer(state, T0 + 30 * MINUTE)
     assert requests([due]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
@@ -385,7 +366,7 @@ def test_shortened_step_already_overdue_fires_with_the_first_watermark_after_the
     watermark; the request carries the new due time, once."""
     lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule(page_view(C, T0 + 50 * MINUTE))
-    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + 30 * MINUTE
+    assert lg.on_timer(state, j.RESCHEDULE_CHECK).timer == T0 + 30 * MINUTE
     fired = lg.on_timer(state, T0 + 30 * MINUTE)
     assert requests([fired]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
 
@@ -395,12 +376,12 @@ def test_shortened_step_without_the_check_fires_at_the_next_event_or_the_old_tim
     customer's next event at or after it, else by the old timer; sent once either way."""
     lg = settings_logic((30 * MINUTE, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     by_event = armed_under_old_schedule()
-    d = lg.on_event(by_event, page_view(C, T0 + 40 * MINUTE), NO_WATERMARK)
+    d = lg.on_event(by_event, page_view(C, T0 + 40 * MINUTE), MIN_WATERMARK)
     assert requests([d]) == [(1, T0 + 30 * MINUTE, "abandoned_cart_1", rid(1))]
     assert d.timer == T0 + STEP_2_AFTER
 
     early_event = armed_under_old_schedule()
-    d = lg.on_event(early_event, page_view(C, T0 + 20 * MINUTE), NO_WATERMARK)
+    d = lg.on_event(early_event, page_view(C, T0 + 20 * MINUTE), MIN_WATERMARK)
     assert d.triggers == [] and d.timer == T0 + 30 * MINUTE
 
     by_old_timer = armed_under_old_schedule()
@@ -412,7 +393,7 @@ def test_shortened_step_without_the_check_fires_at_the_next_event_or_the_old_tim
 def test_a_later_step_changed_while_step_1_is_pending_applies_after_step_1():
     lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"), (6 * HOUR, "abandoned_cart_2"))
     state = armed_under_old_schedule()
-    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + ABANDON_AFTER
+    assert lg.on_timer(state, j.RESCHEDULE_CHECK).timer == T0 + ABANDON_AFTER
     d1 = lg.on_timer(state, T0 + ABANDON_AFTER)
     assert d1.timer == T0 + 6 * HOUR
     d2 = lg.on_timer(state, T0 + 6 * HOUR)
@@ -422,7 +403,7 @@ def test_a_later_step_changed_while_step_1_is_pending_applies_after_step_1():
     ]
 
 
-def step_1_sent_under_old_schedule() -> CustomerState:
+def step_1_sent_under_old_schedule() -> j.CustomerState:
     lg = settings_logic(*OLD)
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     assert requests([lg.on_timer(state, T0 + ABANDON_AFTER)])[0][0] == 1
@@ -435,7 +416,7 @@ def test_pending_step_2_shortened_below_the_sent_step_1_fires_at_once_and_once()
     # invalid as a config (steps must be increasing) but reachable by shortening: the pure
     # logic copes all the same
     state = step_1_sent_under_old_schedule()
-    assert lg.on_timer(state, RESCHEDULE_CHECK).timer == T0 + 45 * MINUTE
+    assert lg.on_timer(state, j.RESCHEDULE_CHECK).timer == T0 + 45 * MINUTE
     d = lg.on_timer(state, T0 + 45 * MINUTE)
     assert requests([d]) == [(2, T0 + 45 * MINUTE, "abandoned_cart_2", rid(2))]
     assert d.timer is None and state.journey is None
@@ -444,9 +425,9 @@ def test_pending_step_2_shortened_below_the_sent_step_1_fires_at_once_and_once()
 def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sending():
     lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
     state = step_1_sent_under_old_schedule()
-    check = lg.on_timer(state, RESCHEDULE_CHECK)
+    check = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (check.triggers, check.outcomes, check.timer) == ([], [], T0 + STEP_2_AFTER)
-    before = lg.on_event(state, page_view(C, T0 + STEP_2_AFTER - 1), NO_WATERMARK)
+    before = lg.on_event(state, page_view(C, T0 + STEP_2_AFTER - 1), MIN_WATERMARK)
     assert before.outcomes == [] and before.timer == T0 + STEP_2_AFTER
     d = lg.on_timer(state, T0 + STEP_2_AFTER)
     assert d.triggers == [] and d.timer is None and state.journey is None
@@ -465,14 +446,14 @@ def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sendi
         ("customer_profiles", "completed", T0 + STEP_2_AFTER)
     ]
     # the cart stays: a later cart change arms a new journey under the new schedule
-    again = lg.on_event(state, cart_add(C, T0 + 2 * DAY, "p2"), NO_WATERMARK)
+    again = lg.on_event(state, cart_add(C, T0 + 2 * DAY, "p2"), MIN_WATERMARK)
     assert again.timer == T0 + 2 * DAY + ABANDON_AFTER
 
 
 def test_pending_step_removed_and_an_event_after_its_due_time_ends_it_first():
     lg = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
     state = step_1_sent_under_old_schedule()
-    d = lg.on_event(state, page_view(C, T0 + 2 * DAY), NO_WATERMARK)
+    d = lg.on_event(state, page_view(C, T0 + 2 * DAY), MIN_WATERMARK)
     assert d.triggers == [] and d.timer is None
     assert [(o["kind"], o.get("reason")) for o in d.outcomes] == [("completed", "steps_removed")]
 
@@ -497,8 +478,8 @@ def test_step_added_does_not_reopen_a_completed_journey():
     assert state.journey is None
     state = restored(state)
     new = settings_logic(*OLD)
-    check = new.on_timer(state, RESCHEDULE_CHECK)
-    later = new.on_event(state, page_view(C, T0 + 2 * DAY), NO_WATERMARK)
+    check = new.on_timer(state, j.RESCHEDULE_CHECK)
+    later = new.on_event(state, page_view(C, T0 + 2 * DAY), MIN_WATERMARK)
     assert check.timer is None and later.timer is None and later.triggers == []
 
 
@@ -512,7 +493,7 @@ def test_changed_template_of_the_pending_step_is_used():
 def test_duplicate_event_after_a_timing_change_still_moves_the_timer():
     lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule(page_view(C, T0 + MINUTE, event_id="pv"))
-    d = lg.on_event(state, page_view(C, T0 + MINUTE, event_id="pv"), NO_WATERMARK)
+    d = lg.on_event(state, page_view(C, T0 + MINUTE, event_id="pv"), MIN_WATERMARK)
     assert [o["kind"] for o in d.outcomes] == ["duplicate"]
     assert d.timer == T0 + 2 * HOUR
 
@@ -520,5 +501,5 @@ def test_duplicate_event_after_a_timing_change_still_moves_the_timer():
 def test_a_cart_change_after_a_timing_change_rearms_under_the_new_schedule():
     lg = settings_logic((2 * HOUR, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
     state = armed_under_old_schedule()
-    d = lg.on_event(state, cart_add(C, T0 + 10 * MINUTE, "p2"), NO_WATERMARK)
+    d = lg.on_event(state, cart_add(C, T0 + 10 * MINUTE, "p2"), MIN_WATERMARK)
     assert d.timer == T0 + 10 * MINUTE + 2 * HOUR

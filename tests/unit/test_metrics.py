@@ -12,48 +12,12 @@ import pytest
 
 from job.config import ConfigError, load_config
 from job.prometheus import by_label, parse, port_range, reporter_jars, total
-from tests.conftest import HOUR, MINUTE, T0, cart_add, identify, purchase, raw
+from tests import factories as f
+from tests.harness import FakeGroup
 from udfs import logs
-from udfs.core.customer import KIND_REQUEST, LABELED, CustomerCore, Step
+from udfs.core.contract import Kind
+from udfs.core.customer import LABELED, CustomerCore, Step
 from udfs.flink.metrics import LabeledCounters, LatencyGauges, LatencyWindow, percentile
-
-MIN_WATERMARK = -(2**63)
-
-
-# --- fakes of PyFlink's metric group (the pure code only calls these methods) -----------------
-
-
-class FakeCounter:
-    def __init__(self) -> None:
-        self.count = 0
-        self.calls = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.count += n
-        self.calls += 1
-
-
-class FakeGroup:
-    """Records metrics by their full path, key/value groups as ``key=value`` parts."""
-
-    def __init__(self, registry: dict | None = None, path: tuple = ()) -> None:
-        self.registry = {} if registry is None else registry
-        self.path = path
-
-    def add_group(self, name: str, extra: str | None = None) -> FakeGroup:
-        part = name if extra is None else f"{name}={extra}"
-        return FakeGroup(self.registry, (*self.path, part))
-
-    def counter(self, name: str) -> FakeCounter:
-        return self.registry.setdefault((*self.path, name), FakeCounter())
-
-    def gauge(self, name: str, read) -> None:
-        self.registry[(*self.path, name)] = read
-
-    def value(self, *path: str):
-        metric = self.registry[path]
-        return metric() if callable(metric) else metric.count
-
 
 # --- latency window -----------------------------------------------------------------------
 
@@ -144,22 +108,16 @@ def test_labeled_counters_become_key_value_groups_and_push_only_deltas() -> None
 
 @pytest.fixture
 def core() -> CustomerCore:
-    from job.pipeline import journey_settings
-
-    cfg = load_config(env={}, overrides={"clickhouse": {"enabled": False}})
-    return CustomerCore(
-        journey_settings(cfg),
-        cfg.template_dir,
-        cfg.links.cart_base_url,
-        0,
-        cfg.schema_dir,
-        cfg.limits.max_event_bytes,
-        cfg.limits.max_future_ms,
-    )
+    return f.customer_core(store_shards=0)
 
 
 def feed(
-    core: CustomerCore, states: dict, text: str, key: str, now: int, watermark: int = MIN_WATERMARK
+    core: CustomerCore,
+    states: dict,
+    text: str,
+    key: str,
+    now: int,
+    watermark: int = f.MIN_WATERMARK,
 ) -> Step:
     validated = core.validate(key, text, now)
     if isinstance(validated, Step):
@@ -174,23 +132,18 @@ def feed(
 
 def test_customer_core_counts_by_label(core: CustomerCore) -> None:
     states: dict = {}
-    now = T0 + 30 * HOUR
+    now = f.T0 + 30 * f.HOUR
     story = [
-        ("A", raw(identify("A", T0, email="a@example.com"))),
-        ("A", raw(cart_add("A", T0 + MINUTE, cart_id="ca"))),
-        ("B", raw(cart_add("B", T0, cart_id="cb"))),  # never identified: no e-mail
-        ("C", raw(identify("C", T0, email="c@example.com"))),
-        ("C", raw(cart_add("C", T0, cart_id="cc"))),
-        ("C", raw(purchase("C", T0 + 10 * MINUTE, cart_id="cc"))),  # cancels C's journey
-        ("A", raw(cart_add("A", T0 + MINUTE, cart_id="ca", event_id="dup"))),
-        ("A", raw(cart_add("A", T0 + MINUTE, cart_id="ca", event_id="dup"))),  # duplicate
+        ("A", f.raw(f.identify("A", f.T0, email="a@example.com"))),
+        ("A", f.raw(f.cart_add("A", f.T0 + f.MINUTE, cart_id="ca"))),
+        ("B", f.raw(f.cart_add("B", f.T0, cart_id="cb"))),  # never identified: no e-mail
+        ("C", f.raw(f.identify("C", f.T0, email="c@example.com"))),
+        ("C", f.raw(f.cart_add("C", f.T0, cart_id="cc"))),
+        ("C", f.raw(f.purchase("C", f.T0 + 10 * f.MINUTE, cart_id="cc"))),  # cancels C's journey
+        ("A", f.raw(f.cart_add("A", f.T0 + f.MINUTE, cart_id="ca", event_id="dup"))),
+        ("A", f.raw(f.cart_add("A", f.T0 + f.MINUTE, cart_id="ca", event_id="dup"))),  # duplicate
         ("A", "not json"),
-        (
-            "A",
-            json.dumps(
-                {"event_id": "x", "event_type": "teleport", "customer_id": "A", "timestamp": T0}
-            ),
-        ),
+        ("A", f.teleport("A", "x")),
     ]
     for key, text in story:
         feed(core, states, text, key, now)
@@ -200,7 +153,7 @@ def test_customer_core_counts_by_label(core: CustomerCore) -> None:
         due = json.loads(states[key][2])["due_at"]
         step = core.on_timer(key, due, states[key], now)
         states[key] = step.state or states[key]
-        requests += [o for o in step.outputs if o[0] == KIND_REQUEST]
+        requests += [o for o in step.outputs if o[0] == Kind.REQUEST]
     assert len(requests) == 1
     assert core.labeled == {
         "events": {"identify": 2, "cart_add": 5, "purchase": 1},
@@ -212,20 +165,24 @@ def test_customer_core_counts_by_label(core: CustomerCore) -> None:
     assert set(core.labeled) == set(LABELED)
     assert (core.counts["duplicate"], core.counts["late"]) == (1, 0)
     # reminder lateness: the wall clock at emit minus the due time of A's step 1
-    assert core.lateness == [now - (T0 + MINUTE + HOUR)]
+    assert core.lateness == [now - (f.T0 + f.MINUTE + f.HOUR)]
 
 
 # --- Prometheus text format ---------------------------------------------------------------------
 
-EXPOSITION = """\
-# HELP flink_taskmanager_job_task_operator_inboxflow_event_type_events events
-# TYPE flink_taskmanager_job_task_operator_inboxflow_event_type_events gauge
-flink_taskmanager_job_task_operator_inboxflow_event_type_events{event_type="cart_add",subtask_index="0",} 3.0
-flink_taskmanager_job_task_operator_inboxflow_event_type_events{event_type="cart_add",subtask_index="1",} 2.0
-flink_taskmanager_job_task_operator_inboxflow_event_type_events{event_type="purchase",subtask_index="1",} 0.0
-flink_taskmanager_job_task_operator_inboxflow_campaign_step_requests{campaign="a\\"b",step="2",} 1.0
-flink_jobmanager_job_numRestarts{job_id="j1",job_name="inboxflow",} 0.0
-"""
+EXPOSITION = (
+    "# HELP flink_taskmanager_job_task_operator_inboxflow_event_type_events events\n"
+    "# TYPE flink_taskmanager_job_task_operator_inboxflow_event_type_events gauge\n"
+    "flink_taskmanager_job_task_operator_inboxflow_event_type_events"
+    '{event_type="cart_add",subtask_index="0",} 3.0\n'
+    "flink_taskmanager_job_task_operator_inboxflow_event_type_events"
+    '{event_type="cart_add",subtask_index="1",} 2.0\n'
+    "flink_taskmanager_job_task_operator_inboxflow_event_type_events"
+    '{event_type="purchase",subtask_index="1",} 0.0\n'
+    "flink_taskmanager_job_task_operator_inboxflow_campaign_step_requests"
+    '{campaign="a\\"b",step="2",} 1.0\n'
+    'flink_jobmanager_job_numRestarts{job_id="j1",job_name="inboxflow",} 0.0\n'
+)
 
 
 def test_prometheus_text_is_parsed_and_summed_over_subtasks() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from job import cli, ops
+from job.config import ENV_REST
 
 JOB = "0123456789abcdef0123456789abcdef"
 NOW = 1_767_600_000.0
@@ -331,14 +332,14 @@ def test_unreachable_rest_api(capsys):
     assert cli.main(["savepoint", JOB, "--rest", url]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"inboxflow savepoint: cannot reach Flink's REST API at {url}")
-    assert "Give it with --rest URL or INBOXFLOW_FLINK_REST" in err
+    assert f"Give it with --rest URL or {ENV_REST}" in err
 
 
 def test_rest_url_from_the_environment(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(ops.ENV_REST, "http://flink.internal:8081")
+    monkeypatch.setenv(ENV_REST, "http://flink.internal:8081")
     args = cli.build_parser().parse_args(["savepoint", JOB])
     assert args.rest == "http://flink.internal:8081"
-    monkeypatch.delenv(ops.ENV_REST)
+    monkeypatch.delenv(ENV_REST)
     assert cli.build_parser().parse_args(["stop", JOB]).rest == ops.DEFAULT_REST
 
 

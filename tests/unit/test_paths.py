@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from job.config import load_config
-from job.pipeline import journey_settings
+from job.pipeline import core_settings
 from udfs import paths
 from udfs.flink.customer_function import CustomerFunction
 
@@ -41,7 +42,7 @@ def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path
     schemas = shutil.copytree(cfg.schema_dir, tmp_path / "schemas")
     templates = shutil.copytree(cfg.template_dir, tmp_path / "templates")
     function = CustomerFunction(
-        journey_settings(cfg), templates, "https://x/cart", 0, schemas, 65536, 86_400_000
+        replace(core_settings(cfg, store=False), schema_dir=schemas, template_dir=templates)
     )
     shipped = pickle.dumps(function)
     shutil.rmtree(schemas)

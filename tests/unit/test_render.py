@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 from jinja2.sandbox import SecurityError
 
-from udfs.core.render import Renderer, TemplateError, cart_url, format_money, iso_ms
+from tests.factories import EMAIL_REQUEST_SCHEMA, ROOT
+from udfs.core.render import Renderer, TemplateError, cart_url, format_money
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
-SCHEMA = json.loads((ROOT / "conf" / "schemas" / "email_request.json").read_text())
+SCHEMA = json.loads(EMAIL_REQUEST_SCHEMA.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 
 BASE_URL = "https://shop.example.com/cart"
@@ -149,8 +149,8 @@ def test_greeting_and_prices_exact(renderer):
     assert ">EUR 59.90</td>" in html
     assert ">EUR 119.80</td>" in html
     assert (
-        '<td align="right" style="padding:12px 0;font-weight:bold;white-space:nowrap;">EUR 119.80</td>'
-        in html
+        '<td align="right" style="padding:12px 0;font-weight:bold;white-space:nowrap;">'
+        "EUR 119.80</td>" in html
     )
     assert "\nTotal: EUR 119.80\n" in text
     assert "Your cart (2 items):\n" in text
@@ -335,14 +335,6 @@ def test_render_is_deterministic_and_does_not_mutate_trigger(renderer):
     assert renderer.render(trigger, EMITTED_AT) == first
     assert Renderer(TEMPLATES, BASE_URL).render(copy.deepcopy(trigger), EMITTED_AT) == first
     assert trigger == before
-
-
-def test_iso_ms():
-    assert iso_ms(ARMED_AT) == "2026-01-01T00:00:00.000Z"
-    assert iso_ms(ARMED_AT + 123) == "2026-01-01T00:00:00.123Z"
-    assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
-    with pytest.raises(TypeError):
-        iso_ms(1.5)  # type: ignore[arg-type]
 
 
 def test_invalid_trigger_names_customer_and_request(renderer):

@@ -4,7 +4,6 @@ and write_batch's retry/bisection logic against in-memory fake stores (no ClickH
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import (
@@ -13,36 +12,13 @@ from clickhouse_connect.driver.exceptions import (
     OperationalError,
 )
 
+from tests.factories import ROOT, STORE_T0, Backoffs, email_row
 from udfs.clickhouse.client import get_client
-from udfs.clickhouse.dsn import DsnError, resolve_dsn
+from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD, DsnError, resolve_dsn
 from udfs.clickhouse.errors import RowRejected, StoreError, TransientStoreError, classify_error
 from udfs.clickhouse.migrations import discover_migrations, split_sql
 from udfs.clickhouse.schema import COLUMNS, TABLES, convert_row
 from udfs.clickhouse.writer import RetryPolicy, backoff_ceiling_ms, backoff_ms, write_batch
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
-
-
-def email_row(request_id: str, **overrides):
-    row = {
-        "request_id": request_id,
-        "campaign": "cart_abandon",
-        "step": 1,
-        "customer_id": "c-" + request_id,
-        "status": "sent",
-        "reason": "",
-        "subject": "You left something",
-        "due_at": T0,
-        "emitted_at": T0 + 5,
-        "cart_id": "cart-1",
-        "cart_value": 10.0,
-        "currency": "EUR",
-        "product_ids": ["p1"],
-    }
-    row.update(overrides)
-    return row
-
 
 # --------------------------------------------------------------------------- resolve_dsn
 
@@ -77,7 +53,7 @@ def test_password_in_dsn_is_refused_naming_the_env_variable(tmp_path):
         resolve_dsn("http://analyst:secret@ch.internal:8123/shop", tmp_path)
     assert str(info.value) == (
         "ClickHouse DSN for host 'ch.internal' contains a password; "
-        "put it in the environment variable INBOXFLOW_CLICKHOUSE_PASSWORD instead"
+        f"put it in the environment variable {ENV_CLICKHOUSE_PASSWORD} instead"
     )
     assert "secret" not in str(info.value)
 
@@ -169,19 +145,13 @@ class FakeStore:
 
 def test_write_batch_retries_forever_by_default_with_sleeps_bounded_by_cap():
     fake = FakeStore(transient=20)
-    sleeps: list[float] = []
     rows = [email_row("r1"), email_row("r2")]
-    rejected = write_batch(
-        fake,
-        "email_requests",
-        rows,
-        retry=RetryPolicy(base_ms=100, cap_ms=1_000),
-        sleep=sleeps.append,
-        rand=lambda: 0.999,
-    )
-    assert rejected == []
+    backoffs = Backoffs()
+    retry = RetryPolicy(base_ms=100, cap_ms=1_000)
+    assert backoffs.write(fake, "email_requests", rows, retry, rand=0.999) == []
     assert fake.rows == rows
     assert len(fake.calls) == 21
+    sleeps = backoffs.sleeps
     assert len(sleeps) == 20
     assert max(sleeps) == pytest.approx(0.999)
     assert sleeps[:5] == pytest.approx([0.0999, 0.1998, 0.3996, 0.7992, 0.999])
@@ -189,21 +159,12 @@ def test_write_batch_retries_forever_by_default_with_sleeps_bounded_by_cap():
 
 def test_write_batch_gives_up_after_max_attempts_and_reraises():
     fake = FakeStore(transient=5)
-    sleeps: list[float] = []
-    retries: list[tuple[int, float, str]] = []
+    backoffs = Backoffs()
     with pytest.raises(TransientStoreError, match="Connection refused"):
-        write_batch(
-            fake,
-            "email_requests",
-            [email_row("r1")],
-            retry=RetryPolicy(max_attempts=3),
-            sleep=sleeps.append,
-            rand=lambda: 0.5,
-            on_retry=lambda attempt, delay, exc: retries.append((attempt, delay, str(exc))),
-        )
+        backoffs.write(fake, "email_requests", [email_row("r1")], RetryPolicy(max_attempts=3), 0.5)
     assert len(fake.calls) == 3
-    assert sleeps == [0.05, 0.1]
-    assert retries == [(1, 0.05, "Connection refused"), (2, 0.1, "Connection refused")]
+    assert backoffs.sleeps == [0.05, 0.1]
+    assert backoffs.retries == [(1, 0.05, "Connection refused"), (2, 0.1, "Connection refused")]
     assert fake.rows == []
 
 
@@ -215,7 +176,8 @@ def test_write_batch_bisects_a_server_rejection_down_to_the_bad_row():
     assert rejected == [
         (
             rows[5],
-            "email_requests request_id='r5' customer_id='c-r5': Code: 27. DB::Exception: Cannot parse input",
+            "email_requests request_id='r5' customer_id='c-r5': "
+            "Code: 27. DB::Exception: Cannot parse input",
         )
     ]
     # whole, left half ok, right half, [r4 r5], r4 ok, r5 alone rejected, [r6 r7] ok
@@ -248,13 +210,13 @@ def test_convert_row_orders_values_like_the_table_columns():
         "c-r1",
         "sent",
         "",
-        "You left something",
-        T0,
-        T0 + 5,
+        "Step 1",
+        STORE_T0,
+        STORE_T0 + 250,
         None,
         3.0,
         "EUR",
-        ["p1"],
+        ["p1", "p2"],
     )
     assert type(values[10]) is float
 
@@ -277,7 +239,7 @@ def test_convert_row_orders_values_like_the_table_columns():
 )
 def test_convert_row_names_the_column_and_problem(overrides, message):
     with pytest.raises(ValueError) as info:
-        convert_row("email_requests", email_row("r1", **overrides))
+        convert_row("email_requests", {**email_row("r1"), **overrides})
     assert str(info.value) == message
 
 
@@ -292,8 +254,8 @@ def test_profile_maps_arrays_and_bools_are_checked():
     row = {c.name: None for c in COLUMNS["customer_profiles"]}
     row.update(
         customer_id="c1",
-        first_seen=T0,
-        last_seen=T0,
+        first_seen=STORE_T0,
+        last_seen=STORE_T0,
         event_counts={"page_view": -1},
         revenue_total=0.0,
         order_count=0,
@@ -305,7 +267,7 @@ def test_profile_maps_arrays_and_bools_are_checked():
         journey_status="idle",
         emails_sent=0,
         unsubscribed=0,
-        updated_at=T0,
+        updated_at=STORE_T0,
         version=1,
     )
     message = "^column 'event_counts': expected UInt64 counts, got int for key 'page_view'$"
@@ -410,18 +372,12 @@ def test_badly_named_or_duplicate_migration_files_are_refused(tmp_path):
 def test_job_rows_carry_exactly_the_store_columns():
     """The writer sends the customer function's rows to ClickHouse as JSON, where a missing
     key would silently become the column default: the keys must be exactly the columns."""
-    from tests.conftest import DAY, HOUR, T0, cart_add, identify, purchase
-    from udfs.core.journey import CustomerLogic, CustomerState, JourneySettings
+    from tests import factories as f
+    from udfs.core.journey import CustomerState
 
-    logic = CustomerLogic(
-        JourneySettings(
-            campaign="abandoned_cart",
-            schedule=((HOUR, "abandoned_cart_1"), (DAY, "abandoned_cart_2")),
-        )
-    )
-    state, rows = CustomerState(), []
-    for event in (identify("c", T0), cart_add("c", T0), purchase("c", T0 + 2 * HOUR)):
-        rows += logic.on_event(state, event, -(2**63)).rows
+    logic, state, rows = f.customer_logic(), CustomerState(), []
+    for event in (f.identify("c", f.T0), f.cart_add("c", f.T0), f.purchase("c", f.T0 + 2 * f.HOUR)):
+        rows += logic.on_event(state, event, f.MIN_WATERMARK).rows
     tables = {table for table, _ in rows}
     assert tables == set(TABLES)
     for table, row in rows:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.factories import EVENT_TYPES, SCHEMA_DIR
 from tests.unit.malformed_corpus import (
     BASE_CART_ADD,
     BASE_IDENTIFY,
@@ -23,21 +24,8 @@ from tests.unit.malformed_corpus import (
     padded_to,
     variant,
 )
-from udfs.core.validation import EventValidator, Invalid, Reason, dlq_record, format_epoch_ms
+from udfs.core.validation import EventValidator, Invalid, Reason, dlq_record
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "conf" / "schemas"
-EVENT_TYPES = frozenset(
-    {
-        "page_view",
-        "product_view",
-        "cart_add",
-        "cart_remove",
-        "checkout_start",
-        "purchase",
-        "identify",
-        "unsubscribe",
-    }
-)
 ALL_REASONS = frozenset(value for name, value in vars(Reason).items() if not name.startswith("_"))
 # 2000-01-01T00:00:00Z, the default lower bound for event timestamps.
 Y2K = 946_684_800_000
@@ -779,18 +767,6 @@ def test_dlq_record_replaces_bytes_that_are_not_utf8() -> None:
         False,
         4,
     )
-
-
-@pytest.mark.parametrize(
-    ("epoch_ms", "iso"),
-    [
-        (0, "1970-01-01T00:00:00.000Z"),
-        (1_767_603_600_123, "2026-01-05T09:00:00.123Z"),
-        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
-    ],
-)
-def test_formats_epoch_ms_as_utc_iso(epoch_ms: int, iso: str) -> None:
-    assert format_epoch_ms(epoch_ms) == iso
 
 
 def test_rejects_non_string_event_id_even_when_an_operator_allows_it_in_the_envelope(

@@ -196,8 +196,9 @@ class Store:
             first = row_errors[min(row_errors)]
             raise RowRejected(f"{len(row_errors)} row(s) rejected, first: {first}", row_errors)
         names = COLUMN_NAMES[table]
-        # The same transport as the writer's: JSON parsed by the engine, ~10x cheaper per row
-        # than the driver's Python-side Native encoding, the same for chdb and a server.
+        # The same transport as the writer's: JSON parsed by the engine, far cheaper per row
+        # than the driver's Python-side Native encoding (docs/PERFORMANCE.md), the same for
+        # chdb and a server.
         self.insert_json_lines(
             table,
             [
@@ -223,7 +224,8 @@ class Store:
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a SELECT-like statement; return (column names, rows). UTC datetimes come back naive."""
+        """Run a SELECT-like statement; return (column names, rows). UTC datetimes come back
+        naive."""
 
         def run(client: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
             result = client.query(sql, parameters=parameters)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-PASSWORD_ENV = "INBOXFLOW_CLICKHOUSE_PASSWORD"
+ENV_CLICKHOUSE_PASSWORD = "INBOXFLOW_CLICKHOUSE_PASSWORD"
 DEFAULT_CHDB_DIR = Path("var") / "clickhouse"
 
 
@@ -54,7 +54,7 @@ def resolve_dsn(dsn: str | None, base_dir: Path) -> str:
         if parts.password is not None:
             raise DsnError(
                 f"ClickHouse DSN for host {parts.hostname!r} contains a password; "
-                f"put it in the environment variable {PASSWORD_ENV} instead"
+                f"put it in the environment variable {ENV_CLICKHOUSE_PASSWORD} instead"
             )
         try:
             parts.port  # noqa: B018 - property raises on a non-numeric port

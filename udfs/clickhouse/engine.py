@@ -1,7 +1,8 @@
 """Opening a clickhouse-connect client for a DSN in this process (no pyflink).
 
 In-process means the CLI, the tests and the chdb host process; never the Flink JVM, which runs
-the chdb engine in a child process instead (:mod:`udfs.clickhouse.host`, docs/DESIGN.md#chdb-signals).
+the chdb engine in a child process instead (:mod:`udfs.clickhouse.host`,
+docs/DESIGN.md#chdb-signals).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from udfs.clickhouse.dsn import PASSWORD_ENV, chdb_path
+from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD, chdb_path
 from udfs.clickhouse.errors import StoreError, StoreLockedError, classify_error, short_reason
 
 
@@ -29,7 +30,7 @@ def open_client(dsn: str) -> Any:
             dsn=dsn,
             # The driver ignores the DSN scheme; without this https would speak http.
             interface=parts.scheme.lower(),
-            password=os.environ.get(PASSWORD_ENV, ""),
+            password=os.environ.get(ENV_CLICKHOUSE_PASSWORD, ""),
             # Sessions would forbid the two writer subtasks' (serialised) calls from
             # sharing the client; nothing here needs session state.
             autogenerate_session_id=False,

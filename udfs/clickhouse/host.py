@@ -3,19 +3,20 @@
 Why: chdb installs ClickHouse's fatal-signal handlers for SIGSEGV/SIGBUS/SIGILL/SIGFPE when
 its library is loaded and again when the engine starts, with raw system calls (libjsig cannot
 intercept them). The JVM raises SIGSEGV itself on every safepoint poll and implicit null
-check, so a JVM thread that faults in that window (about 0.3 s with a warm page cache, seconds
-on a cold disk: the library is 555 MB) lands in ClickHouse's handler, never returns, and the
-whole TaskManager hangs at its next safepoint. CI saw exactly that on a fresh machine. No
-window exists if the engine never enters the JVM: the writer's Store talks to this process,
-which owns the chdb path, over a socket pair. A crash of the engine then kills this process,
-not the TaskManager: the Store sees a transient error and starts a new host.
+check, so a JVM thread that faults while the large library loads lands in ClickHouse's
+handler, never returns, and the whole TaskManager hangs at its next safepoint
+(docs/DESIGN.md#chdb-signals). No window exists if the engine never enters the JVM: the
+writer's Store talks to this process, which owns the chdb path, over a socket pair. A crash
+of the engine then kills this process, not the TaskManager: the Store sees a transient error
+and starts a new host.
 
 Protocol (``multiprocessing.connection`` framing, pickle): the parent sends
 ``(method, args, kwargs)`` for ``command``, ``query`` and ``raw_insert``; the host answers
 ``("ok", value)`` or ``("error", kind, message)`` where ``kind`` names the
-:class:`udfs.clickhouse.errors.StoreError` subclass it classified the failure as. The first message from
-the host is its answer to opening the engine. The host exits when its socket closes, so it
-never outlives the TaskManager (SIGKILL included) by more than the insert it is running.
+:class:`udfs.clickhouse.errors.StoreError` subclass it classified the failure as. The first
+message from the host is its answer to opening the engine. The host exits when its socket
+closes, so it never outlives the TaskManager (SIGKILL included) by more than the insert it is
+running.
 
 ``python -m udfs.clickhouse.host FD PATH`` is the host's entry point; :class:`HostedClient` is the
 parent's side, with the subset of the clickhouse-connect client API that ``Store`` uses.

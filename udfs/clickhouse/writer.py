@@ -52,12 +52,14 @@ def backoff_ms(retry_index: int, policy: RetryPolicy, rand: Callable[[], float])
 
 
 OnRetry = Callable[[int, float, TransientStoreError], None]
+# A row dict, or (``json_lines``) the row as one JSON text.
+Row = Mapping[str, Any] | str
 
 
 def write_batch(
     store: Any,
     table: str,
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Row],
     *,
     retry: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
@@ -103,7 +105,7 @@ def write_batch(
 def _insert_retrying(
     store: Any,
     table: str,
-    batch: list[Mapping[str, Any]],
+    batch: list[Row],
     policy: RetryPolicy,
     sleep: Callable[[float], None],
     rand: Callable[[], float],
@@ -122,7 +124,8 @@ def _insert_retrying(
                 raise
             delay_s = backoff_ms(attempt - 1, policy, rand) / 1000.0
             logger.warning(
-                "ClickHouse insert of %d row(s) into %s failed (attempt %d), retrying in %.3f s: %s",
+                "ClickHouse insert of %d row(s) into %s failed (attempt %d), "
+                "retrying in %.3f s: %s",
                 len(batch),
                 table,
                 attempt,

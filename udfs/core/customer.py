@@ -2,11 +2,11 @@
 load state, journey logic, render, dump state, build the ClickHouse rows, and the firewall
 around all of it.
 
-The Flink wrapper (``udfs.operators.CustomerFunction``) reads the customer's raw state,
-calls :meth:`CustomerCore.on_event` / :meth:`CustomerCore.on_timer` and commits the
-returned :class:`Step`: timer changes, state writes, outputs, store rows. Everything that
-can fail because of what a record holds happens here, before the commit, so a failure
-leaves the customer's state and timer exactly as they were.
+The Flink wrapper (``udfs.flink.customer_function.CustomerFunction``) reads the
+customer's raw state, calls :meth:`CustomerCore.on_event` / :meth:`CustomerCore.on_timer`
+and commits the returned :class:`Step`: timer changes, state writes, outputs, store rows.
+Everything that can fail because of what a record holds happens here, before the commit,
+so a failure leaves the customer's state and timer exactly as they were.
 
 Firewall (the content of one record can never stop the job):
 
@@ -22,45 +22,30 @@ Firewall (the content of one record can never stop the job):
 * Both count ``processing_errors``. A DLQ record itself is always encodable (ids that are
   not encodable are left out by the validator; the last resort is ASCII JSON).
 
-The outputs are ``ROUTED`` tuples ``(kind, shard, key, table, payload)``; see
-``udfs.operators``.
+The outputs are ``ROUTED`` elements, encoded by :mod:`udfs.core.contract`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, final
 
 import orjson
 
 from udfs.clickhouse.schema import json_ready
-from udfs.core.journey import (
-    RESCHEDULE_CHECK,
-    CustomerLogic,
-    CustomerState,
-    Decision,
-    JourneySettings,
-    dump_cart,
-    dump_journey,
-    dump_profile,
-    load_cart,
-    load_journey,
-    load_profile,
-)
+from udfs.core import contract, journey
+from udfs.core.contract import PROCESSING_ERROR, Routed, Table, safe_dumps
+from udfs.core.instant import iso_ms
 from udfs.core.render import Renderer, TemplateError
-from udfs.core.validation import EventValidator, Invalid, dlq_record, format_epoch_ms
+from udfs.core.validation import EventValidator, Invalid, dlq_record
 from udfs.logs import fields
 
 log = logging.getLogger("inboxflow")
 
-# Kinds of ROUTED elements; must match io.inboxflow.flink.OutputRouter.
-KIND_STORE, KIND_REQUEST, KIND_DLQ, KIND_OUTCOME = 0, 1, 2, 3
-PROCESSING_ERROR: Final = "processing_error"
 RENDER_FAILED: Final = "render_failed"
 # A rendered email request larger than this (bytes of its JSON) is not sent: reason
 # request_too_large. Kafka's producer refuses a record above max.request.size (default
@@ -71,9 +56,6 @@ RENDER_FAILED: Final = "render_failed"
 # clients clip far smaller messages anyway (Gmail at about 100 KB).
 MAX_REQUEST_BYTES: Final = 1_000_000
 REQUEST_TOO_LARGE: Final = "request_too_large"
-# appended to each profile row for the writer's freshness measurement, never stored
-FRESHNESS_KEY = "source_kafka_ms"
-NO_KAFKA_TIME = -1
 COUNTERS: Final = (
     "events_valid",
     "events_invalid",
@@ -101,17 +83,36 @@ _LATENESS: Final = "_lateness"  # a reminder lateness sample in Step building (s
 _OWN_CODE: Final = ("udfs/", "job/")
 
 RawState = tuple[str | None, str | None, str | None]  # profile, cart, journey (JSON)
+# A label value of a LABELED metric: the value, or a tuple of one per label key.
+Label = str | tuple[Any, ...]
+# What _step counts once nothing can raise: a COUNTERS name, or (LABELED metric, Label),
+# or (_LATENESS, lateness ms).
+Counted = str | tuple[str, Any]
 
 
+@dataclass(frozen=True)
+class CoreSettings:
+    """What a :class:`CustomerCore` is built from (``job.pipeline.core_settings``)."""
+
+    journey: journey.JourneySettings
+    template_dir: Path
+    cart_base_url: str
+    store_shards: int  # 0: no profile store
+    schema_dir: Path
+    max_event_bytes: int
+    max_future_ms: int
+
+
+@final  # the wrapper tests `type(x) is Step`, which narrows only for a final class
 @dataclass
 class Step:
     """What the wrapper commits after one event or timer, in this order: delete the timer
     ``timers[0]`` and register ``timers[1]`` (either may be None; ``timers`` None: no
     change), write ``state`` (None: nothing to write; else the new raw profile, cart and
     journey, where None clears that part), emit ``outputs``, buffer ``store`` rows
-    (``(shard, lines)``)."""
+    (``(shard, rows)``, rows joined by :func:`udfs.core.contract.join_store_rows`)."""
 
-    outputs: list[tuple] = field(default_factory=list)
+    outputs: list[Routed] = field(default_factory=list)
     state: RawState | None = None
     timers: tuple[int | None, int | None] | None = None
     store: tuple[int, str] | None = None
@@ -120,19 +121,6 @@ class Step:
 def shard_of(customer_id: str, shards: int) -> int:
     # crc32, not hash(): Python's str hash is salted per process.
     return zlib.crc32(customer_id.encode()) % shards
-
-
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def safe_dumps(obj: object) -> str:
-    """JSON text that never raises for str content: orjson, or, for text that UTF-8 cannot
-    encode (unpaired surrogates), ASCII JSON with escapes."""
-    try:
-        return _dumps(obj)
-    except TypeError:
-        return json.dumps(obj, ensure_ascii=True, default=repr)
 
 
 def where(exc: BaseException) -> str:
@@ -151,31 +139,24 @@ class CustomerCore:
     the raw state is passed in and the new one returned. ``counts`` are plain counters the
     wrapper exposes as gauges. ``on_event`` / ``on_timer`` never raise."""
 
-    def __init__(
-        self,
-        settings: JourneySettings,
-        template_dir: Path,
-        cart_base_url: str,
-        store_shards: int,
-        schema_dir: Path,
-        max_event_bytes: int,
-        max_future_ms: int,
-    ) -> None:
-        self.validator = EventValidator(Path(schema_dir), max_event_bytes, max_future_ms)
-        self.logic = CustomerLogic(settings)
-        self.renderer = Renderer(Path(template_dir), cart_base_url)
-        self.store_shards = store_shards  # 0: no profile store
-        self.max_event_bytes = max_event_bytes
+    def __init__(self, settings: CoreSettings) -> None:
+        self.validator = EventValidator(
+            Path(settings.schema_dir), settings.max_event_bytes, settings.max_future_ms
+        )
+        self.logic = journey.CustomerLogic(settings.journey)
+        self.renderer = Renderer(Path(settings.template_dir), settings.cart_base_url)
+        self.store_shards = settings.store_shards  # 0: no profile store
+        self.max_event_bytes = settings.max_event_bytes
         self.counts = dict.fromkeys(COUNTERS, 0)
         # label value (a tuple for several label keys) -> count, per metric of LABELED
-        self.labeled: dict[str, dict] = {name: {} for name in LABELED}
+        self.labeled: dict[str, dict[Label, int]] = {name: {} for name in LABELED}
         # wall clock at emit minus due time (ms) of every email request emitted since the
-        # wrapper last took them (reminder lateness; see udfs.operators)
+        # wrapper last took them (reminder lateness; see udfs.flink.customer_function)
         self.lateness: list[int] = []
 
     # entry points --------------------------------------------------------------------------
 
-    def validate(self, key: str, text: str, now: int) -> dict | Step:
+    def validate(self, key: str, text: str, now: int) -> dict[str, Any] | Step:
         """The normalized event, or the Step that sends it to the DLQ."""
         try:
             result = self.validator.validate(text, now)
@@ -211,7 +192,13 @@ class CustomerCore:
         return result
 
     def on_event(
-        self, event: dict, text: str, raw: RawState, watermark: int, kafka_ts: int, now: int
+        self,
+        event: dict[str, Any],
+        text: str,
+        raw: RawState,
+        watermark: int,
+        kafka_ts: int,
+        now: int,
     ) -> Step:
         """Apply one validated event to the customer's raw state."""
         try:
@@ -226,41 +213,42 @@ class CustomerCore:
         try:
             state, old_timer = self._load(raw)
             decision = self.logic.on_timer(state, timestamp)
-            return self._step(state, raw, old_timer, decision, NO_KAFKA_TIME, now)
+            return self._step(state, raw, old_timer, decision, None, now)
         except Exception as exc:  # noqa: BLE001 - the firewall, see the module docstring
             return self._timer_failed(key, timestamp, raw, exc, now)
 
     # the work ------------------------------------------------------------------------------
 
     @staticmethod
-    def _load(raw: RawState) -> tuple[CustomerState, int | None]:
+    def _load(raw: RawState) -> tuple[journey.CustomerState, int | None]:
         """The state and the registered timer (read before the logic mutates the journey)."""
-        journey = load_journey(raw[2]) if raw[2] else None
-        state = CustomerState(
-            profile=load_profile(raw[0]) if raw[0] else None,
-            cart=load_cart(raw[1]) if raw[1] else None,
-            journey=journey,
+        pending = journey.load_journey(raw[2]) if raw[2] else None
+        state = journey.CustomerState(
+            profile=journey.load_profile(raw[0]) if raw[0] else None,
+            cart=journey.load_cart(raw[1]) if raw[1] else None,
+            journey=pending,
         )
-        return state, journey.due_at if journey else None
+        return state, pending.due_at if pending else None
 
     def _step(
         self,
-        state: CustomerState,
+        state: journey.CustomerState,
         raw: RawState,
         old_timer: int | None,
-        d: Decision,
-        kafka_ts: int,
+        d: journey.Decision,
+        kafka_ts: int | None,
         now: int,
     ) -> Step:
         """Everything the decision leads to, built (and encoded) before anything is
-        committed. Counters move only once nothing can raise any more."""
+        committed. Counters move only once nothing can raise any more. ``kafka_ts``: the
+        Kafka record time of the event (None for a timer)."""
         new_raw = (
-            dump_profile(state.profile) if state.profile is not None else None,
-            dump_cart(state.cart) if state.cart is not None else None,
-            dump_journey(state.journey) if state.journey is not None else None,
+            journey.dump_profile(state.profile) if state.profile is not None else None,
+            journey.dump_cart(state.cart) if state.cart is not None else None,
+            journey.dump_journey(state.journey) if state.journey is not None else None,
         )
-        counted: list[str] = []
-        outputs: list[tuple] = []
+        counted: list[Counted] = []
+        outputs: list[Routed] = []
         rows = d.rows
         for trigger in d.triggers:
             outputs.append(self._render(trigger, rows, now, counted))
@@ -269,21 +257,17 @@ class CustomerCore:
             counted.append(kind)
             if kind in ("skipped", "cancelled"):
                 counted.append((kind, outcome.get("reason") or "unknown"))
-            outputs.append((KIND_OUTCOME, 0, outcome["customer_id"], "", _dumps(outcome)))
+            outputs.append(contract.encode_outcome(outcome))
         store = None
         if self.store_shards and rows:
-            lines = []
             for table, row in rows:
-                if table == "email_requests" and row["emitted_at"] is None:
+                if table == Table.REQUESTS and row["emitted_at"] is None:
                     row["emitted_at"] = now  # decided (suppressed) now
                 json_ready(table, row)
-                if table == "customer_profiles":
-                    row[FRESHNESS_KEY] = kafka_ts  # last key: the writer cuts it off
-                lines.append(f"{table}\t{_dumps(row)}")
             cid = rows[0][1]["customer_id"]
-            store = (shard_of(cid, self.store_shards), "\n".join(lines))
+            store = (shard_of(cid, self.store_shards), contract.encode_store_rows(rows, kafka_ts))
         for name in counted:
-            if type(name) is str:
+            if isinstance(name, str):
                 self.counts[name] += 1
             elif name[0] == _LATENESS:
                 self.lateness.append(name[1])
@@ -295,9 +279,15 @@ class CustomerCore:
             outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers, store=store
         )
 
-    def _render(self, trigger: dict, rows: list, now: int, counted: list[str]) -> tuple:
+    def _render(
+        self,
+        trigger: dict[str, Any],
+        rows: list[tuple[str, dict[str, Any]]],
+        now: int,
+        counted: list[Counted],
+    ) -> Routed:
         rid = trigger["request_id"]
-        row = next(r for t, r in rows if t == "email_requests" and r["request_id"] == rid)
+        row = next(r for t, r in rows if t == Table.REQUESTS and r["request_id"] == rid)
         try:
             request = self.renderer.render(trigger, now)
         except TemplateError as exc:
@@ -331,105 +321,90 @@ class CustomerCore:
         row.update(subject=request["subject"], emitted_at=now)
         counted.append(("requests", (trigger["campaign"], trigger["step"])))
         counted.append((_LATENESS, now - trigger["due_at"]))
-        return (KIND_REQUEST, 0, trigger["customer_id"], "", payload.decode())
+        return contract.encode_request(trigger["customer_id"], payload)
 
     @staticmethod
-    def _skip(trigger: dict, row: dict, reason: str, counted: list[str]) -> tuple:
+    def _skip(
+        trigger: dict[str, Any], row: dict[str, Any], reason: str, counted: list[Counted]
+    ) -> Routed:
         """The reminder is not sent: a ``skipped`` outcome, the row ``suppressed``."""
         counted.append("skipped")
         counted.append(("skipped", reason))
         row.update(status="suppressed", reason=reason)
-        return (
-            KIND_OUTCOME,
-            0,
-            trigger["customer_id"],
-            "",
-            _dumps(
-                {
-                    "kind": "skipped",
-                    "customer_id": trigger["customer_id"],
-                    "event_time": trigger["due_at"],
-                    "step": trigger["step"],
-                    "request_id": trigger["request_id"],
-                    "reason": reason,
-                }
-            ),
+        return contract.encode_outcome(
+            {
+                "kind": "skipped",
+                "customer_id": trigger["customer_id"],
+                "event_time": trigger["due_at"],
+                "step": trigger["step"],
+                "request_id": trigger["request_id"],
+                "reason": reason,
+            }
         )
 
     # the firewall --------------------------------------------------------------------------
 
     def _event_failed(
-        self, key: str, text: str, event: dict | None, exc: Exception, now: int
+        self, key: str, text: str, event: dict[str, Any] | None, exc: Exception, now: int
     ) -> Step:
-        self.counts["processing_errors"] += 1
-        location = where(exc)
-        event_id = event["event_id"] if event else None
-        customer_id = event["customer_id"] if event else (key or None)
-        log.error(
+        invalid = self._processing_error(
+            exc,
             "processing failed",
-            extra=fields(
-                customer_id=customer_id,
-                event_id=event_id,
-                reason=PROCESSING_ERROR,
-                error=type(exc).__name__,
-                location=location,
-            ),
-        )
-        invalid = Invalid(
-            PROCESSING_ERROR,
-            "$",
-            f"{type(exc).__name__} in {location} while applying the event",
-            event_id,
-            customer_id,
+            "while applying the event",
+            customer_id=event["customer_id"] if event else (key or None),
+            event_id=event["event_id"] if event else None,
         )
         return Step(outputs=[self._dlq(text, invalid, now)])
 
     def _timer_failed(
         self, key: str, timestamp: int, raw: RawState, exc: Exception, now: int
     ) -> Step:
-        self.counts["processing_errors"] += 1
         self.counts["skipped"] += 1
         skipped = self.labeled["skipped"]
         skipped[PROCESSING_ERROR] = skipped.get(PROCESSING_ERROR, 0) + 1
-        location = where(exc)
-        log.error(
+        invalid = self._processing_error(
+            exc,
             "timer failed; journey dropped",
-            extra=fields(
-                customer_id=key,
-                timer=timestamp,
-                reason=PROCESSING_ERROR,
-                error=type(exc).__name__,
-                location=location,
-            ),
+            "while firing the journey timer; the journey was dropped",
+            customer_id=key,
+            timer=timestamp,
         )
         # the reschedule check's instant is far outside what a date can hold
         timer_iso = (
             "reschedule check after a restore"
-            if timestamp == RESCHEDULE_CHECK
-            else format_epoch_ms(timestamp)
+            if timestamp == journey.RESCHEDULE_CHECK
+            else iso_ms(timestamp)
         )
         description = safe_dumps({"timer": timestamp, "timer_iso": timer_iso, "customer_id": key})
-        invalid = Invalid(
-            PROCESSING_ERROR,
-            "$",
-            f"{type(exc).__name__} in {location} while firing the journey timer; "
-            "the journey was dropped",
-            None,
-            key,
-        )
-        outcome = safe_dumps(
-            {
-                "kind": "skipped",
-                "customer_id": key,
-                "event_time": timestamp,
-                "reason": PROCESSING_ERROR,
-            }
-        )
+        outcome = {
+            "kind": "skipped",
+            "customer_id": key,
+            "event_time": timestamp,
+            "reason": PROCESSING_ERROR,
+        }
         return Step(
-            outputs=[self._dlq(description, invalid, now), (KIND_OUTCOME, 0, key, "", outcome)],
+            outputs=[self._dlq(description, invalid, now), contract.encode_outcome(outcome)],
             state=(raw[0], raw[1], None) if raw[2] is not None else None,
         )
 
-    def _dlq(self, text: str, invalid: Invalid, now: int) -> tuple:
-        record = dlq_record(text, invalid, now, self.max_event_bytes)
-        return (KIND_DLQ, 0, invalid.customer_id, "", safe_dumps(record))
+    def _processing_error(self, exc: Exception, logged: str, doing: str, **ids: Any) -> Invalid:
+        """Count and log ``exc`` by its type and code location, never its text (which may
+        quote the payload); the DLQ reason. ``ids``: ``customer_id`` and the log's other
+        identifying fields (``event_id`` goes into the DLQ record too)."""
+        self.counts["processing_errors"] += 1
+        location = where(exc)
+        error = type(exc).__name__
+        log.error(
+            logged,
+            extra=fields(**ids, reason=PROCESSING_ERROR, error=error, location=location),
+        )
+        return Invalid(
+            PROCESSING_ERROR,
+            "$",
+            f"{error} in {location} {doing}",
+            ids.get("event_id"),
+            ids["customer_id"],
+        )
+
+    def _dlq(self, text: str, invalid: Invalid, now: int) -> Routed:
+        return contract.encode_dlq(dlq_record(text, invalid, now, self.max_event_bytes))

@@ -1,10 +1,10 @@
 """Per-customer state and the abandoned-cart journey, as pure Python (no pyflink import).
 
-The Flink wrapper (``udfs.operators.CustomerFunction``) loads a :class:`CustomerState` from
-keyed state, calls :meth:`CustomerLogic.on_event` or :meth:`CustomerLogic.on_timer` with the
-time passed in, and applies the returned :class:`Decision`: it emits the triggers, outcomes
-and store rows, moves the single event-time timer, and writes back or clears each part of
-the state.
+The Flink wrapper (``udfs.flink.customer_function.CustomerFunction``) loads a
+:class:`CustomerState` from keyed state, calls :meth:`CustomerLogic.on_event` or
+:meth:`CustomerLogic.on_timer` with the time passed in, and applies the returned
+:class:`Decision`: it emits the triggers, outcomes and store rows, moves the single
+event-time timer, and writes back or clears each part of the state.
 
 Journey lifecycle (one customer, one open cart):
 
@@ -161,7 +161,7 @@ class Profile:
     seen_ids: list[str] = field(default_factory=list)
     # [cart_id or None, event time] of the last few purchases, so a cart event that arrives
     # after the purchase of that cart (out of order) does not re-arm a reminder.
-    recent_purchases: list[list] = field(default_factory=list)
+    recent_purchases: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -176,16 +176,16 @@ class CustomerState:
 
 @dataclass
 class Decision:
-    triggers: list[dict] = field(default_factory=list)
-    outcomes: list[dict] = field(default_factory=list)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
     # (table, row) pairs for the profile store
-    rows: list[tuple[str, dict]] = field(default_factory=list)
+    rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     timer: int | None = None
 
 
 # --- state (de)serialization: JSON strings in typed Flink ValueState[str] ----------------
 
-# dataclasses.asdict deep-copies recursively and cost ~0.5 ms per profile: the state is
+# dataclasses.asdict deep-copies recursively, too slow for the per-event path: the state is
 # flat enough to serialize from __dict__ directly.
 
 
@@ -233,7 +233,7 @@ class CustomerLogic:
 
     # entry points --------------------------------------------------------------------------
 
-    def on_event(self, state: CustomerState, event: dict, watermark: int) -> Decision:
+    def on_event(self, state: CustomerState, event: dict[str, Any], watermark: int) -> Decision:
         d = Decision()
         ts = event["timestamp"]
         cid = event["customer_id"]
@@ -358,25 +358,13 @@ class CustomerLogic:
             )
             p.emails_sent += 1
             p.last_reminder = LastReminder(rid, j.step, j.cart_id, j.due_at)
-            d.outcomes.append(
-                _outcome(
-                    SENT, p.customer_id, j.due_at, step=j.step, request_id=rid, cart_id=j.cart_id
-                )
-            )
             status, reason = "sent", ""
+            sent = {"step": j.step, "request_id": rid, "cart_id": j.cart_id}
+            d.outcomes.append(_outcome(SENT, p.customer_id, j.due_at, **sent))
         else:
-            d.outcomes.append(
-                _outcome(
-                    SKIPPED,
-                    p.customer_id,
-                    j.due_at,
-                    step=j.step,
-                    request_id=rid,
-                    reason="no_email",
-                    cart_id=j.cart_id,
-                )
-            )
             status, reason = "suppressed", "no_email"
+            skipped = {"step": j.step, "request_id": rid, "reason": reason, "cart_id": j.cart_id}
+            d.outcomes.append(_outcome(SKIPPED, p.customer_id, j.due_at, **skipped))
         d.rows.append(
             (
                 "email_requests",
@@ -442,7 +430,7 @@ class CustomerLogic:
 
     # event handlers ------------------------------------------------------------------------
 
-    def _on_cart_add(self, state: CustomerState, e: dict, d: Decision) -> None:
+    def _on_cart_add(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         props, ts = e["properties"], e["timestamp"]
         before = state.cart
         cart = self._open_cart(state, props.get("cart_id"), ts)
@@ -469,7 +457,7 @@ class CustomerLogic:
             )
         self._touch(state, ts, d, opened=cart is not before)
 
-    def _on_cart_remove(self, state: CustomerState, e: dict, d: Decision) -> None:
+    def _on_cart_remove(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         cart, props, ts = state.cart, e["properties"], e["timestamp"]
         if cart is None:
             return
@@ -486,11 +474,11 @@ class CustomerLogic:
             return
         self._touch(state, ts, d)
 
-    def _on_checkout_start(self, state: CustomerState, e: dict, d: Decision) -> None:
+    def _on_checkout_start(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         if state.cart is not None:
             self._touch(state, e["timestamp"], d)
 
-    def _on_purchase(self, state: CustomerState, e: dict, d: Decision) -> None:
+    def _on_purchase(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         props, ts, p = e["properties"], e["timestamp"], state.profile
         assert p is not None
         bought = props.get("cart_id")
@@ -505,7 +493,7 @@ class CustomerLogic:
         state.cart = None
         self._end(state, ts, "purchased", d, status="purchased")
 
-    def _on_unsubscribe(self, state: CustomerState, e: dict, d: Decision) -> None:
+    def _on_unsubscribe(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         assert state.profile is not None
         state.profile.unsubscribed = True
         self._end(state, e["timestamp"], "unsubscribed", d, status="unsubscribed")
@@ -538,7 +526,7 @@ class CustomerLogic:
         if newer:
             self._arm(state)
 
-    def _credit_recovery(self, p: Profile, e: dict, d: Decision) -> None:
+    def _credit_recovery(self, p: Profile, e: dict[str, Any], d: Decision) -> None:
         lr, props, ts = p.last_reminder, e["properties"], e["timestamp"]
         if lr is None or ts < lr.due_at or ts - lr.due_at > self.s.attribution_window_ms:
             return
@@ -578,7 +566,7 @@ class CustomerLogic:
 
     # profile -------------------------------------------------------------------------------
 
-    def _update_profile(self, p: Profile, e: dict) -> None:
+    def _update_profile(self, p: Profile, e: dict[str, Any]) -> None:
         ts, props, kind = e["timestamp"], e["properties"], e["event_type"]
         p.first_seen = min(p.first_seen, ts)
         p.last_seen = max(p.last_seen, ts)
@@ -649,5 +637,5 @@ class CustomerLogic:
         )
 
 
-def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict:
+def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "customer_id": customer_id, "event_time": ts, **extra}

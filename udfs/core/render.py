@@ -29,7 +29,6 @@ Variables available to templates:
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import math
 import re
@@ -42,6 +41,8 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from udfs.core.instant import iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ TEMPLATE_PARTS = ("subject", "html", "txt")
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 _CENTS = Decimal("0.01")
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 # C0/C1 control characters other than whitespace (str.split() handles whitespace,
 # including \r, \n, \u2028 and \u2029): removed from subjects to keep headers clean.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -93,15 +93,6 @@ class _TemplateSet:
     subject: jinja2.Template
     html: jinja2.Template
     text: jinja2.Template
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """Epoch milliseconds (UTC) as ISO 8601 with milliseconds: ``2026-01-01T00:00:00.000Z``."""
-    if isinstance(epoch_ms, bool) or not isinstance(epoch_ms, int):
-        raise TypeError(f"epoch ms must be an int, got {type(epoch_ms).__name__}")
-    # Integer arithmetic via timedelta: float seconds would round some milliseconds.
-    moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
 
 
 def cart_url(base_url: str, cart_id: str | None, customer_id: str, campaign: str, step: int) -> str:
@@ -141,7 +132,7 @@ def format_money(amount: float | Decimal, currency: str) -> str:
     return f"{currency} {_to_cents(amount):,.2f}"
 
 
-def _to_cents(amount: float | Decimal) -> Decimal:
+def _to_cents(amount: object) -> Decimal:  # any value: checked here, TypeError if no number
     if isinstance(amount, bool) or not isinstance(amount, (int, float, Decimal)):
         raise TypeError(f"amount must be a number, got {type(amount).__name__}")
     if isinstance(amount, float) and not math.isfinite(amount):

@@ -3,9 +3,9 @@
 The hot path is: size check -> UTF-8 decode -> ``json`` parse -> a few envelope checks
 in code -> two compiled ``jsonschema_rs`` validators (envelope + event type) ->
 normalization. Only when the fast validator rejects an event is the pure-Python
-``jsonschema`` validator (some hundred times slower with these schemas) run, to find a deterministic error path and a
-message built from the *schema* (never from the event, so no personal data leaks into
-the DLQ message or logs).
+``jsonschema`` validator (much slower, docs/PERFORMANCE.md#costs-behind-the-design) run, to find a
+deterministic error path and a message built from the *schema* (never from the event, so
+no personal data leaks into the DLQ message or logs).
 
 Decisions worth knowing:
 
@@ -62,6 +62,8 @@ from typing import Any, Final
 import jsonschema
 import jsonschema_rs
 import orjson
+
+from udfs.core.instant import iso_ms
 
 
 class Reason:
@@ -315,7 +317,7 @@ class EventValidator:
                 Reason.NOT_JSON, "$", f"not valid JSON: nested deeper than {MAX_DEPTH} levels"
             )
         try:
-            # orjson is ~3x faster and as strict as RFC 8259; only when it refuses does the
+            # orjson is faster and as strict as RFC 8259; only when it refuses does the
             # stdlib decoder run, to name the exact reason.
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -408,13 +410,14 @@ class EventValidator:
             raise _Rejected(
                 Reason.FUTURE_TIMESTAMP,
                 "$.timestamp",
-                f"timestamp is more than {self._max_future_ms} ms after the time the event was seen",
+                f"timestamp is more than {self._max_future_ms} ms after the time the event "
+                "was seen",
             )
         envelope_ok = _fast_is_valid(self._envelope, doc)
         type_ok = _fast_is_valid(compiled, doc)
         if not (envelope_ok and type_ok):
-            # Explain only with the schemas that rejected: the slow validator costs
-            # hundreds of µs per schema.
+            # Explain only with the schemas that rejected: the slow validator is expensive
+            # per schema.
             failed = tuple(
                 schema
                 for schema, ok in ((self._envelope, envelope_ok), (compiled, type_ok))
@@ -498,10 +501,10 @@ def _is_blank(value: Any) -> bool:
 def _extract_id(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value or len(value) > _MAX_EXTRACTED_ID_CHARS or not _encodable(value):
+    text = value.strip()
+    if not text or len(text) > _MAX_EXTRACTED_ID_CHARS or not _encodable(text):
         return None
-    return value
+    return text
 
 
 def _encodable(text: str) -> bool:
@@ -771,14 +774,5 @@ def dlq_record(
         "event_id": invalid.event_id,
         "customer_id": invalid.customer_id,
         "seen_at": seen_at_ms,
-        "seen_at_iso": format_epoch_ms(seen_at_ms),
+        "seen_at_iso": iso_ms(seen_at_ms),
     }
-
-
-def format_epoch_ms(epoch_ms: int) -> str:
-    """``2026-01-05T09:00:00.000Z`` for an epoch-ms instant (exact, no float rounding)."""
-    t = _EPOCH + timedelta(milliseconds=epoch_ms)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f".{t.microsecond // 1000:03d}Z"
-    )

@@ -4,12 +4,12 @@ metrics, the wall clock) and the pure modules, and hold no logic of their own.
 Streams between operators carry plain types declared on every operator:
 ``RAW_EVENT`` = Row(key, event time ms, raw event text, Kafka record time ms), read on the JVM
 by ``io.inboxflow.flink.EnvelopeExtractor`` (key = trimmed customer_id, "" when unreadable),
-``ROUTED`` = (kind, shard, key, table, payload): everything the customer function emits,
-split on the JVM by ``io.inboxflow.flink.OutputRouter`` into ``KEYED_JSON`` = Row(key, JSON
-text) side outputs for the Kafka sinks (kinds ``KIND_REQUEST``, ``KIND_DLQ``,
-``KIND_OUTCOME``) and, for ``KIND_STORE``, ``KEYED_STORE_ROW`` = Row(shard, STORE_ROW) with
-``STORE_ROW`` = (shard, "", lines), keyed on the JVM for the ClickHouse writer, where lines
-are ``table<TAB>row JSON`` lines: the rows of many events of one shard (see
+``ROUTED`` = (kind, shard, key, payload): everything the customer function emits
+(:mod:`udfs.core.contract`), split on the JVM by ``io.inboxflow.flink.OutputRouter`` into
+``KEYED_JSON`` = Row(key, JSON text) side outputs for the Kafka sinks (``Kind.REQUEST``,
+``Kind.DLQ``, ``Kind.OUTCOME``) and, for ``Kind.STORE``, ``KEYED_STORE_ROW`` =
+Row(shard, STORE_ROW) with ``STORE_ROW`` = (shard, rows), keyed on the JVM for the
+ClickHouse writer: the store rows of many events of one shard (see
 :meth:`CustomerFunction.take_store_rows`).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
+from dataclasses import replace
 from pathlib import Path
 
 from pyflink.common import Types
@@ -26,8 +26,9 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs import logs, paths
-from udfs.core.customer import COUNTERS, KIND_STORE, LABELED, CustomerCore, Step
-from udfs.core.journey import JourneySettings
+from udfs.clock import MAX_WATERMARK, wall_ms
+from udfs.core import contract
+from udfs.core.customer import COUNTERS, LABELED, CoreSettings, CustomerCore, Step
 from udfs.flink.metrics import Counters, LabeledCounters, LatencyGauges
 
 log = logging.getLogger("inboxflow")
@@ -36,21 +37,19 @@ RAW_EVENT = Types.ROW([Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG(
 # what io.inboxflow.flink.EnvelopeExtractor emits: Row(key, RAW_EVENT)
 KEYED_EVENT = Types.ROW([Types.STRING(), RAW_EVENT])
 KEYED_JSON = Types.ROW([Types.STRING(), Types.STRING()])
-STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING()])
+STORE_ROW = Types.TUPLE([Types.INT(), Types.STRING()])
 # OutputRouter's main output: Row(shard, STORE_ROW), keyed on the JVM side
 KEYED_STORE_ROW = Types.ROW([Types.INT(), STORE_ROW])
 
-# Everything the customer function emits (kinds in udfs.core.customer). No Python side outputs:
-# each one is a separate call into the JVM, and one feeding another Python operator can
-# deadlock.
-ROUTED = Types.TUPLE([Types.INT(), Types.INT(), Types.STRING(), Types.STRING(), Types.STRING()])
+# Everything the customer function emits (udfs.core.contract). No Python side outputs: each
+# one is a separate call into the JVM, and one feeding another Python operator can deadlock.
+ROUTED = Types.TUPLE([Types.INT(), Types.INT(), Types.STRING(), Types.STRING()])
 
 # keyed state names of CustomerFunction
 PROFILE_STATE = "profile"
 CART_STATE = "cart"
 JOURNEY_STATE = "journey"
 
-MAX_WATERMARK = 2**63 - 1
 # events whose ClickHouse rows the customer function emits as one element when its buffer
 # is drained by io.inboxflow.flink.CustomerOperator (which also drains it every 50 ms, before
 # every checkpoint barrier and at the end of the input)
@@ -65,14 +64,10 @@ METRIC_GROUP = "inboxflow"
 _TASK = threading.local()
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def drain_store_rows(why: str) -> list | None:
     """Called by ``io.inboxflow.flink.CustomerOperator`` on the task thread (``why``: open,
     timer, checkpoint, final watermark, end of input, finish): the buffered ClickHouse rows
-    of this thread's customer function as a flat list ``[shard, lines, ...]``, or None when
+    of this thread's customer function as a flat list ``[shard, rows, ...]``, or None when
     no customer function was opened on this thread."""
     function = getattr(_TASK, "function", None)
     return None if function is None else function.take_store_rows()
@@ -93,40 +88,29 @@ class CustomerFunction(KeyedProcessFunction):
 
     def __init__(
         self,
-        settings: JourneySettings,
-        template_dir: Path,
-        cart_base_url: str,
-        store_shards: int,
-        schema_dir: Path,
-        max_event_bytes: int,
-        max_future_ms: int,
+        settings: CoreSettings,
         store_buffer_events: int = STORE_BUFFER_EVENTS,
         log_level: str = "INFO",
         log_format: str = "json",
     ):
         self.log_level = log_level
         self.log_format = log_format
-        # the files themselves, not their paths (udfs/paths.py)
-        self.schema_files = paths.snapshot(schema_dir, "*.json")
-        self.max_event_bytes = max_event_bytes
-        self.max_future_ms = max_future_ms
+        # the files themselves, not their paths (udfs/paths.py); the core gets the paths of
+        # their copy on the TaskManager
+        self.schema_files = paths.snapshot(settings.schema_dir, "*.json")
+        self.template_files = paths.snapshot(settings.template_dir, "*.j2")
         self.settings = settings
-        self.template_files = paths.snapshot(template_dir, "*.j2")
-        self.cart_base_url = cart_base_url
-        self.store_shards = store_shards  # 0: no profile store
         self.store_buffer_events = store_buffer_events
 
     def open(self, runtime_context: RuntimeContext) -> None:
         logs.configure_in_taskmanager(self.log_level, self.log_format)
         self._files = self.unpack_files()
         self.core = CustomerCore(
-            self.settings,
-            self._files / "templates",
-            self.cart_base_url,
-            self.store_shards,
-            self._files / "schemas",
-            self.max_event_bytes,
-            self.max_future_ms,
+            replace(
+                self.settings,
+                template_dir=self._files / "templates",
+                schema_dir=self._files / "schemas",
+            )
         )
         self.profile = runtime_context.get_state(
             ValueStateDescriptor(PROFILE_STATE, Types.STRING())
@@ -170,7 +154,7 @@ class CustomerFunction(KeyedProcessFunction):
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         key, _, text, kafka_ts = value
-        now = now_ms()
+        now = wall_ms()
         if kafka_ts > 0:
             self._latency_samples.append(now - kafka_ts)
         self._since_push += 1
@@ -188,7 +172,7 @@ class CustomerFunction(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         raw = (self.profile.value(), self.cart.value(), self.journey.value())
-        step = self.core.on_timer(ctx.get_current_key(), timestamp, raw, now_ms())
+        step = self.core.on_timer(ctx.get_current_key(), timestamp, raw, wall_ms())
         yield from self._commit(step, raw, ctx)
         if self._buffered_events and ctx.timer_service().current_watermark() == MAX_WATERMARK:
             # a bounded input ended: the final watermark goes downstream after these timers
@@ -218,7 +202,7 @@ class CustomerFunction(KeyedProcessFunction):
         self._counters.push()
         self._job_counters.push()
         self._labeled.push()
-        now = now_ms()
+        now = wall_ms()
         samples, self._latency_samples = self._latency_samples, []
         self._event_latency.publish(now, samples, force=final)
         lateness, self.core.lateness = self.core.lateness, []
@@ -234,7 +218,7 @@ class CustomerFunction(KeyedProcessFunction):
                 ctx.timer_service().register_event_time_timer(new)
         if step.state is not None:
             for handle, old_raw, new_raw in zip(
-                (self.profile, self.cart, self.journey), raw, step.state
+                (self.profile, self.cart, self.journey), raw, step.state, strict=True
             ):
                 if new_raw is None:
                     if old_raw is not None:
@@ -244,17 +228,17 @@ class CustomerFunction(KeyedProcessFunction):
         yield from step.outputs
         if step.store is None:
             return
-        shard, lines = step.store
+        shard, rows = step.store
         if not self._drained:  # nobody empties a buffer: one element per event
-            yield (KIND_STORE, shard, "", "", lines)
+            yield contract.encode_store(shard, rows)
             return
-        self._store_buffer.setdefault(shard, []).append(lines)
+        self._store_buffer.setdefault(shard, []).append(rows)
         self._buffered_events += 1
         if self._buffered_events >= self.store_buffer_events:
             yield from self._emit_store_buffer()
 
     def take_store_rows(self) -> list:
-        """Empty the row buffer: ``[shard, lines, shard, lines, ...]``.
+        """Empty the row buffer: ``[shard, rows, shard, rows, ...]``.
 
         Every element handed to the JVM is a round trip through the shared interpreter, far
         dearer than building an event's rows. So once a ``CustomerOperator`` has called this
@@ -266,7 +250,7 @@ class CustomerFunction(KeyedProcessFunction):
         flat: list = []
         for shard, entries in self._store_buffer.items():
             flat.append(shard)
-            flat.append("\n".join(entries))
+            flat.append(contract.join_store_rows(entries))
         self._store_buffer.clear()
         self._buffered_events = 0
         return flat
@@ -274,4 +258,4 @@ class CustomerFunction(KeyedProcessFunction):
     def _emit_store_buffer(self):
         flat = self.take_store_rows()
         for i in range(0, len(flat), 2):
-            yield (KIND_STORE, flat[i], "", "", flat[i + 1])
+            yield contract.encode_store(flat[i], flat[i + 1])

@@ -3,7 +3,7 @@
 PyFlink's ``MetricGroup.gauge(name, callable)`` in thread mode hands Flink a Java gauge that
 calls the Python callable from whichever thread reads metrics (the REST server's metric
 fetcher, a reporter). That thread does not own the embedded interpreter, and reading metrics
-while the job ran crashed the JVM (SIGSEGV in libpython). So values are pushed instead, on
+while the job ran crashed the JVM (docs/DESIGN.md#python-gauges). So values are pushed, on
 the task thread: counters get the increments since the last push (``Counters``), levels are
 set on a Java-side gauge that Flink reads without Python. In thread mode PyFlink's
 ``distribution`` is exactly that (``MetricDistribution``: a ``Gauge<Long>`` holding the
@@ -15,6 +15,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
+from typing import Protocol
+
+
+class Counter(Protocol):
+    """What is used of PyFlink's ``Counter`` (PyFlink ships no type information)."""
+
+    def inc(self, n: int = 1) -> None: ...
 
 
 def level(group, name: str) -> Callable[[int], None]:
@@ -64,7 +71,7 @@ class LabeledCounters:
         self.group = group
         self.spec = dict(spec)
         self.values = values
-        self._counters: dict[tuple, object] = {}
+        self._counters: dict[tuple, Counter] = {}
         self._pushed: dict[tuple, int] = {}
 
     def push(self) -> None:

@@ -1,8 +1,8 @@
 """The ClickHouse writer: a thin PyFlink wrapper over :mod:`udfs.clickhouse`.
 
 Keyed by shard number. Pending rows live in Flink ``ListState`` (never only in a Python
-list), so a completed checkpoint covers every row not yet inserted (DESIGN trap 9). A flush
-is one synchronous batched insert per table, when ``flush_rows`` rows are pending or
+list), so a completed checkpoint covers every row not yet inserted (docs/DESIGN.md#python-sink).
+A flush is one synchronous batched insert per table, when ``flush_rows`` rows are pending or
 ``flush_interval`` has passed (processing time), and at the end of a bounded input (an
 event-time timer at the end of time). The state is cleared only after the inserts
 succeeded; a restore replays at worst rows that the ReplacingMergeTree tables absorb.
@@ -14,10 +14,8 @@ that ClickHouse rejects for their content are emitted as DLQ records (main outpu
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import time
 from collections import deque
 from pathlib import Path
 
@@ -29,19 +27,16 @@ from pyflink.datastream.state import ListStateDescriptor
 from udfs import logs, paths
 from udfs.clickhouse.client import get_client
 from udfs.clickhouse.errors import StoreError, TransientStoreError
-from udfs.clickhouse.schema import TABLES
 from udfs.clickhouse.writer import RetryPolicy, write_batch
+from udfs.clock import MAX_WATERMARK, wall_ms
+from udfs.core import contract
+from udfs.core.contract import PROCESSING_ERROR, STORE_REJECTED
+from udfs.core.validation import Invalid, dlq_record
 from udfs.flink import metrics as flink_metrics
 
 log = logging.getLogger("inboxflow")
 
 PENDING_STATE = "pending_rows"
-END_OF_TIME = 2**63 - 1
-FRESHNESS_FIELD = ',"source_kafka_ms":'  # the last field of a profile row (operators)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _customer_of(row_json: str) -> str | None:
@@ -85,10 +80,11 @@ class FreshnessWindow:
 
 
 class WriterFunction(KeyedProcessFunction):
-    """State per shard: ``pending_rows`` (one entry per event: its ``table<TAB>row JSON``
-    lines; the only copy of every row not yet inserted), cleared after every successful
-    flush. Rows go to ClickHouse as the JSON the customer function wrote, parsed by the
-    engine (``Store.insert_json_lines``): no per-row work in Python.
+    """State per shard: ``pending_rows`` (one entry per element received: the store rows of
+    one or more events, :mod:`udfs.core.contract`; the only copy of every row not yet
+    inserted), cleared after every successful flush. Rows go to ClickHouse as the JSON the
+    customer function wrote, parsed by the engine (``Store.insert_json_lines``): no JSON
+    work per row in Python.
 
     The pending count and the pending processing-time timer are kept in plain dicts: each
     is derived from state (after a restore the count is recomputed from ``pending_rows`` and
@@ -144,7 +140,7 @@ class WriterFunction(KeyedProcessFunction):
         self.retries = metrics.counter("store_insert_retries")
         # the job's own group (README "Metrics"): rows written per table, insert retries
         self._group = metrics.add_group("inboxflow")
-        self._written_by_table: dict[str, object] = {}
+        self._written_by_table: dict[str, flink_metrics.Counter] = {}
         self._group_retries = self._group.counter("store_retries")
         self.freshness = FreshnessWindow()
         # set after each flush on the task thread, read by Flink without calling Python
@@ -165,13 +161,13 @@ class WriterFunction(KeyedProcessFunction):
         self.store.close()
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        shard, _, lines = value
-        self.pending.add(lines)
+        shard, rows = value
+        self.pending.add(rows)
         count = self._counts.get(shard)
         if count is None:  # first element since a (re)start: count what the state holds
-            count = sum(entry.count("\n") + 1 for entry in self.pending.get())
+            count = sum(contract.count_store_rows(entry) for entry in self.pending.get())
         else:
-            count += lines.count("\n") + 1
+            count += contract.count_store_rows(rows)
         if count >= self.flush_rows:
             yield from self._flush(shard, ctx)
             return
@@ -181,7 +177,7 @@ class WriterFunction(KeyedProcessFunction):
             ctx.timer_service().register_processing_time_timer(due)
             self._timers[shard] = due
             # fires only when a bounded input ends, so its last rows are written too
-            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+            ctx.timer_service().register_event_time_timer(MAX_WATERMARK)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         shard = ctx.get_current_key()
@@ -190,31 +186,14 @@ class WriterFunction(KeyedProcessFunction):
         yield from self._flush(shard, ctx)
 
     def _flush(self, shard: int, ctx):
-        by_table: dict[str, list[str]] = {}
-        sources: list[int] = []
-        for entry in self.pending.get():
-            for line in entry.split("\n"):
-                table, _, row_json = line.partition("\t")
-                if table not in TABLES:
-                    # never written by the customer function; a bug must not stop the job
-                    yield self._dead(
-                        table,
-                        row_json,
-                        "processing_error",
-                        "writer element line names no known table",
-                    )
-                    continue
-                if table == "customer_profiles":
-                    cut = row_json.rfind(FRESHNESS_FIELD)
-                    if cut > 0:
-                        source = row_json[cut + len(FRESHNESS_FIELD) : -1]
-                        if source.lstrip("-").isdigit():
-                            sources.append(int(source))
-                        row_json = row_json[:cut] + "}"
-                by_table.setdefault(table, []).append(row_json)
+        by_table, sources, bad = contract.group_store_rows(self.pending.get())
+        for line, why in bad:
+            # not a store row (a bug, or pending rows restored from a job whose store rows
+            # had another shape): the DLQ keeps the line, and the job goes on
+            yield self._dead(None, line, PROCESSING_ERROR, why)
         self._counts.pop(shard, None)
-        if not by_table:
-            return
+        if not by_table and not bad:
+            return  # nothing pending; lines sent to the DLQ are cleared like written rows
         for table, rows in by_table.items():
             try:
                 rejected = write_batch(
@@ -233,7 +212,7 @@ class WriterFunction(KeyedProcessFunction):
                     extra=logs.fields(
                         table=table,
                         rows=len(rows),
-                        reason="processing_error",
+                        reason=PROCESSING_ERROR,
                         error=type(exc).__name__,
                     ),
                 )
@@ -241,47 +220,44 @@ class WriterFunction(KeyedProcessFunction):
                     (row_json, f"{type(exc).__name__} while writing to ClickHouse")
                     for row_json in rows
                 ]
-                reason = "processing_error"
+                reason = PROCESSING_ERROR
             else:
-                reason = "store_rejected"
+                reason = STORE_REJECTED
             self.rows_written.inc(len(rows) - len(rejected))
-            by_table = self._written_by_table.get(table)
-            if by_table is None:
-                by_table = self._written_by_table[table] = self._group.add_group(
+            written = self._written_by_table.get(table)
+            if written is None:
+                written = self._written_by_table[table] = self._group.add_group(
                     "table", table
                 ).counter("rows_written")
-            by_table.inc(len(rows) - len(rejected))
+            written.inc(len(rows) - len(rejected))
             for row_json, message in rejected:
                 yield self._dead(table, row_json, reason, message)
-        committed = _now_ms()
+        committed = wall_ms()
         self._record_freshness([committed - s for s in sources if s > 0])
         self.pending.clear()
         due = self._timers.pop(shard, None)
         if due is not None:
             ctx.timer_service().delete_processing_time_timer(due)
 
-    def _dead(self, table: str, row_json: str, reason: str, message: str) -> Row:
+    def _dead(self, table: str | None, row_json: str, reason: str, message: str) -> Row:
         """The DLQ record for a row that was not written (the row itself is the payload,
-        for a replay)."""
+        for a replay); ``table`` None: a line that is no store row (the line is the
+        payload)."""
         self.rows_rejected.inc()
         customer = _customer_of(row_json)
         log.error(
             "store rejected row",
             extra=logs.fields(table=table, customer_id=customer, reason=reason),
         )
-        return Row(
-            customer,
-            json.dumps(
-                {
-                    "reason": reason,
-                    "path": f"$.{table}",
-                    "message": message,
-                    "customer_id": customer,
-                    "payload": row_json,
-                    "seen_at": _now_ms(),
-                }
-            ),
+        path = "$" if table is None else f"$.{table}"
+        record = dlq_record(
+            row_json,
+            Invalid(reason, path, message, None, customer),
+            wall_ms(),
+            contract.MAX_DLQ_PAYLOAD_BYTES,
         )
+        _, _, key, value = contract.encode_dlq(record)
+        return Row(key, value)
 
     def _record_freshness(self, samples: list[int]) -> None:
         self.freshness.add(samples)

@@ -7,7 +7,7 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
 import org.apache.flink.api.common.typeinfo.TypeInformation;
-import org.apache.flink.api.java.tuple.Tuple5;
+import org.apache.flink.api.java.tuple.Tuple4;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.VoidNamespace;
@@ -25,10 +25,10 @@ import org.apache.flink.types.Row;
  * drains the ClickHouse rows the Python function buffers ({@code udfs.flink.customer_function}).
  *
  * <p>Each element a Python function hands to the JVM costs a round trip through the shared
- * interpreter (measured here: about 35 microseconds, against 2 for building the rows). One
- * element per event halved the job's throughput with the store on, so the function buffers the
- * rows of many events per shard and emits them as one element. A buffer in Python is invisible
- * to Flink's checkpoints, so this operator empties it
+ * interpreter, far more than building the rows (docs/PERFORMANCE.md#costs-behind-the-design),
+ * so the function buffers the rows of many events per shard and emits them as one element. A
+ * buffer in Python is invisible to Flink's checkpoints (docs/DESIGN.md#python-sink), so this
+ * operator empties it
  * <ul>
  *   <li>in {@link #prepareSnapshotPreBarrier}, before the barrier goes downstream: a completed
  *       checkpoint never covers an event whose rows lived only in the buffer;</li>
@@ -45,14 +45,16 @@ import org.apache.flink.types.Row;
  * the new time even for a customer who sends no further event ({@code udfs.core.journey}).
  */
 public class CustomerOperator
-        extends EmbeddedPythonKeyedProcessOperator<Row, Row, Tuple5<Integer, Integer, String, String, String>> {
+        extends EmbeddedPythonKeyedProcessOperator<Row, Row, Tuple4<Integer, Integer, String, String>> {
     private static final long serialVersionUID = 1L;
 
     /**
-     * The Python module and function that hand over the buffer: a flat list (shard, lines, ...).
+     * The Python module and function that hand over the buffer: a flat list (shard, rows, ...).
      * Called with invokeMethod and one argument, the call PyFlink itself makes per element:
      * pemja's invoke of a global function without arguments crashed the JVM here on the third
-     * call (func_dealloc, the function's reference count runs out).
+     * call (func_dealloc, the function's reference count runs out; docs/DESIGN.md#pemja-calls).
+     * This constant, DRAIN, RESCHEDULE_CHECK and JOURNEY_STATE are checked against the Python
+     * side by tests/unit/test_contract.py.
      */
     private static final String MODULE = "udfs.flink.customer_function";
     private static final String MODULE_NAME = "_inboxflow_operators";
@@ -72,7 +74,7 @@ public class CustomerOperator
 
     public CustomerOperator(Configuration config, DataStreamPythonFunctionInfo functionInfo,
                             TypeInformation<Row> inputType,
-                            TypeInformation<Tuple5<Integer, Integer, String, String, String>> outputType,
+                            TypeInformation<Tuple4<Integer, Integer, String, String>> outputType,
                             long drainIntervalMs) {
         super(config, functionInfo, inputType, outputType);
         this.inputType = inputType;
@@ -168,7 +170,7 @@ public class CustomerOperator
         for (int i = 0; i + 1 < flat.size(); i += 2) {
             int shard = ((Number) flat.get(i)).intValue();
             output.collect(new StreamRecord<>(
-                    Tuple5.of(OutputRouter.STORE, shard, "", "", (String) flat.get(i + 1))));
+                    Tuple4.of(OutputRouter.STORE, shard, "", (String) flat.get(i + 1))));
         }
     }
 
@@ -178,7 +180,7 @@ public class CustomerOperator
             DataStreamPythonFunctionInfo functionInfo, TypeInformation<T> outputTypeInfo) {
         return (AbstractEmbeddedDataStreamPythonFunctionOperator<T>) new CustomerOperator(
                 config, functionInfo, inputType,
-                (TypeInformation<Tuple5<Integer, Integer, String, String, String>>) outputTypeInfo,
+                (TypeInformation<Tuple4<Integer, Integer, String, String>>) outputTypeInfo,
                 drainIntervalMs);
     }
 }

@@ -11,8 +11,8 @@ import org.apache.flink.types.Row;
  * <p>Elements are {@code Row(customer_id, Tuple(customer_id, event_time_ms, json, kafka_ms))}
  * (the shape PyFlink's own key_by produces). PyFlink's Python TimestampAssigner costs an extra
  * Python operator per event, and its {@code with_idleness()} silently drops the assigner, which
- * turns event time into Kafka's record time (DESIGN trap 1). The Kafka record timestamp passed
- * in here is deliberately ignored.
+ * turns event time into Kafka's record time (docs/DESIGN.md#event-time). The Kafka record
+ * timestamp passed in here is deliberately ignored.
  */
 public class EventTimeAssigner implements SerializableTimestampAssigner<Row> {
     private static final long serialVersionUID = 1L;

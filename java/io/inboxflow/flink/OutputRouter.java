@@ -1,9 +1,14 @@
 package io.inboxflow.flink;
 
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.java.tuple.Tuple3;
-import org.apache.flink.api.java.tuple.Tuple5;
+import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.api.java.tuple.Tuple4;
 import org.apache.flink.streaming.api.functions.ProcessFunction;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
@@ -12,17 +17,18 @@ import org.apache.flink.util.OutputTag;
 /**
  * Splits the customer function's single output, on the JVM, into the streams the job writes.
  *
- * <p>Input: {@code Tuple5(kind, shard, key, table, payload)}. Kind {@link #STORE} leaves on the
- * main output as {@code Row(shard, Tuple3(shard, table, payload))}, the shape PyFlink's keyed
- * operators expect, for the ClickHouse writer; the other kinds leave on side outputs as
+ * <p>Input: {@code Tuple4(kind, shard, key, payload)} ({@code udfs.core.contract}, whose
+ * {@code Kind} must match the constants here: tests/unit/test_contract.py). Kind {@link #STORE}
+ * leaves on the main output as {@code Row(shard, Tuple2(shard, payload))}, the shape PyFlink's
+ * keyed operators expect, for the ClickHouse writer; the other kinds leave on side outputs as
  * {@code Row(key, payload)} for the Kafka sinks.
  *
  * <p>Why not Python side outputs: in thread mode each one is a separate call from Python into
- * the JVM (15 to 55 microseconds measured here, against next to nothing for a main-output
- * element), and a Python side output that feeds another Python operator can deadlock under
- * backpressure. Chained to the customer function, this costs no network hop.
+ * the JVM, far dearer than a main-output element, and a Python side output that feeds another
+ * Python operator can deadlock under backpressure (docs/DESIGN.md#side-outputs). Chained to the
+ * customer function, this costs no network hop.
  */
-public class OutputRouter extends ProcessFunction<Tuple5<Integer, Integer, String, String, String>, Row> {
+public class OutputRouter extends ProcessFunction<Tuple4<Integer, Integer, String, String>, Row> {
     private static final long serialVersionUID = 1L;
 
     public static final int STORE = 0;
@@ -34,6 +40,8 @@ public class OutputRouter extends ProcessFunction<Tuple5<Integer, Integer, Strin
     private static final OutputTag<Row> REQUESTS = new OutputTag<>("email_requests", KEYED_JSON);
     private static final OutputTag<Row> DLQ_RECORDS = new OutputTag<>("dlq", KEYED_JSON);
     private static final OutputTag<Row> OUTCOMES = new OutputTag<>("outcomes", KEYED_JSON);
+    private static final DateTimeFormatter ISO_MS =
+            DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'").withZone(ZoneOffset.UTC);
 
     /** The side output of {@code kind} (REQUEST, DLQ or OUTCOME). */
     public static OutputTag<Row> tag(int kind) {
@@ -55,25 +63,34 @@ public class OutputRouter extends ProcessFunction<Tuple5<Integer, Integer, Strin
      * the Python function emits cannot restart the job.
      */
     @Override
-    public void processElement(Tuple5<Integer, Integer, String, String, String> in, Context ctx,
+    public void processElement(Tuple4<Integer, Integer, String, String> in, Context ctx,
                                Collector<Row> out) {
         Integer kind = in.f0;
         if (kind != null && kind == STORE && in.f1 != null) {
-            out.collect(Row.of(in.f1, Tuple3.of(in.f1, in.f3, in.f4)));
+            out.collect(Row.of(in.f1, Tuple2.of(in.f1, in.f3)));
         } else if (kind != null && (kind == REQUEST || kind == DLQ || kind == OUTCOME)) {
-            ctx.output(tag(kind), Row.of(in.f2, in.f4));
+            ctx.output(tag(kind), Row.of(in.f2, in.f3));
         } else {
-            ctx.output(DLQ_RECORDS, Row.of(in.f2, malformed(in)));
+            ctx.output(DLQ_RECORDS, Row.of(in.f2, malformed(in, System.currentTimeMillis())));
         }
     }
 
-    /** The DLQ record for an element this router cannot route (JSON, built by hand). */
-    static String malformed(Tuple5<Integer, Integer, String, String, String> in) {
-        String payload = in.f4 == null ? "" : in.f4;
-        return "{\"reason\":\"processing_error\",\"path\":\"$\",\"message\":"
-                + "\"output element of unknown kind " + in.f0 + " (OutputRouter)\","
-                + "\"customer_id\":" + quote(in.f2) + ",\"event_id\":null,"
-                + "\"payload\":" + quote(payload) + ",\"seen_at\":" + System.currentTimeMillis()
+    /**
+     * The DLQ record for an element this router cannot route: JSON built by hand, with the
+     * fields of every DLQ record ({@code udfs.core.validation.dlq_record}), the payload in full.
+     */
+    public static String malformed(Tuple4<Integer, Integer, String, String> in, long seenAt) {
+        String payload = in.f3 == null ? "" : in.f3;
+        return "{\"payload\":" + quote(payload)
+                + ",\"payload_truncated\":false"
+                + ",\"payload_bytes\":" + payload.getBytes(StandardCharsets.UTF_8).length
+                + ",\"reason\":\"processing_error\""
+                + ",\"path\":\"$\""
+                + ",\"message\":\"output element of unknown kind " + in.f0 + " (OutputRouter)\""
+                + ",\"event_id\":null"
+                + ",\"customer_id\":" + quote(in.f2)
+                + ",\"seen_at\":" + seenAt
+                + ",\"seen_at_iso\":\"" + ISO_MS.format(Instant.ofEpochMilli(seenAt)) + "\""
                 + "}";
     }
 

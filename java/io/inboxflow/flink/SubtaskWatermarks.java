@@ -18,8 +18,8 @@ import org.apache.flink.types.Row;
  * another's events late. What Flink 2.0's own {@code withIdleness} gets wrong: when every
  * partition of a subtask goes idle in the same periodic check, the subtask is marked idle
  * without ever emitting the faster partitions' watermark, and every reminder due after the
- * slower partition's last event waits for new data (measured: none of 205 due reminders
- * fired). Here the partitions of one subtask share what they have seen:
+ * slower partition's last event waits for new data (docs/DESIGN.md#idle-watermarks). Here the
+ * partitions of one subtask share what they have seen:
  *
  * <ul>
  *   <li>a partition with no event for {@code idlenessMs} follows the subtask's newest event
