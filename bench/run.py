@@ -2,6 +2,9 @@
 
 Measurements (each run ``--runs`` times, median reported):
 
+0. pure (first; no broker, no JVM): the job's per-event Python path over the throughput
+   events, µs per event of each stage and of ``CustomerCore`` as is (:mod:`bench.pure`,
+   ``--pure-events``);
 1. throughput with the store off, parallelism 1 and 2: a bounded read of N pre-produced
    events (explicit stopping offsets from the delivery reports, docs/DESIGN.md#tansu); the
    wall time of ``job.main.run`` minus the median wall time of a 200-event run at the same
@@ -76,7 +79,9 @@ STORE_TARGET_RATIO = 0.8  # issue 3: writer on within 20% of the spine's events/
 NOISY_LOGGERS = ("kafka", "py4j", "apache_beam")
 # kafka-python also warns at WARNING about its own event loop while producing in bulk
 KAFKA_LOG_LEVEL = logging.ERROR
-MEASUREMENTS = ("throughput", "store", "lateness", "freshness", "burst", "cluster")
+# "pure": the job's per-event Python path without Flink or Kafka, µs per stage (bench/pure.py);
+# first, as it takes about a minute and needs no broker
+MEASUREMENTS = ("pure", "throughput", "store", "lateness", "freshness", "burst", "cluster")
 # the "cluster" rows: the packaged job on a standalone cluster, store off, in these shapes
 # (TaskManagers, slots each), measured alternately in each run
 CLUSTER_SHAPES = ((2, 1), (1, 2))
@@ -1864,6 +1869,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"events sent at once in the burst run (default {BURST_EVENTS:,}; "
         f"{BURST_EVENTS_QUICK:,} with --quick)",
     )
+    p.add_argument(
+        "--pure-events",
+        type=int,
+        help="events for the pure per-event path (default 200,000; 20,000 with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke-test sizes")
     p.add_argument(
         "--no-idempotence",
@@ -1881,6 +1891,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"need --runs >= 1, --rate >= 1 and --events > {TINY_EVENTS}")
     if args.burst_events is not None and args.burst_events < 1:
         p.error("need --burst-events >= 1")
+    if args.pure_events is not None and args.pure_events < 1:
+        p.error("need --pure-events >= 1")
     return args
 
 
@@ -1903,7 +1915,15 @@ def main(argv: list[str] | None = None) -> int:
         idempotence=not args.no_idempotence,
         burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick else BURST_EVENTS),
     )
-    return bench(plan)
+    failed = 0
+    if "pure" in plan.measurements:
+        from bench import pure
+
+        events = args.pure_events or (pure.EVENTS_QUICK if args.quick else pure.EVENTS)
+        failed = pure.main_pure(events, plan.runs)
+        if plan.measurements == ("pure",):
+            return failed
+    return bench(plan) or failed
 
 
 if __name__ == "__main__":
