@@ -236,6 +236,38 @@ def clock_overhead_ns(readings: int = 200_000) -> float:
     return best
 
 
+def _drive(
+    sub: Subtask,
+    events: Sequence[Input],
+    clock: Callable[[], int],
+    validate: Callable[[str, str, int], dict[str, Any] | Step],
+    on_event: Callable[[dict[str, Any], str, RawState, int, int], Step],
+    on_timer: Callable[[str, int, RawState, int], Step],
+) -> int:
+    """The stand-in for Flink around one core: due timers fire before each event (and all
+    the rest at the end of the input), each step is committed to ``sub``; returns the wall
+    ns of the whole loop."""
+    started = _ns()
+    for key, text, event_time in events:
+        now = clock()
+        watermark = sub.watermark()
+        for ts, tkey in sub.due(watermark):
+            raw = sub.raw(tkey)
+            sub.commit(tkey, on_timer(tkey, ts, raw, now), raw)
+        sub.saw(event_time)
+        event = validate(key, text, now)
+        if type(event) is Step:
+            sub.emit(event.outputs)
+            continue
+        raw = sub.raw(key)
+        sub.commit(key, on_event(event, text, raw, watermark, now), raw)
+    now = clock()
+    for ts, tkey in sub.due(MAX_WATERMARK):  # the end of a bounded input
+        raw = sub.raw(tkey)
+        sub.commit(tkey, on_timer(tkey, ts, raw, now), raw)
+    return _ns() - started
+
+
 def run_core(
     core: CustomerCore,
     events: Sequence[Input],
@@ -248,41 +280,24 @@ def run_core(
     sub = Subtask(bound_ms, keep)
     overhead = clock_overhead_ns()
     ns = _ns
-    spent = calls = 0
-    started = ns()
-    for key, text, event_time in events:
-        now = clock()
-        watermark = sub.watermark()
-        for ts, tkey in sub.due(watermark):
-            raw = sub.raw(tkey)
+    spent = {"core": 0}
+    calls = {"core": 0}
+
+    def timed(call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
             t0 = ns()
-            step = core.on_timer(tkey, ts, raw, now)
-            spent += ns() - t0
-            calls += 1
-            sub.commit(tkey, step, raw)
-        sub.saw(event_time)
-        t0 = ns()
-        event = core.validate(key, text, now)
-        if type(event) is Step:
-            spent += ns() - t0
-            calls += 1
-            sub.emit(event.outputs)
-            continue
-        raw = sub.raw(key)
-        step = core.on_event(event, text, raw, watermark, now, now)
-        spent += ns() - t0
-        calls += 1
-        sub.commit(key, step, raw)
-    now = clock()
-    for ts, tkey in sub.due(MAX_WATERMARK):  # the end of a bounded input
-        raw = sub.raw(tkey)
-        t0 = ns()
-        step = core.on_timer(tkey, ts, raw, now)
-        spent += ns() - t0
-        calls += 1
-        sub.commit(tkey, step, raw)
-    wall = ns() - started
-    return Run(len(events), {"core": spent}, {"core": calls}, wall, overhead, sub.tally, sub)
+            result = call(*args)
+            spent["core"] += ns() - t0
+            calls["core"] += 1
+            return result
+
+        return run
+
+    def on_event(event: dict[str, Any], text: str, raw: RawState, wm: int, now: int) -> Step:
+        return core.on_event(event, text, raw, wm, now, now)
+
+    wall = _drive(sub, events, clock, timed(core.validate), timed(on_event), timed(core.on_timer))
+    return Run(len(events), spent, calls, wall, overhead, sub.tally, sub)
 
 
 def run_staged(
@@ -298,28 +313,21 @@ def run_staged(
     acc = dict.fromkeys(STAGES, 0)
     intervals = dict.fromkeys(STAGES, 0)
     ns = _ns
-    started = ns()
-    for key, text, event_time in events:
-        now = clock()
-        watermark = sub.watermark()
-        for ts, tkey in sub.due(watermark):
-            raw = sub.raw(tkey)
-            sub.commit(tkey, staged_step(core, tkey, raw, None, "", ts, None, now, acc), raw)
-        sub.saw(event_time)
+
+    def validate(key: str, text: str, now: int) -> dict[str, Any] | Step:
         t0 = ns()
         event = core.validate(key, text, now)
         acc["validate"] += ns() - t0
         intervals["validate"] += 1
-        if type(event) is Step:
-            sub.emit(event.outputs)
-            continue
-        raw = sub.raw(key)
-        sub.commit(key, staged_step(core, key, raw, event, text, watermark, now, now, acc), raw)
-    now = clock()
-    for ts, tkey in sub.due(MAX_WATERMARK):
-        raw = sub.raw(tkey)
-        sub.commit(tkey, staged_step(core, tkey, raw, None, "", ts, None, now, acc), raw)
-    wall = ns() - started
+        return event
+
+    def on_event(event: dict[str, Any], text: str, raw: RawState, wm: int, now: int) -> Step:
+        return staged_step(core, event["customer_id"], raw, event, text, wm, now, now, acc)
+
+    def on_timer(key: str, ts: int, raw: RawState, now: int) -> Step:
+        return staged_step(core, key, raw, None, "", ts, None, now, acc)
+
+    wall = _drive(sub, events, clock, validate, on_event, on_timer)
     steps = acc.pop("_steps", 0)
     for stage in STAGES[1:]:
         intervals[stage] = steps

@@ -31,8 +31,8 @@ from tests.factories import (
     T0,
     cart_add,
     identify,
+    kafka_record,
     keys_by_partition,
-    raw,
 )
 from udfs.clock import wall_ms
 from udfs.core.journey import request_id
@@ -75,7 +75,7 @@ def test_burst_then_silence_fires_exactly_the_reminders_due_within_the_data(
                 identify(cid, ts, email=f"{cid}@example.com", first_name="Kim"),
                 cart_add(cid, ts, cart_id=f"cart-{cid}"),
             ):
-                records.append((cid, raw(event).encode(), None))
+                records.append(kafka_record(event))
     newest = T0 + max(steps) * 10 * MINUTE
     watermark = newest - BOUND - 1  # of the most advanced partition: where event time ends
     expected = {
@@ -127,7 +127,7 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
                 broker.bootstrap,
                 topics["events"],
                 [
-                    (cid, raw(identify(cid, warm, email=f"{cid}@example.com")).encode(), None)
+                    kafka_record(identify(cid, warm, email=f"{cid}@example.com"))
                     for cid in customers
                 ],
             )
@@ -136,10 +136,7 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
             produce(
                 broker.bootstrap,
                 topics["events"],
-                [
-                    (cid, raw(cart_add(cid, now, cart_id=f"cart-{cid}")).encode(), None)
-                    for cid in customers
-                ],
+                [kafka_record(cart_add(cid, now, cart_id=f"cart-{cid}")) for cid in customers],
             )
             due = now + 4 * SECOND
             # silence on every partition from here on: no clock events
