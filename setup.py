@@ -14,6 +14,7 @@ setup(
         "jinja2==3.1.6",
         "jsonschema==4.26.0",
         "jsonschema-rs==0.60.3",
+        "msgspec==0.23.0",
         "orjson==3.13.0",
         "pyyaml==6.0.3",
     ],

@@ -1,32 +1,52 @@
-"""The job's pure Python per-event path, no Flink and no Kafka: µs per event of each stage
+"""The job's pure Python path, no Flink and no Kafka: µs per event of each stage of a batch
 (issue 13, "a lean per-event path": every later optimisation shows up here first).
 
 The events are the bench's throughput events (:func:`job.dev.gen.generate` with the bench's
-seed and customers), as the customer function receives them: the raw text, the key and the
+seed and customers), as the customer operator receives them: the raw text, the key and the
 event time the JVM reads (``io.inboxflow.flink.EnvelopeExtractor``). A :class:`Subtask`
-plays Flink's part for one subtask: keyed state holding the raw JSON strings, event-time
-timers (a heap of per-customer due times) and a bounded-out-of-orderness watermark
-(newest event time - bound - 1 ms, moved by every event with a readable time; due timers
-fire before the next event, all the rest at the end of the input, as in a bounded run).
+plays ``io.inboxflow.flink.BatchCustomerOperator`` for one subtask: keyed state (one
+``bytes`` value per customer), event-time timers (a per-customer set of registered times and
+a heap of due times), batches of ``processing.batch_events`` entries (the shipped config,
+``--batch-events`` to change it) with each customer's state read once per batch, and a
+bounded-out-of-orderness watermark (newest event time - bound - 1 ms). The watermark moves
+between batches only: after each batch of events it advances, and the timers it makes due
+fire as timer batches, again until none is due; at the end of the input the last watermark
+(``MAX_WATERMARK``) fires every timer left, as in a bounded run. (In the job the watermark
+moves every 200 ms of processing time (the auto-watermark interval), so at full speed
+several batches of events pass between two moves; here every batch of events is followed by
+one: timers fire in more, smaller batches, and a little earlier in the stream.) The Kafka
+record time of an event is the wall clock when it is appended. A :class:`Result` is applied
+as the operator applies it: states, then timer deletions and registrations, then the
+outputs.
 
-Two paths over the same events, each on a fresh :class:`CustomerCore` built from the
-shipped config (``conf/job.yaml``, store on: ClickHouse rows are built):
+Two paths over the same batches, each on a fresh :class:`Batch` around a fresh
+:class:`CustomerCore` built from the shipped config (``conf/job.yaml``, store on: ClickHouse
+rows are built):
 
-* **core**: :class:`CustomerCore` as is (``validate``, ``on_event``, ``on_timer``), timed
-  around each call: the end-to-end figure;
-* **staged**: :func:`staged_step` does exactly what ``CustomerCore.on_event`` /
-  ``on_timer`` do (same calls, same order, same firewall), with ``time.perf_counter_ns``
-  between the stages: (1) ``validate`` = ``CustomerCore.validate`` (parse, validate,
-  normalize: ``EventValidator.validate`` and the key check), (2) ``load`` the state from its
-  JSON strings, (3) ``logic`` = ``CustomerLogic.on_event`` / ``on_timer``, (4) ``dump`` the
-  state, (5) ``render`` the triggers, (6) ``encode`` the outputs (email requests, outcomes,
-  ClickHouse rows: :mod:`udfs.core.contract`), counters and the :class:`Step`.
+* **batch**: ``Batch.run_payload`` as is, timed around the call only: the end-to-end Python
+  figure. The payload (:func:`encode_batch`) is built before it and the answer read
+  (:func:`decode_result`) after it, both outside the timing: that is the JVM's work;
+* **staged**: :func:`staged_run_payload` does exactly what ``Batch.run_payload`` /
+  ``Batch.run`` and, per entry, ``CustomerCore.on_event`` / ``on_timer`` do (same calls,
+  same order, same firewall; :func:`staged_step`), with ``time.perf_counter_ns`` between
+  the stages: (1) ``decode`` the payload (MessagePack, msgspec) and make one ``Slot`` per
+  customer, (2) ``validate`` = ``CustomerCore.validate`` (parse, validate, normalize:
+  ``EventValidator.validate`` and the key check), (3) ``load`` = ``Slot.load`` (the
+  state's bytes decoded, once per customer and batch), (4) ``logic`` =
+  ``CustomerLogic.on_event`` / ``on_timer``, (5) ``dump`` = ``journey.encode_state``,
+  (6) ``render`` the triggers, (7) ``encode`` the outputs (email requests, outcomes,
+  ClickHouse rows: :mod:`udfs.core.contract`), counters and the :class:`Step`, (8)
+  ``batch``: collecting each entry's outputs and store rows, then the result (one store
+  element per shard, the changed states and timers) and its MessagePack encoding.
 
-Stages 2-6 count timers' work too; every figure is per input event. Each reading of the
-clock costs time that lands in the interval it closes: that cost, measured before each run,
-is subtracted once per interval. Both paths must produce the same outputs
-(``tests/unit/test_bench_pure.py`` compares them), so the stage split cannot silently drift
-from the real path.
+Every figure is per input event (timers' work counts too). Each reading of the clock costs
+time that lands in the interval it closes: that cost, measured before each run, is
+subtracted once per interval. A step the firewall catches counts in no stage (the generated
+events cause none). Wall-clock intervals also count the time other processes take the core
+away: on a busy machine, compare the two "thread CPU" rows (the thread's CPU time inside
+each call, ``time.thread_time_ns``, read once per batch), which that leaves alone. Both
+paths must produce the same outputs (``tests/unit/test_bench_pure.py`` compares them), so
+the stage split cannot silently drift from the real path.
 
 ``python -m bench.pure`` (or ``python -m bench.run --only pure``, which ``make bench`` runs
 first).
@@ -53,34 +73,60 @@ import orjson
 
 from bench.run import CUSTOMERS, RESULTS_DIR, SEED
 from udfs.clock import MAX_WATERMARK, wall_ms
+from udfs.core import batch as batch_module
 from udfs.core import contract
-from udfs.core.contract import Kind, Routed
-from udfs.core.customer import (
-    CustomerCore,
-    RawState,
-    Step,
+from udfs.core.batch import (
+    ENTRY_FIELDS,
+    EVENT,
+    TIMER,
+    Batch,
+    Entry,
+    Result,
+    decode_result,
+    encode_batch,
+    encode_result,
 )
+from udfs.core.contract import Kind, Routed
+from udfs.core.customer import CustomerCore, Slot, Step
 
 log = logging.getLogger("inboxflow")
 
 EVENTS: Final = 200_000
 EVENTS_QUICK: Final = 20_000
-STAGES: Final = ("validate", "load", "logic", "dump", "render", "encode")
+STAGES: Final = (
+    "decode",
+    "validate",
+    "load",
+    "logic",
+    "dump",
+    "render",
+    "encode",
+    "batch",
+)
 STAGE_LABELS: Final = {
-    "validate": "1 parse + validate + normalize",
-    "load": "2 load state (JSON -> objects)",
-    "logic": "3 journey logic (events + timers)",
-    "dump": "4 dump state (objects -> JSON)",
-    "render": "5 render triggers",
-    "encode": "6 encode outputs (contract)",
+    "decode": "1 decode batch payload (msgpack)",
+    "validate": "2 parse + validate + normalize",
+    "load": "3 load state (decode_state)",
+    "logic": "4 journey logic (events + timers)",
+    "dump": "5 dump state (encode_state)",
+    "render": "6 render triggers",
+    "encode": "7 encode outputs (contract)",
+    "batch": "8 collect + encode batch result",
 }
-_EMPTY: Final[RawState] = (None, None, None)
+_STEP_STAGES: Final = ("load", "logic", "dump", "render", "encode")
 MIN_WATERMARK: Final = -(2**63)  # Flink's watermark before the first one (Long.MIN_VALUE)
+NO_TIME: Final = -(2**63)  # BatchCustomerOperator's time of an event without one
 _ns = time.perf_counter_ns
+_cpu_ns = time.thread_time_ns  # CPU time of this thread: what a busy machine leaves alone
+# what Batch.run_payload decodes with: the staged copy must decode the same way
+_PAYLOAD_DECODER: Final = batch_module._DECODER
+
+# One batch through a path: (watermark, entries, states) -> the applied Result.
+Process = Callable[[int, list[Entry], dict[str, bytes | None]], Result]
 
 
 class Input(NamedTuple):
-    """One event as the customer function receives it."""
+    """One event as the customer operator receives it."""
 
     key: str  # what the JVM keys it by ("" when unreadable)
     text: str  # the raw event text
@@ -125,43 +171,94 @@ def new_core(store: bool = True) -> tuple[CustomerCore, int]:
     return CustomerCore(core_settings(cfg, store)), cfg.watermarks.out_of_orderness_ms
 
 
+def shipped_batch_events() -> int:
+    """``processing.batch_events`` of the shipped config."""
+    from job.config import load_config
+
+    return load_config(env={}).processing.batch_events
+
+
 @dataclass
 class Tally:
-    """What came out: Kafka records by kind, ClickHouse rows, timers fired."""
+    """What came out: Kafka records by kind, ClickHouse rows, timers fired, and the calls
+    into Python (batches of events, batches of timers only)."""
 
     requests: int = 0
     outcomes: int = 0
     dlq: int = 0
     store_rows: int = 0
     timers: int = 0
+    batches: int = 0
+    timer_batches: int = 0
 
 
 class Subtask:
-    """Flink's part around the customer function of one subtask: keyed state (the raw
-    JSON strings of the three ValueStates), event-time timers, the watermark; the commit of
-    a :class:`Step` as ``CustomerFunction._commit`` does it."""
+    """``BatchCustomerOperator`` of one subtask around a ``process`` call per batch: keyed
+    state (``bytes`` per customer), event-time timers, the watermark, the batches; a
+    :class:`Result` applied as the operator applies it."""
 
-    def __init__(self, bound_ms: int, keep: bool = False) -> None:
+    def __init__(self, bound_ms: int, batch_events: int, keep: bool = False) -> None:
+        if batch_events < 1:
+            raise ValueError(f"batch_events must be >= 1, got {batch_events}")
         self.bound_ms = bound_ms
-        self.state: dict[str, RawState] = {}
+        self.batch_events = batch_events
+        self.state: dict[str, bytes] = {}
         self.timers: dict[str, set[int]] = {}  # registered event-time timers per key
         self.heap: list[tuple[int, str]] = []  # (due, key); deleted timers stay until popped
         self.newest: int | None = None
+        self.watermark = MIN_WATERMARK  # the timer service's current watermark
+        self.entries: list[Entry] = []  # the batch
+        self.states: dict[str, bytes | None] = {}  # its customers' state, read when first named
         self.tally = Tally()
         self.outputs: list[Routed] | None = [] if keep else None
-
-    def raw(self, key: str) -> RawState:
-        return self.state.get(key, _EMPTY)
-
-    def watermark(self) -> int:
-        return MIN_WATERMARK if self.newest is None else self.newest - self.bound_ms - 1
 
     def saw(self, event_time: int | None) -> None:
         if event_time is not None and (self.newest is None or event_time > self.newest):
             self.newest = event_time
 
+    def bounded_watermark(self) -> int:
+        """What the bounded-out-of-orderness generator would emit now."""
+        return MIN_WATERMARK if self.newest is None else self.newest - self.bound_ms - 1
+
+    def append(self, entry: Entry, process: Process) -> None:
+        """``BatchCustomerOperator.append``: the customer's state the first time the batch
+        names it; the batch applied once it holds ``batch_events`` entries."""
+        key = entry[1]
+        if key not in self.states:
+            self.states[key] = self.state.get(key)
+        self.entries.append(entry)
+        if len(self.entries) >= self.batch_events:
+            self.flush(process)
+
+    def flush(self, process: Process) -> bool:
+        """The batch applied, if any; True when it held anything."""
+        entries, states = self.entries, self.states
+        if not entries:
+            return False
+        self.entries, self.states = [], {}
+        self.tally.batches += 1
+        if all(entry[0] == TIMER for entry in entries):
+            self.tally.timer_batches += 1
+        self.apply(process(self.watermark, entries, states))
+        return True
+
+    def advance(self, mark: int, process: Process) -> None:
+        """``BatchCustomerOperator.processWatermark``: flush, then let the watermark fire
+        its due timers and flush those, until a flush leaves nothing due. (A watermark that
+        does not move is never emitted.)"""
+        self.flush(process)
+        if mark <= self.watermark:
+            return
+        self.watermark = mark
+        while True:
+            for ts, key in self.due(mark):
+                self.append((TIMER, key, ts, None, 0), process)
+            if not self.flush(process):
+                return
+
     def due(self, watermark: int) -> Iterator[tuple[int, str]]:
-        """Timers at or before ``watermark``, in time order, each removed before it fires."""
+        """Timers at or before ``watermark``, in time order, each removed before it fires
+        (a timer a flush registers meanwhile fires in the same pass if it is due)."""
         heap = self.heap
         while heap and heap[0][0] <= watermark:
             ts, key = heapq.heappop(heap)
@@ -171,30 +268,24 @@ class Subtask:
                 self.tally.timers += 1
                 yield ts, key
 
-    def commit(self, key: str, step: Step, raw: RawState) -> None:
-        if step.timers is not None:
-            old, new = step.timers
-            if old is not None and key in self.timers:
-                self.timers[key].discard(old)
-            if new is not None:
-                registered = self.timers.setdefault(key, set())
-                if new not in registered:
-                    registered.add(new)
-                    heapq.heappush(self.heap, (new, key))
-        if step.state is not None:
-            if step.state == _EMPTY:
+    def apply(self, result: Result) -> None:
+        """``BatchCustomerOperator.apply``: states, timers (delete, then register), then
+        the outputs in order."""
+        for key, blob in result.states:
+            if blob is None:
                 self.state.pop(key, None)
             else:
-                self.state[key] = step.state
-        self.emit(step.outputs)
-        if step.store is not None:
-            self.tally.store_rows += contract.count_store_rows(step.store[1])
-            if self.outputs is not None:
-                self.outputs.append(contract.encode_store(*step.store))
-
-    def emit(self, outputs: list[Routed]) -> None:
+                self.state[key] = blob
+        for key, delete, register in result.timers:
+            if delete is not None and key in self.timers:
+                self.timers[key].discard(delete)
+            if register is not None:
+                registered = self.timers.setdefault(key, set())
+                if register not in registered:
+                    registered.add(register)
+                    heapq.heappush(self.heap, (register, key))
         tally = self.tally
-        for out in outputs:
+        for out in result.outputs:
             kind = out[0]
             if kind == Kind.REQUEST:
                 tally.requests += 1
@@ -202,13 +293,16 @@ class Subtask:
                 tally.outcomes += 1
             elif kind == Kind.DLQ:
                 tally.dlq += 1
+            elif kind == Kind.STORE:
+                tally.store_rows += contract.count_store_rows(out[3])
         if self.outputs is not None:
-            self.outputs.extend(outputs)
+            self.outputs.extend(result.outputs)
 
 
 @dataclass
 class Run:
-    """One pass over the events: ns and timed intervals per stage (or ``core``), the wall
+    """One pass over the events: ns and timed intervals per stage (or ``batch_call``), and
+    ``cpu``: the thread's CPU time inside the calls (no clock cost subtracted); the wall
     time of the whole loop, what came out."""
 
     events: int
@@ -237,121 +331,178 @@ def clock_overhead_ns(readings: int = 200_000) -> float:
 
 
 def _drive(
-    sub: Subtask,
-    events: Sequence[Input],
-    clock: Callable[[], int],
-    validate: Callable[[str, str, int], dict[str, Any] | Step],
-    on_event: Callable[[dict[str, Any], str, RawState, int, int], Step],
-    on_timer: Callable[[str, int, RawState, int], Step],
+    sub: Subtask, events: Sequence[Input], clock: Callable[[], int], process: Process
 ) -> int:
-    """The stand-in for Flink around one core: due timers fire before each event (and all
-    the rest at the end of the input), each step is committed to ``sub``; returns the wall
-    ns of the whole loop."""
+    """The stand-in for Flink around one path: events appended in arrival order (the Kafka
+    record time is the wall clock when the event arrives), the watermark moved after each
+    full batch of events, and to the end at the end of the input; returns the wall ns of the
+    whole loop (the JVM's work included: payloads, answers, state, timers)."""
     started = _ns()
-    for key, text, event_time in events:
-        now = clock()
-        watermark = sub.watermark()
-        for ts, tkey in sub.due(watermark):
-            raw = sub.raw(tkey)
-            sub.commit(tkey, on_timer(tkey, ts, raw, now), raw)
+    size = sub.batch_events
+    for i, (key, text, event_time) in enumerate(events, 1):
         sub.saw(event_time)
-        event = validate(key, text, now)
-        if type(event) is Step:
-            sub.emit(event.outputs)
-            continue
-        raw = sub.raw(key)
-        sub.commit(key, on_event(event, text, raw, watermark, now), raw)
-    now = clock()
-    for ts, tkey in sub.due(MAX_WATERMARK):  # the end of a bounded input
-        raw = sub.raw(tkey)
-        sub.commit(tkey, on_timer(tkey, ts, raw, now), raw)
+        time_ms = NO_TIME if event_time is None else event_time
+        sub.append((EVENT, key, time_ms, text, clock()), process)  # flushes a full batch
+        if i % size == 0:
+            sub.advance(sub.bounded_watermark(), process)
+    sub.advance(MAX_WATERMARK, process)  # the end of a bounded input
     return _ns() - started
 
 
-def run_core(
-    core: CustomerCore,
+def run_batch(
+    batch: Batch,
     events: Sequence[Input],
     bound_ms: int,
+    batch_events: int,
     clock: Callable[[], int] = wall_ms,
     keep: bool = False,
 ) -> Run:
-    """``CustomerCore`` as is, as ``CustomerFunction`` drives it; ``ns["core"]``: time
-    inside the core's calls."""
-    sub = Subtask(bound_ms, keep)
+    """``Batch.run_payload`` as is, as ``BatchCustomerOperator`` calls it;
+    ``ns["batch_call"]``: time inside the calls (the payload built before, the answer read
+    after: the JVM's work, not timed), ``ns["cpu"]`` the thread's CPU time in them."""
+    sub = Subtask(bound_ms, batch_events, keep)
     overhead = clock_overhead_ns()
-    ns = _ns
-    spent = {"core": 0}
-    calls = {"core": 0}
+    ns, cpu = _ns, _cpu_ns
+    spent = {"batch_call": 0, "cpu": 0}
+    calls = {"batch_call": 0, "cpu": 0}  # no clock cost subtracted from the CPU time
 
-    def timed(call: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            t0 = ns()
-            result = call(*args)
-            spent["core"] += ns() - t0
-            calls["core"] += 1
-            return result
+    def process(watermark: int, entries: list[Entry], states: dict[str, bytes | None]) -> Result:
+        payload = encode_batch(watermark, entries, states)
+        now = clock()
+        c0 = cpu()
+        t0 = ns()
+        answer = batch.run_payload(payload, now)
+        t1 = ns()
+        spent["cpu"] += cpu() - c0
+        spent["batch_call"] += t1 - t0
+        calls["batch_call"] += 1
+        return decode_result(answer)
 
-        return run
-
-    def on_event(event: dict[str, Any], text: str, raw: RawState, wm: int, now: int) -> Step:
-        return core.on_event(event, text, raw, wm, now, now)
-
-    wall = _drive(sub, events, clock, timed(core.validate), timed(on_event), timed(core.on_timer))
+    wall = _drive(sub, events, clock, process)
     return Run(len(events), spent, calls, wall, overhead, sub.tally, sub)
 
 
 def run_staged(
-    core: CustomerCore,
+    batch: Batch,
     events: Sequence[Input],
     bound_ms: int,
+    batch_events: int,
     clock: Callable[[], int] = wall_ms,
     keep: bool = False,
 ) -> Run:
-    """The same events through :func:`staged_step`, ns per stage."""
-    sub = Subtask(bound_ms, keep)
+    """The same batches through :func:`staged_run_payload`, ns per stage."""
+    sub = Subtask(bound_ms, batch_events, keep)
     overhead = clock_overhead_ns()
-    acc = dict.fromkeys(STAGES, 0)
-    intervals = dict.fromkeys(STAGES, 0)
-    ns = _ns
+    acc = dict.fromkeys((*STAGES, "cpu"), 0)
+    intervals = dict.fromkeys((*STAGES, "cpu"), 0)
+    cpu = _cpu_ns
 
-    def validate(key: str, text: str, now: int) -> dict[str, Any] | Step:
-        t0 = ns()
-        event = core.validate(key, text, now)
-        acc["validate"] += ns() - t0
-        intervals["validate"] += 1
-        return event
+    def process(watermark: int, entries: list[Entry], states: dict[str, bytes | None]) -> Result:
+        payload = encode_batch(watermark, entries, states)
+        now = clock()
+        c0 = cpu()
+        answer = staged_run_payload(batch, payload, now, acc, intervals)
+        acc["cpu"] += cpu() - c0
+        return decode_result(answer)
 
-    def on_event(event: dict[str, Any], text: str, raw: RawState, wm: int, now: int) -> Step:
-        return staged_step(core, event["customer_id"], raw, event, text, wm, now, now, acc)
-
-    def on_timer(key: str, ts: int, raw: RawState, now: int) -> Step:
-        return staged_step(core, key, raw, None, "", ts, None, now, acc)
-
-    wall = _drive(sub, events, clock, validate, on_event, on_timer)
-    steps = acc.pop("_steps", 0)
-    for stage in STAGES[1:]:
+    wall = _drive(sub, events, clock, process)
+    steps = acc.pop("_steps", 0)  # stages 3-7 are timed once per step that succeeded
+    for stage in _STEP_STAGES:
         intervals[stage] = steps
     return Run(len(events), acc, intervals, wall, overhead, sub.tally, sub)
 
 
+def staged_run_payload(
+    batch: Batch,
+    payload: bytes,
+    now: int,
+    acc: dict[str, int],
+    intervals: dict[str, int],
+) -> bytes:
+    """``batch.run_payload(payload, now)`` (``Batch.run`` inlined), step for step, adding
+    the ns of each stage to ``acc`` and the intervals timed to ``intervals``."""
+    ns = _ns
+    core = batch.core
+    t0 = ns()
+    # Batch.run_payload
+    watermark, flat, state_pairs = _PAYLOAD_DECODER.decode(payload)
+    entries = zip(*[iter(flat)] * ENTRY_FIELDS, strict=True)
+    pairs = iter(state_pairs)
+    states: dict[str, bytes | None] = dict(zip(pairs, pairs, strict=True))
+    # Batch.run from here
+    slots = {key: Slot(blob) for key, blob in states.items()}
+    t1 = ns()
+    acc["decode"] += t1 - t0
+    outputs: list[Routed] = []
+    store: dict[int, list[str]] = {}
+    latency = batch.latency
+    collect = validate = count = events = 0
+    for kind, key, time_ms, text, kafka_ts in entries:
+        ta = ns()
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = Slot(None)
+        step: dict[str, Any] | Step
+        if kind == EVENT:
+            assert text is not None
+            if kafka_ts > 0:
+                latency.append(now - kafka_ts)
+            tb = ns()
+            step = core.validate(key, text, now)
+            tc = ns()
+            collect += tb - ta
+            validate += tc - tb
+            events += 1
+            if type(step) is not Step:
+                step = staged_step(core, slot, step, text, key, watermark, kafka_ts, now, acc)
+        else:
+            collect += ns() - ta
+            step = staged_step(core, slot, None, "", key, time_ms, None, now, acc)
+        td = ns()
+        outputs += step.outputs
+        if step.store is not None:
+            shard, rows = step.store
+            store.setdefault(shard, []).append(rows)
+        collect += ns() - td
+        count += 1
+    te = ns()
+    for shard, rows_of_events in store.items():
+        outputs.append(contract.encode_store(shard, contract.join_store_rows(rows_of_events)))
+    result = Result(outputs=outputs)
+    for key, slot in slots.items():
+        if slot.blob != slot.first_blob:
+            result.states.append((key, slot.blob))
+        change = slot.timer_change()
+        if change is not None:
+            result.timers.append((key, *change))
+    answer = encode_result(result)
+    tf = ns()
+    acc["batch"] += collect + tf - te
+    acc["validate"] += validate
+    intervals["decode"] += 1
+    intervals["validate"] += events
+    intervals["batch"] += 2 * count + 1
+    return answer
+
+
 def staged_step(
     core: CustomerCore,
-    key: str,
-    raw: RawState,
+    slot: Slot,
     event: dict[str, Any] | None,
     text: str,
+    key: str,
     time_ms: int,
     kafka_ts: int | None,
     now: int,
     acc: dict[str, int],
 ) -> Step:
-    """``core.on_event(event, text, raw, time_ms, kafka_ts, now)`` (``event`` given,
-    ``time_ms`` the watermark) or ``core.on_timer(key, time_ms, raw, now)`` (``event``
+    """``core.on_event(event, text, slot, time_ms, kafka_ts, now)`` (``event`` given,
+    ``time_ms`` the watermark) or ``core.on_timer(key, time_ms, slot, now)`` (``event``
     None), step for step, adding the ns of each stage to ``acc`` (and 1 to
     ``acc["_steps"]``) when it succeeds."""
     try:
         t0 = _ns()
-        state, old_timer = core._load(raw)
+        state = slot.load()
         t1 = _ns()
         if event is not None:
             d = core.logic.on_event(state, event, time_ms)
@@ -359,16 +510,18 @@ def staged_step(
             d = core.logic.on_timer(state, time_ms)
         t2 = _ns()
         # CustomerCore._step from here, stage by stage
-        new_raw = core._dump(state)
+        blob = core._dump(state)
         t3 = _ns()
         rendered = [core._try_render(trigger, now) for trigger in d.triggers]
         t4 = _ns()
-        step = core._encode(raw, new_raw, old_timer, d, rendered, kafka_ts, now)
+        step = core._encode(d, rendered, kafka_ts, now)
+        slot.blob, slot.timer = blob, d.timer
         t5 = _ns()
     except Exception as exc:  # noqa: BLE001 - the core's firewall, as on_event / on_timer
+        slot.state = None  # the logic may have changed it: start again from the blob
         if event is not None:
             return core._event_failed(event["customer_id"], text, event, exc, now)
-        return core._timer_failed(key, time_ms, raw, exc, now)
+        return core._timer_failed(key, time_ms, slot, exc, now)
     acc["load"] += t1 - t0
     acc["logic"] += t2 - t1
     acc["dump"] += t3 - t2
@@ -394,43 +547,53 @@ def _quiet_core_logs() -> Iterator[None]:
         logger.propagate = propagate
 
 
-def measure(events: int = EVENTS, runs: int = 3, store: bool = True) -> dict[str, Any]:
-    """Median of ``runs`` of each path (the paths alternate, fresh core each run)."""
-    print(f"pure path: generating {events:,} events ({CUSTOMERS:,} customers, seed {SEED}) ...")
+def measure(
+    events: int = EVENTS, runs: int = 3, store: bool = True, batch_events: int | None = None
+) -> dict[str, Any]:
+    """Median of ``runs`` of each path (the paths alternate, fresh core each run);
+    ``batch_events``: None for the shipped config's."""
+    size = shipped_batch_events() if batch_events is None else batch_events
+    print(
+        f"pure path: generating {events:,} events ({CUSTOMERS:,} customers, seed {SEED}), "
+        f"batches of {size:,} ..."
+    )
     data = inputs(events)
     staged: list[Run] = []
-    core_runs: list[Run] = []
+    batch_runs: list[Run] = []
     with _quiet_core_logs():
         for i in range(runs):
-            for path, out in ((run_staged, staged), (run_core, core_runs)):
+            for path, out in ((run_staged, staged), (run_batch, batch_runs)):
                 core, bound = new_core(store)
                 gc.collect()  # the previous run's garbage is not this run's cost
-                run = path(core, data, bound)
+                run = path(Batch(core), data, bound, size)
                 # its state would make every later run's full collections slower
                 run.subtask = None
                 out.append(run)
-            s, c = staged[-1], core_runs[-1]
+            s, b = staged[-1], batch_runs[-1]
             print(
                 f"  run {i + 1}/{runs}: staged {_sum_us(s):.2f} µs/event, "
-                f"core {c.us_per_event('core'):.2f} µs/event",
+                f"batch {b.us_per_event('batch_call'):.2f} µs/event",
                 flush=True,
             )
     first = staged[0].tally
-    same = all(r.tally == first for r in staged + core_runs)
+    same = all(r.tally == first for r in staged + batch_runs)
     summary: dict[str, Any] = {
         "events": events,
         "runs": runs,
         "seed": SEED,
         "customers": CUSTOMERS,
         "store": store,
-        "clock_overhead_ns": statistics.median(r.overhead_ns for r in staged + core_runs),
+        "batch_events": size,
+        "clock_overhead_ns": statistics.median(r.overhead_ns for r in staged + batch_runs),
         "stages_us": {
             stage: statistics.median(r.us_per_event(stage) for r in staged) for stage in STAGES
         },
         "stage_sum_us": statistics.median(_sum_us(r) for r in staged),
         "staged_wall_us": statistics.median(r.wall_ns / r.events / 1000 for r in staged),
-        "core_us": statistics.median(r.us_per_event("core") for r in core_runs),
-        "core_wall_us": statistics.median(r.wall_ns / r.events / 1000 for r in core_runs),
+        "batch_us": statistics.median(r.us_per_event("batch_call") for r in batch_runs),
+        "batch_wall_us": statistics.median(r.wall_ns / r.events / 1000 for r in batch_runs),
+        "staged_cpu_us": statistics.median(r.us_per_event("cpu") for r in staged),
+        "batch_cpu_us": statistics.median(r.us_per_event("cpu") for r in batch_runs),
         "tally": vars(first),
         "same_outputs_count": same,
     }
@@ -448,9 +611,9 @@ def _per_s(us: float) -> str:
 def format_table(s: dict[str, Any], date: str) -> str:
     t = s["tally"]
     lines = [
-        f"pure per-event path (no Flink, no Kafka) — {date} — {s['events']:,} events "
-        f"(seed {s['seed']}, {s['customers']:,} customers), store "
-        f"{'on' if s['store'] else 'off'}, 1 core — median of {s['runs']}",
+        f"pure batched path (no Flink, no Kafka) — {date} — {s['events']:,} events "
+        f"(seed {s['seed']}, {s['customers']:,} customers), batches of {s['batch_events']:,}, "
+        f"store {'on' if s['store'] else 'off'}, 1 core — median of {s['runs']}",
         f"{'stage':<40} {'µs/event':>9} {'events/s':>9}",
     ]
     for stage in STAGES:
@@ -458,27 +621,31 @@ def format_table(s: dict[str, Any], date: str) -> str:
         lines.append(f"{STAGE_LABELS[stage]:<40} {us:>9.2f} {_per_s(us)}")
     lines.append(f"{'stage sum':<40} {s['stage_sum_us']:>9.2f} {_per_s(s['stage_sum_us'])}")
     lines.append(
-        f"{'CustomerCore as is (inside its calls)':<40} {s['core_us']:>9.2f} {_per_s(s['core_us'])}"
+        f"{'Batch.run_payload as is (inside calls)':<40} {s['batch_us']:>9.2f} "
+        f"{_per_s(s['batch_us'])}"
     )
     for label, key in (
-        ("staged loop, wall (+ readings, driver)", "staged_wall_us"),
-        ("CustomerCore loop, wall (+ driver)", "core_wall_us"),
+        ("Batch.run_payload as is, thread CPU", "batch_cpu_us"),
+        ("staged, thread CPU (+ readings)", "staged_cpu_us"),
+        ("staged loop, wall (+ readings, JVM part)", "staged_wall_us"),
+        ("run_payload loop, wall (+ JVM part)", "batch_wall_us"),
     ):
         lines.append(f"{label:<40} {s[key]:>9.2f} {_per_s(s[key])}")
     lines.append(
         f"outputs: {t['requests']:,} requests, {t['outcomes']:,} outcomes, {t['dlq']:,} DLQ, "
-        f"{t['store_rows']:,} ClickHouse rows, {t['timers']:,} timers fired"
+        f"{t['store_rows']:,} ClickHouse rows, {t['timers']:,} timers fired, "
+        f"{t['batches']:,} batches ({t['timer_batches']:,} of timers)"
         f"{'' if s['same_outputs_count'] else ' — PATHS DIFFER'}; clock reading "
         f"{s['clock_overhead_ns']:.0f} ns, subtracted per interval"
     )
     return "\n".join(lines)
 
 
-def main_pure(events: int, runs: int, store: bool = True) -> int:
+def main_pure(events: int, runs: int, store: bool = True, batch_events: int | None = None) -> int:
     """Measure, print the table, write ``bench/results/pure.json``; 1 when the paths
     disagree."""
     date = dt.datetime.now().astimezone().date().isoformat()
-    summary = measure(events, runs, store)
+    summary = measure(events, runs, store, batch_events)
     summary["date"] = date
     summary["cores"] = os.cpu_count()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -495,11 +662,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--events", type=int, default=EVENTS, help=f"default {EVENTS:,}")
     p.add_argument("--runs", type=int, default=3, help="runs of each path (median)")
+    p.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        help="entries per batch (default: processing.batch_events of conf/job.yaml)",
+    )
     p.add_argument("--no-store", action="store_true", help="no ClickHouse rows")
     args = p.parse_args(argv)
     if args.events < 1 or args.runs < 1:
         p.error("need --events >= 1 and --runs >= 1")
-    return main_pure(args.events, args.runs, store=not args.no_store)
+    if args.batch_events is not None and args.batch_events < 1:
+        p.error("need --batch-events >= 1")
+    return main_pure(
+        args.events, args.runs, store=not args.no_store, batch_events=args.batch_events
+    )
 
 
 if __name__ == "__main__":

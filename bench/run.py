@@ -9,6 +9,10 @@ Measurements (each run ``--runs`` times, median reported):
    events (explicit stopping offsets from the delivery reports, docs/DESIGN.md#tansu); the
    wall time of ``job.main.run`` minus the median wall time of a 200-event run at the same
    settings (JVM start, job submission and teardown) gives the adjusted events/s;
+   passthrough (first in every round): the same bounded reads through a Java-only job, the
+   job's own Kafka source straight into its own Kafka sink at parallelism 1, measured the
+   same way; its output topic is counted back. Every job row is also given as a ratio of
+   the passthrough's events/s (runs of one round paired), p2 rows also against p1;
 2. the same with the ClickHouse writer on (fresh embedded chdb path per run), plus rows/s
    into ClickHouse;
 3. reminder lateness: unbounded source, live events at a fixed rate stamped with the wall
@@ -80,8 +84,23 @@ NOISY_LOGGERS = ("kafka", "py4j", "apache_beam")
 # kafka-python also warns at WARNING about its own event loop while producing in bulk
 KAFKA_LOG_LEVEL = logging.ERROR
 # "pure": the job's per-event Python path without Flink or Kafka, µs per stage (bench/pure.py);
-# first, as it takes about a minute and needs no broker
-MEASUREMENTS = ("pure", "throughput", "store", "lateness", "freshness", "burst", "cluster")
+# first, as it takes about a minute and needs no broker. "passthrough": a Java-only Kafka ->
+# Kafka job over the throughput events, the floor the job's events/s are compared with.
+MEASUREMENTS = (
+    "pure",
+    "passthrough",
+    "throughput",
+    "store",
+    "lateness",
+    "freshness",
+    "burst",
+    "cluster",
+)
+PASSTHROUGH_PARALLELISM = 1
+# issue 13: the job's adjusted events/s as a share of the passthrough's (writer off p1 and on
+# p1), and parallelism 2 no slower than parallelism 1
+PASSTHROUGH_TARGETS = {"throughput-p1": 0.5, "store-p1": 0.4}
+P2_OVER_P1_TARGET = 1.0
 # the "cluster" rows: the packaged job on a standalone cluster, store off, in these shapes
 # (TaskManagers, slots each), measured alternately in each run
 CLUSTER_SHAPES = ((2, 1), (1, 2))
@@ -527,6 +546,112 @@ def child_throughput(spec: dict) -> dict:
             n for table, n in counts.items() if table != "customer_profiles"
         )
     return out
+
+
+def _operator_classes(env) -> list[str]:
+    """The Java operator class of every node of ``env``'s stream graph, in node order."""
+    from job.flink_bridge import stream_graph
+
+    graph = stream_graph(env)
+    classes = []
+    for node in graph.getStreamNodes().toArray():
+        factory = node.getOperatorFactory()
+        loader = node.getClass().getClassLoader()
+        classes.append(factory.getStreamOperatorClass(loader).getName() if factory else "")
+    return classes
+
+
+def _count_records(bootstrap: str, topic: str, expected: int, max_wait_s: float) -> int:
+    """Records in ``topic`` read from the beginning of every partition, counted (Tansu's
+    "latest" offsets are wrong) through librdkafka (confluent-kafka, dev extras: kafka-python
+    takes most of a minute for 200,000 records on this machine). Reads on for 2 s after the
+    ``expected``-th record, so that more than expected shows, and stops after 10 s without a
+    new record or after ``max_wait_s``."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            # assigned partitions: the group is never joined, nothing is committed
+            "group.id": f"bench-count-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+            "client.id": "inboxflow-bench-count",
+        }
+    )
+    try:
+        deadline = time.monotonic() + max_wait_s
+        while not (partitions := consumer.list_topics(topic, timeout=10).topics[topic].partitions):
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"topic {topic!r} has no partitions in the metadata")
+            time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+        count, last_new = 0, time.monotonic()
+        while True:
+            now = time.monotonic()
+            idle = 2.0 if count >= expected else 10.0
+            if now >= deadline or now - last_new >= idle:
+                return count
+            records = consumer.consume(num_messages=10_000, timeout=0.2)
+            errors = [r.error() for r in records if r.error() is not None]
+            if errors:
+                raise RuntimeError(f"reading {topic!r} back: {errors[0]}")
+            if records:
+                count, last_new = count + len(records), time.monotonic()
+    finally:
+        consumer.close()
+
+
+def child_passthrough(spec: dict) -> dict:
+    """The Java-only floor: the job's own Kafka source (``kafka_source``: deserializer, tuned
+    client properties, bounded by the same stopping offsets as the throughput runs) straight
+    into the job's own Kafka sink (``kafka_sink``), no operator in between, no Python. The
+    wall time of building and running the job is measured, as ``run`` is in
+    :func:`child_throughput`; then the output topic is read back and must hold exactly the
+    ``expected`` records, else the run fails (no rate from a job that dropped records)."""
+    from pyflink.common import WatermarkStrategy
+
+    from job.dev import kafka_io
+    from job.main import create_env, kafka_sink, kafka_source
+    from udfs.flink.customer_function import KEYED_EVENT
+
+    work = Path(spec["work_dir"])
+    bootstrap, topic, expected = spec["bootstrap"], spec["output_topic"], int(spec["expected"])
+    kafka_io.create_topics(bootstrap, {topic: PARTITIONS})
+    cfg = _job_config(spec, work)
+    settings = _settings(spec["parallelism"], work, checkpoints=False)
+    stops = {int(p): int(o) for p, o in spec["stops"].items()}
+    started = time.monotonic()
+    env = create_env(settings)
+    # the sink writes field 0 of the envelope as the key and field 1 (the event's text with
+    # its key and times, as Flink prints a Row) as the value: a few dozen bytes per record
+    # more than the event itself
+    env.from_source(
+        kafka_source(cfg, stops),
+        WatermarkStrategy.no_watermarks(),
+        "kafka-events",
+        type_info=KEYED_EVENT,
+    ).sink_to(kafka_sink(cfg, topic)).name("passthrough")
+    operators = _operator_classes(env)
+    python = [name for name in operators if ".python." in name.lower()]
+    if python:
+        raise RuntimeError(f"the passthrough must have no Python operator, found {python}")
+    result = env.execute("inboxflow-bench-passthrough")
+    seconds = time.monotonic() - started
+    count_started = time.monotonic()
+    written = _count_records(bootstrap, topic, expected, max_wait_s=120 + expected / 1000)
+    if written != expected:
+        raise RuntimeError(
+            f"the passthrough wrote {written:,} records to {topic!r}, expected {expected:,} "
+            f"(the records below the stopping offsets): its rate would mean nothing"
+        )
+    return {
+        "seconds": seconds,
+        "net_runtime_ms": result.get_net_runtime(),
+        "records_written": written,
+        "count_seconds": time.monotonic() - count_started,
+        "operators": [name.rsplit(".", 1)[-1] for name in operators],
+    }
 
 
 class RequestReader(threading.Thread):
@@ -1284,9 +1409,12 @@ def child_main(spec_path: Path, out_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
     try:
-        result = {"throughput": child_throughput, "live": child_live, "burst": child_burst}[
-            spec["kind"]
-        ](spec)
+        result = {
+            "throughput": child_throughput,
+            "passthrough": child_passthrough,
+            "live": child_live,
+            "burst": child_burst,
+        }[spec["kind"]](spec)
     except BaseException:  # noqa: BLE001 - reported, then the process ends
         # Exit at once: a normal interpreter exit may wait on a stuck JVM's gateway.
         traceback.print_exc()
@@ -1372,20 +1500,49 @@ def run_child(spec: dict, name: str, work_root: Path, timeout_s: float) -> dict:
 
 
 def _runs(
-    plan: Plan, bootstrap: str, stops: dict[int, int], tiny_stops: dict[int, int]
+    plan: Plan,
+    bootstrap: str,
+    stops: dict[int, int],
+    tiny_stops: dict[int, int],
+    expected: tuple[int, int] | None = None,
 ) -> Iterator[tuple[str, str, dict, float]]:
     """(group, run name, spec, timeout) in execution order. Tiny and full runs alternate, and
     so do store-off and store-on runs of the same parallelism, so that the runs compared
-    with each other see the same machine load (it drifts on a shared machine)."""
+    with each other see the same machine load (it drifts on a shared machine). Each round
+    starts with the passthrough, then the job's runs: passthrough, job, passthrough, job.
+    ``expected``: the records below ``stops`` and ``tiny_stops``, which the passthrough must
+    write (default: ``plan.events`` and ``TINY_EVENTS``)."""
     # A healthy run processes well over 500 events/s; a hung one (docs/DESIGN.md#chdb-signals) is
     # killed instead of holding the bench for long.
     full_timeout = 180 + plan.events / 500
+    full_count, tiny_count = expected or (plan.events, TINY_EVENTS)
     groups = [
         (store, group)
         for store, group in ((False, "throughput"), (True, "store"))
         if group in plan.measurements
     ]
     for i in range(plan.runs):
+        if "passthrough" in plan.measurements:
+            for size, size_stops, count, timeout in (
+                ("-tiny", tiny_stops, tiny_count, 180),
+                # plus reading the output back with kafka-python
+                ("", stops, full_count, full_timeout + plan.events / 1000),
+            ):
+                name = f"passthrough{size}-{i + 1}"
+                yield (
+                    f"passthrough{size}",
+                    name,
+                    {
+                        "kind": "passthrough",
+                        "bootstrap": bootstrap,
+                        "parallelism": PASSTHROUGH_PARALLELISM,
+                        "store": False,
+                        "stops": size_stops,
+                        "expected": count,
+                        "output_topic": f"bench.{name}",
+                    },
+                    timeout,
+                )
         for p in (1, 2):
             for store, group in groups:
                 base = {
@@ -1513,6 +1670,8 @@ def _describe(result: dict) -> str:
         return f"{result['events_per_s']:,.0f} ev/s, {result['restarts']} restarts"
     if "seconds" in result:
         extra = f", {result['rows_written']:,} rows" if "rows_written" in result else ""
+        if "records_written" in result:
+            extra += f", {result['records_written']:,} records written (checked)"
         return f"{result['seconds']:.1f} s{extra}"
     lateness = result["lateness_ms"]
     parts = [f"{lateness['count']} reminders, lateness p95 {_ms(lateness['p95'])}"]
@@ -1530,50 +1689,137 @@ def _rate(value: float | None, unit: str = "ev/s") -> str:
     return "n/a" if value is None else f"{value:,.0f} {unit}"
 
 
+def records_below(deliveries: Sequence[tuple[int, int]], stops: dict[int, int]) -> int:
+    """How many of the delivered (partition, offset) records a bounded read stopping at
+    ``stops`` (partition -> exclusive end offset) reads."""
+    return sum(1 for partition, offset in deliveries if offset < stops.get(partition, 0))
+
+
+def paired_rate_ratios(
+    num: list[dict], num_tiny: list[dict], den: list[dict], den_tiny: list[dict], events: int
+) -> list[float]:
+    """Adjusted events/s of run i of ``num`` over that of run i of ``den`` (repetition i of
+    each, made in the same round), each run adjusted by its own tiny run: on a machine whose
+    load drifts these pairs are fairer than the ratio of the medians. Pairs with a failed run
+    are left out."""
+    ratios = []
+    # strict=False: a group left out of the plan (or cut short) has fewer runs, or none
+    for runs in zip(num, num_tiny, den, den_tiny, strict=False):
+        if any("error" in r for r in runs):
+            continue
+        rate_num = adjusted_rate(events - TINY_EVENTS, runs[0]["seconds"], runs[1]["seconds"])
+        rate_den = adjusted_rate(events - TINY_EVENTS, runs[2]["seconds"], runs[3]["seconds"])
+        if rate_num and rate_den:
+            ratios.append(rate_num / rate_den)
+    return ratios
+
+
 def paired_ratios(
     off: list[dict], off_tiny: list[dict], on: list[dict], on_tiny: list[dict], events: int
 ) -> list[float]:
     """Store on / store off events/s of the runs made one after the other (repetition i of
-    each), each adjusted by its own tiny run: on a machine whose load drifts these pairs are
-    fairer than the ratio of the medians. Pairs with a failed run are left out."""
-    ratios = []
-    # strict=False: a group left out of the plan (or cut short) has fewer runs, or none
-    for runs in zip(off, off_tiny, on, on_tiny, strict=False):
-        if any("error" in r for r in runs):
-            continue
-        rate_off = adjusted_rate(events - TINY_EVENTS, runs[0]["seconds"], runs[1]["seconds"])
-        rate_on = adjusted_rate(events - TINY_EVENTS, runs[2]["seconds"], runs[3]["seconds"])
-        if rate_off and rate_on:
-            ratios.append(rate_on / rate_off)
-    return ratios
+    each), each adjusted by its own tiny run (:func:`paired_rate_ratios`)."""
+    return paired_rate_ratios(on, on_tiny, off, off_tiny, events)
+
+
+def rate_ratio(num: float | None, den: float | None) -> float | None:
+    """num / den; None when either is missing or den is 0."""
+    if num is None or not den:
+        return None
+    return num / den
+
+
+def ratio_summary(
+    pairs: Sequence[float], of_medians: float | None, target: float | None = None
+) -> dict[str, Any]:
+    """A ratio as the table shows it: ``ratio`` is the median of the paired ratios when there
+    are any, else the ratio of the medians; ``verdict`` judges ``ratio`` against ``target``
+    ("ok", "BELOW TARGET", "n/a" without a ratio, None without a target)."""
+    ratio = median(pairs) if pairs else of_medians
+    verdict = None
+    if target is not None:
+        verdict = "n/a" if ratio is None else "ok" if ratio >= target else "BELOW TARGET"
+    return {
+        "ratio": ratio,
+        "of_medians": of_medians,
+        "pairs": list(pairs),
+        "target": target,
+        "verdict": verdict,
+    }
+
+
+def format_times(value: float | None) -> str:
+    """``0.13×``; ``n/a`` for None."""
+    return "n/a" if value is None else f"{value:.2f}×"
+
+
+def format_ratio(r: dict[str, Any], what: str) -> str:
+    """A :func:`ratio_summary` as ``0.13× passthrough (target >= 0.50×: BELOW TARGET; runs in
+    pairs: 0.12×, 0.13×, 0.14×)``."""
+    notes = []
+    if r["target"] is not None:
+        notes.append(f"target >= {format_times(r['target'])}: {r['verdict']}")
+    if r["pairs"]:
+        notes.append("runs in pairs: " + ", ".join(format_times(x) for x in r["pairs"]))
+    elif r["ratio"] is not None:
+        notes.append("ratio of the medians")
+    head = f"× {what} n/a" if r["ratio"] is None else f"{format_times(r['ratio'])} {what}"
+    return head + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _adjusted_entry(plan: Plan, full: list[dict], tiny: list[dict], failed: int) -> dict[str, Any]:
+    """Median wall times of the ``full`` and ``tiny`` runs (failed ones left out) and the
+    events/s they give; ``failed``: how many runs of the two failed."""
+    seconds = median([r["seconds"] for r in full])
+    fixed = median([r["seconds"] for r in tiny])
+    return {
+        "events": plan.events,
+        "runs": len(full),
+        "failed": failed,
+        "seconds": seconds,
+        "startup_seconds": fixed,
+        "raw_events_per_s": plan.events / seconds if seconds else None,
+        "events_per_s": adjusted_rate(plan.events - TINY_EVENTS, seconds, fixed),
+        # the same from Flink's net runtime of the job (no JVM start, no submission): a
+        # cross-check for rows whose work is short against the start-up's noise
+        "net_events_per_s": adjusted_rate(
+            plan.events - TINY_EVENTS,
+            _net_seconds(full),
+            _net_seconds(tiny),
+        ),
+    }
+
+
+def _net_seconds(runs: list[dict]) -> float | None:
+    """Median of the runs' Flink net runtimes in seconds; None when a run has none."""
+    if not runs or any(r.get("net_runtime_ms") is None for r in runs):
+        return None
+    return median([r["net_runtime_ms"] / 1000 for r in runs])
 
 
 def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Medians per measurement group from the individual run results."""
+    """Medians per measurement group from the individual run results. A group whose every
+    run failed still gets an entry (``runs`` 0, no rate), so the table says so."""
     ok = {g: [r for r in rs if "error" not in r] for g, rs in results.items()}
     summary: dict[str, dict] = {}
-    for group in ("throughput", "store"):
-        for p in (1, 2):
-            full, tiny = ok.get(f"{group}-p{p}", []), ok.get(f"{group}-p{p}-tiny", [])
-            if not full:
-                continue
-            seconds = median([r["seconds"] for r in full])
-            fixed = median([r["seconds"] for r in tiny])
-            entry: dict[str, Any] = {
-                "events": plan.events,
-                "runs": len(full),
-                "seconds": seconds,
-                "startup_seconds": fixed,
-                "raw_events_per_s": plan.events / seconds if seconds else None,
-                "events_per_s": adjusted_rate(plan.events - TINY_EVENTS, seconds, fixed),
-            }
-            if group == "store":
-                rows = median([r["rows_written"] for r in full])
-                tiny_rows = median([r["rows_written"] for r in tiny]) or 0
-                entry["rows_written"] = rows
-                entry["raw_rows_per_s"] = rows / seconds if rows and seconds else None
-                entry["rows_per_s"] = adjusted_rate((rows or 0) - tiny_rows, seconds, fixed)
-            summary[f"{group}-p{p}"] = entry
+    keys = ["passthrough"] + [f"{g}-p{p}" for g in ("throughput", "store") for p in (1, 2)]
+    for key in keys:
+        if key not in results:
+            continue
+        full, tiny = ok.get(key, []), ok.get(f"{key}-tiny", [])
+        failed = len(results[key]) + len(results.get(f"{key}-tiny", [])) - len(full) - len(tiny)
+        entry = _adjusted_entry(plan, full, tiny, failed)
+        if key == "passthrough":
+            entry["parallelism"] = PASSTHROUGH_PARALLELISM
+            entry["records_written"] = median([r["records_written"] for r in full])
+        if key.startswith("store") and full:
+            rows = median([r["rows_written"] for r in full])
+            tiny_rows = median([r["rows_written"] for r in tiny]) or 0
+            seconds, fixed = entry["seconds"], entry["startup_seconds"]
+            entry["rows_written"] = rows
+            entry["raw_rows_per_s"] = rows / seconds if rows and seconds else None
+            entry["rows_per_s"] = adjusted_rate((rows or 0) - tiny_rows, seconds, fixed)
+        summary[key] = entry
     for p in (1, 2):
         ratios = paired_ratios(
             results.get(f"throughput-p{p}", []),
@@ -1584,6 +1830,37 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
         )
         if ratios and f"store-p{p}" in summary:
             summary[f"store-p{p}"]["paired_ratios"] = ratios
+    # every job row against the passthrough (runs of one round paired), p2 against p1
+    passthrough = summary.get("passthrough")
+    for key in keys[1:]:
+        entry = summary.get(key)
+        if entry is None:
+            continue
+        if passthrough is not None:
+            pairs = paired_rate_ratios(
+                results.get(key, []),
+                results.get(f"{key}-tiny", []),
+                results.get("passthrough", []),
+                results.get("passthrough-tiny", []),
+                plan.events,
+            )
+            entry["vs_passthrough"] = ratio_summary(
+                pairs,
+                rate_ratio(entry["events_per_s"], passthrough["events_per_s"]),
+                PASSTHROUGH_TARGETS.get(key),
+            )
+        p1 = summary.get(key.replace("-p2", "-p1"))
+        if key.endswith("-p2") and p1 is not None:
+            pairs = paired_rate_ratios(
+                results.get(key, []),
+                results.get(f"{key}-tiny", []),
+                results.get(key.replace("-p2", "-p1"), []),
+                results.get(key.replace("-p2", "-p1-tiny"), []),
+                plan.events,
+            )
+            entry["vs_p1"] = ratio_summary(
+                pairs, rate_ratio(entry["events_per_s"], p1["events_per_s"]), P2_OVER_P1_TARGET
+            )
     for group, key in (
         ("lateness", "lateness_ms"),
         ("lateness-noclock", "lateness_ms"),
@@ -1612,6 +1889,16 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
                 "events_per_s": median([r["events_per_s"] for r in runs]),
                 "restarts": max(r["restarts"] for r in runs),
             }
+            if "passthrough" in summary:
+                # ratio of the medians only: these runs come after all the others, and their
+                # rate is a slope, not the full-minus-tiny rate
+                summary[f"cluster-{tms}x{slots}"]["vs_passthrough"] = ratio_summary(
+                    [],
+                    rate_ratio(
+                        summary[f"cluster-{tms}x{slots}"]["events_per_s"],
+                        summary["passthrough"]["events_per_s"],
+                    ),
+                )
     runs = ok.get("burst", [])
     if runs:
         summary["burst"] = {
@@ -1646,25 +1933,53 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
     return summary
 
 
+def _throughput_text(s: dict[str, Any]) -> str:
+    """Events, adjusted and raw events/s of a full-minus-tiny entry of
+    :func:`summarize_runs`, or that every run failed."""
+    failed = f"; {s['failed']} runs failed" if s["failed"] else ""
+    if not s["runs"]:
+        return f"{s['events']:>9,} events  FAILED (every run; logs in {LOG_DIR})"
+    return (
+        f"{s['events']:>9,} events  {_rate(s['events_per_s']):>12} (raw "
+        f"{_rate(s['raw_events_per_s'])} incl. start-up {s['startup_seconds'] or 0:.1f} s"
+        f"{failed})"
+    )
+
+
 def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
     cores = os.cpu_count()
     lines = [
         f"inboxflow bench — {cores} cores — {date} — median of {plan.runs}"
         + (" — QUICK (smoke sizes, not comparable)" if plan.quick else "")
     ]
+    s = summary.get("passthrough")
+    if s:
+        lines.append(
+            f"passthrough, Java only, p{s['parallelism']}  "
+            + _throughput_text(s)
+            + (
+                f"; {s['records_written']:,.0f} records written, counted; from Flink's net "
+                f"runtime {_rate(s['net_events_per_s'])}"
+                if s["records_written"] is not None
+                else ""
+            )
+        )
     for group, label in (("throughput", "store off"), ("store", "store on ")):
         for p in (1, 2):
             s = summary.get(f"{group}-p{p}")
             if s is None:
                 continue
-            line = (
-                f"throughput, {label}, p{p}   {s['events']:>9,} events  "
-                f"{_rate(s['events_per_s']):>12} (raw {_rate(s['raw_events_per_s'])} incl. "
-                f"start-up {s['startup_seconds'] or 0:.1f} s)"
-            )
-            if group == "store":
+            line = f"throughput, {label}, p{p}   " + _throughput_text(s)
+            if group == "store" and s["runs"]:
                 line += f"  ClickHouse {_rate(s['rows_per_s'], 'rows/s')}"
             lines.append(line)
+            versus = [
+                format_ratio(s[key], what)
+                for key, what in (("vs_passthrough", "passthrough"), ("vs_p1", "p1"))
+                if key in s
+            ]
+            if versus:
+                lines.append("  " + "; ".join(versus))
     for p in (1, 2):
         off, on = summary.get(f"throughput-p{p}"), summary.get(f"store-p{p}")
         if off and on and off["events_per_s"] and on["events_per_s"]:
@@ -1688,6 +2003,8 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"(slope of records into the customer operator, 10-90 %{versus}; "
             f"restarts {s['restarts']})"
         )
+        if "vs_passthrough" in s:
+            lines.append("  " + format_ratio(s["vs_passthrough"], "passthrough"))
     s = summary.get("lateness")
     if s:
         lines.append(
@@ -1782,7 +2099,8 @@ def bench(plan: Plan) -> int:
             _create_topics(broker.bootstrap, _topics())
             stops: dict[int, int] = {}
             tiny_stops: dict[int, int] = {}
-            if {"throughput", "store", "cluster"} & set(plan.measurements):
+            expected: tuple[int, int] | None = None
+            if {"passthrough", "throughput", "store", "cluster"} & set(plan.measurements):
                 print(
                     f"producing {plan.events:,} events ({CUSTOMERS:,} customers, seed "
                     f"{SEED}) to {broker.bootstrap} ...",
@@ -1798,7 +2116,9 @@ def bench(plan: Plan) -> int:
                 tiny_ends = kafka_io.end_offsets_from_deliveries(deliveries[:TINY_EVENTS])
                 stops = {p: ends.get(p, 0) for p in range(PARTITIONS)}
                 tiny_stops = {p: tiny_ends.get(p, 0) for p in range(PARTITIONS)}
-            planned = list(_runs(plan, broker.bootstrap, stops, tiny_stops))
+                # what every bounded run reads: the passthrough must write exactly that
+                expected = (records_below(deliveries, stops), records_below(deliveries, tiny_stops))
+            planned = list(_runs(plan, broker.bootstrap, stops, tiny_stops, expected))
             for n, (group, name, spec, timeout) in enumerate(planned, 1):
                 print(f"[{n}/{len(planned)}] {name} ...", end=" ", flush=True)
                 t0 = time.monotonic()

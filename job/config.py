@@ -121,14 +121,21 @@ class ClickHouseConfig:
     dsn: str = "chdb://var/clickhouse"
     flush_rows: int = 5000
     flush_interval_ms: int = duration("500ms")
-    # how long the customer function may hold an event's rows before they go to the writer
-    # (they also go before every checkpoint barrier and when 200 events are buffered)
-    buffer_interval_ms: int = duration("50ms")
     shards: int = 2
     attribution_window_ms: int = duration("7d")
     # When set, the writer appends one line per profile row it commits: milliseconds from
     # the event's append to Kafka until the insert committed (read by `make bench`).
     freshness_log: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """The customer operator's batches (``io.inboxflow.flink.BatchCustomerOperator``)."""
+
+    # events (and fired timers) applied with one call into Python
+    batch_events: int = 1000
+    # a batch waits at most this long (processing time) after its first event
+    batch_delay_ms: int = duration("5ms")
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ class JobConfig:
     journey: JourneyConfig
     links: LinksConfig
     clickhouse: ClickHouseConfig
+    processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
     schema_dir: Path = ROOT / "conf" / "schemas"
     template_dir: Path = ROOT / "templates"
@@ -244,6 +252,9 @@ def _validate(cfg: JobConfig) -> None:
     positive("limits.dedup_window", cfg.limits.dedup_window)
     positive("clickhouse.flush_rows", cfg.clickhouse.flush_rows)
     positive("clickhouse.shards", cfg.clickhouse.shards)
+    positive("processing.batch_events", cfg.processing.batch_events)
+    if cfg.processing.batch_delay_ms < 0:
+        raise ConfigError("processing.batch_delay: must not be negative")
     if cfg.watermarks.out_of_orderness_ms < 0:
         raise ConfigError("watermarks.out_of_orderness: must not be negative")
 

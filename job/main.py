@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # `flink run --python job/main.py` starts with jo
     sys.path.insert(0, str(ROOT))
 
 # After the sys.path line above: as a script, `job` is importable only from here on.
+from job import flink_bridge  # noqa: E402
 from job.config import DEFAULT_CONFIG, JobConfig, load_config  # noqa: E402
 from job.jvm import helper_classes, jar_paths, loaded_helper_classes  # noqa: E402
 
@@ -105,15 +106,6 @@ def _jars_on_client_classpath() -> bool:
     return "PYFLINK_GATEWAY_PORT" in os.environ and loaded_helper_classes() is not None
 
 
-def _detached(env) -> bool:
-    """``flink run -d``: the client returns once the job is submitted."""
-    from pyflink.java_gateway import get_gateway
-    from pyflink.util.java_utils import get_j_env_configuration
-
-    options = get_gateway().jvm.org.apache.flink.configuration.DeploymentOptions
-    return not get_j_env_configuration(env._j_stream_execution_environment).get(options.ATTACHED)
-
-
 def kafka_sink(cfg: JobConfig, topic: str):
     """A Kafka sink for Row(key, value) streams: key = customer id, value = JSON; the record
     timestamp is the producer's wall clock, not the element's event time
@@ -127,7 +119,7 @@ def kafka_sink(cfg: JobConfig, topic: str):
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
     # PyFlink's set_record_serializer only accepts its own builder's schemas
-    builder._j_builder.setRecordSerializer(helper_classes().KeyedJsonRecordSerializer(topic))
+    flink_bridge.set_record_serializer(builder, helper_classes().KeyedJsonRecordSerializer(topic))
     for key, value in cfg.kafka.sink_properties.items():
         builder = builder.set_property(key, value)
     return builder.build()
@@ -165,10 +157,11 @@ def kafka_source(
         .set_group_id(cfg.kafka.group_id)
         .set_starting_offsets(start)
     )
-    builder._j_builder.setDeserializer(
+    flink_bridge.set_deserializer(
+        builder,
         helper_classes().EnvelopeDeserializer(
             cfg.limits.max_future_ms, KEYED_EVENT.get_java_type_info()
-        )
+        ),
     )
     for key, value in cfg.kafka.source_properties.items():
         builder = builder.set_property(key, value)
@@ -298,7 +291,7 @@ def run(
     if not local:
         # `inboxflow submit` reads the job id from this line
         print(f"Job has been submitted with JobID {client.get_job_id()}", flush=True)
-        if _detached(env):
+        if flink_bridge.is_detached(env):
             return client
         return client.get_job_execution_result().result()
     import threading
@@ -307,15 +300,13 @@ def run(
 
     job_id = str(client.get_job_id())
     log.info("job %s submitted; REST API and web UI: %s", job_id, rest_url)
-    from pyflink.java_gateway import get_gateway
-
     from job.prometheus import announce
     from udfs.logs import log_path
 
     announce(settings, job_id, log)  # logs the Prometheus URL once it serves the job
     log.info(
         "logs of the Python functions: %s",
-        log_path(get_gateway().jvm.System.getProperty("log.file"), cfg.logging.format),
+        log_path(flink_bridge.system_property("log.file"), cfg.logging.format),
     )
     log.info(
         "savepoint: inboxflow savepoint %s --rest %s; stop with one: inboxflow stop %s "

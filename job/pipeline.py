@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyflink.common import Types
+from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedStream
 
+from job import flink_bridge
 from job.config import JobConfig
 from job.jvm import helper_classes
 from udfs.core.contract import Kind
@@ -91,57 +92,45 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
     assigns event time right after it. In thread mode all Python operators share one
     interpreter lock, so every Python operator kept off the per-event path is throughput.
     """
-    from pyflink.java_gateway import get_gateway
-
-    jvm = get_gateway().jvm
-    timed = raw._j_data_stream
+    timed = raw
     if not enveloped:
-        parallelism = timed.getParallelism()
-        extracted = timed.process(
-            helper_classes().EnvelopeExtractor(cfg.limits.max_future_ms),
-            KEYED_EVENT.get_java_type_info(),
-        )
+        parallelism = flink_bridge.parallelism(raw)
         # Same parallelism as the source so it chains: a rebalance would reorder one
         # customer's events before they are keyed.
-        extracted.setParallelism(parallelism).name("extract-key-and-time").uid("extract")
-        timed = extracted.assignTimestampsAndWatermarks(event_time_strategy(cfg))
-        timed.setParallelism(parallelism).name("event-time").uid("event-time")
-    j_keyed = timed.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, RAW_EVENT, DataStream(timed))
+        extracted = flink_bridge.process_on_jvm(
+            raw,
+            helper_classes().EnvelopeExtractor(cfg.limits.max_future_ms),
+            KEYED_EVENT,
+            name="extract-key-and-time",
+            uid="extract",
+        )
+        timed = (
+            extracted.assign_timestamps_and_watermarks(WatermarkStrategy(event_time_strategy(cfg)))
+            .set_parallelism(parallelism)
+            .name("event-time")
+            .uid("event-time")
+        )
+    return flink_bridge.key_by_first_field(timed, Types.STRING(), RAW_EVENT)
 
 
 def process_customers(
-    keyed: KeyedStream, function: CustomerFunction, drain_interval_ms: int
+    keyed: KeyedStream, function: CustomerFunction, batch_events: int, batch_delay_ms: int
 ) -> DataStream:
     """``keyed.process(function, ROUTED)``; in thread mode with
-    ``io.inboxflow.flink.CustomerOperator``, PyFlink's own embedded keyed process operator
-    plus the draining of the function's ClickHouse row buffer (before every checkpoint
-    barrier, every ``drain_interval_ms``, at the end of the input). In process mode nothing
-    drains it and the function emits every event's rows at once."""
-    from pyflink.datastream.data_stream import (
-        _create_j_data_stream_python_function_info,
-    )
-    from pyflink.fn_execution.flink_fn_execution_pb2 import (
-        UserDefinedDataStreamFunction,
-    )
-    from pyflink.java_gateway import get_gateway
-    from pyflink.util.java_utils import get_j_env_configuration
-
-    jvm = get_gateway().jvm
-    j_stream = keyed._j_data_stream
-    j_conf = get_j_env_configuration(j_stream.getExecutionEnvironment())
-    if j_conf.get(jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE) != "thread":
+    ``io.inboxflow.flink.BatchCustomerOperator``, which applies batches of up to
+    ``batch_events`` events (at most ``batch_delay_ms`` old) with one call into Python each
+    (docs/DESIGN.md#batched-operator). In process mode PyFlink's own operator calls the
+    function per element (batches of one)."""
+    if not flink_bridge.is_thread_mode(keyed):
         return keyed.process(function, output_type=ROUTED)
-    j_operator = helper_classes().CustomerOperator(
-        j_conf,
-        _create_j_data_stream_python_function_info(
-            function, UserDefinedDataStreamFunction.KEYED_PROCESS
-        ),
-        j_stream.getTransformation().getOutputType(),
-        ROUTED.get_java_type_info(),
-        drain_interval_ms,
+    return flink_bridge.embedded_keyed_process(
+        keyed,
+        function,
+        ROUTED,
+        helper_classes().BatchCustomerOperator,
+        batch_events,
+        batch_delay_ms,
     )
-    return DataStream(j_stream.transform("KEYED PROCESS", ROUTED.get_java_type_info(), j_operator))
 
 
 def build(
@@ -150,6 +139,7 @@ def build(
     """``raw``: raw event strings whose stream timestamps do not matter (event time is
     assigned here from each event's ``timestamp``, docs/DESIGN.md#event-time), or with
     ``enveloped`` ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
+    flink_bridge.check_version()
     store = cfg.clickhouse.enabled if store is None else store
     customers = (
         process_customers(
@@ -159,32 +149,27 @@ def build(
                 log_level=cfg.logging.level,
                 log_format=cfg.logging.format,
             ),
-            cfg.clickhouse.buffer_interval_ms,
+            cfg.processing.batch_events,
+            cfg.processing.batch_delay_ms,
         )
         .name("customers")
         .uid("customers")
     )
-    from pyflink.java_gateway import get_gateway
-
-    jvm = get_gateway().jvm
     router = helper_classes().OutputRouter
     # chained to the customer function (same parallelism, forward): no network hop
-    j_routed = customers._j_data_stream.process(router(), KEYED_STORE_ROW.get_java_type_info())
-    j_routed.setParallelism(customers._j_data_stream.getParallelism())
-    j_routed.name("route-outputs").uid("route-outputs")
+    routed = flink_bridge.process_on_jvm(
+        customers, router(), KEYED_STORE_ROW, name="route-outputs", uid="route-outputs"
+    )
 
     def side(kind: Kind) -> DataStream:
-        return DataStream(j_routed.getSideOutput(router.tag(kind.value)))
+        return flink_bridge.side_output(routed, router.tag(kind.value))
 
     dlq = side(Kind.DLQ)
     if store:
         from udfs.flink.writer_function import WriterFunction
 
-        j_keyed = j_routed.keyBy(
-            jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info()
-        )
         rejected = (
-            KeyedStream(j_keyed, STORE_ROW, DataStream(j_routed))
+            flink_bridge.key_by_first_field(routed, Types.INT(), STORE_ROW)
             .process(
                 WriterFunction(
                     cfg.clickhouse.dsn,

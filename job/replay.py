@@ -20,6 +20,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from job import flink_bridge
 from job.config import JobConfig
 from job.jvm import helper_classes
 
@@ -58,13 +59,12 @@ def parse_timestamp(text: str) -> int:
 def start_offsets_for_timestamp(cfg: JobConfig, timestamp_ms: int) -> dict[int, int]:
     """partition -> first offset of the events topic whose record timestamp is >= ``timestamp_ms``
     (the partition's end when there is none). Needs the PyFlink gateway (a running JVM)."""
-    from pyflink.java_gateway import get_gateway
-
-    jvm = get_gateway().jvm
-    props = jvm.java.util.HashMap()
-    for key, value in cfg.kafka.source_properties.items():
-        props.put(key, str(value))
-    props.put("bootstrap.servers", cfg.kafka.bootstrap_servers)
+    props = flink_bridge.java_map(
+        {
+            **{key: str(value) for key, value in cfg.kafka.source_properties.items()},
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+        }
+    )
     found = helper_classes().StartingOffsets.forTimestamp(
         cfg.kafka.topics.events, timestamp_ms, props, SCAN_QUIET_MS
     )

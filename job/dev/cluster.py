@@ -7,7 +7,7 @@ development tool: a real cluster has its own). The job's artifacts and ``flink r
 
 The cluster's ``FLINK_HOME`` is ``var/flink/``: real copies (never symlinks: ``config.sh``
 resolves a symlinked ``bin/`` to the wheel's own folder, with its ``conf/`` and ``log/``) of
-PyFlink's ``bin/``, ``lib/`` + ``opt/flink-python`` (``io.inboxflow.flink.CustomerOperator``
+PyFlink's ``bin/``, ``lib/`` + ``opt/flink-python`` (``io.inboxflow.flink.BatchCustomerOperator``
 extends PyFlink's embedded operators, so flink-python must be on the cluster's classpath),
 ``opt/`` and ``plugins/metrics-prometheus``, and ``conf/config.yaml`` generated from the
 project's ``flink-conf.yaml`` plus the cluster settings below.

@@ -85,7 +85,7 @@ def build_helper_jar(lib_dir: Path) -> None:
         return
     target.unlink(missing_ok=True)  # never compile against a stale copy of itself
     flink_lib = Path(pyflink.__file__).parent / "lib"
-    # flink-python (the embedded Python operators io.inboxflow.flink.CustomerOperator extends)
+    # flink-python (the embedded Python operators io.inboxflow.flink.BatchCustomerOperator extends)
     flink_python = sorted((Path(pyflink.__file__).parent / "opt").glob("flink-python-*.jar"))
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run(

@@ -195,7 +195,10 @@ def test_package_holds_the_code_conf_and_one_jar_with_connector_and_helpers(tmp_
     assert not any(n.startswith("job/dev/") for n in names)  # development tools stay home
     names = names_in(artifacts["jarfile"])
     # the job's JVM helpers, the Kafka connector and client, the client's compression codecs
-    classes = ["io/inboxflow/flink/CustomerOperator", "io/inboxflow/flink/EnvelopeDeserializer"]
+    classes = [
+        "io/inboxflow/flink/BatchCustomerOperator",
+        "io/inboxflow/flink/EnvelopeDeserializer",
+    ]
     classes += ["org/apache/flink/connector/kafka/source/KafkaSource"]
     classes += ["org/apache/kafka/clients/consumer/KafkaConsumer", "net/jpountz/lz4/LZ4Factory"]
     classes += ["org/xerial/snappy/Snappy", "com/github/luben/zstd/Zstd"]

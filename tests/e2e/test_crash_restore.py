@@ -76,16 +76,16 @@ class Run:
                     "starting_offsets": "earliest",
                     "topics": self.topics,
                 },
-                # rows leave the customer function's buffer only when 200 events are
-                # buffered or a checkpoint barrier passes: a barrier that did not drain it
-                # would lose the rows of the events the checkpoint covers
+                # batches are applied only before a watermark moves or a checkpoint
+                # barrier passes: a barrier that did not flush the batch would lose the
+                # effects of the events the checkpoint covers
                 "clickhouse": {
                     "enabled": True,
                     "dsn": self.dsn,
                     "flush_rows": 500,
                     "flush_interval": "200ms",
-                    "buffer_interval": "1h",
                 },
+                "processing": {"batch_events": 100_000, "batch_delay": "1h"},
                 "watermarks": {"idleness": "0s"},
             },
             "flink": {

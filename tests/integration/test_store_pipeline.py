@@ -244,10 +244,9 @@ class HostKiller(threading.Thread):
 
 
 def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
-    """The bounded job with the writer on. Neither the customer operator's drain timer nor the
-    writer's size limit fires during the run (and the scenario has fewer events than a row
-    buffer holds): every row reaches the writer only as the input ends, and must still be
-    written."""
+    """The bounded job with the writer on. Neither the customer operator's batch limits nor
+    the writer's size limit fire during the run: every row reaches the writer only as
+    watermarks move or the input ends, and must still be written."""
     return run_bounded(
         [f.raw(e) for e in events],
         parallelism,
@@ -257,8 +256,8 @@ def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
                 "enabled": True,
                 "dsn": dsn,
                 "flush_rows": 100_000,
-                "buffer_interval": "1h",
-            }
+            },
+            "processing": {"batch_events": 100_000, "batch_delay": "1h"},
         },
     )
 

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from udfs.clickhouse.schema import TABLES
-from udfs.core import contract, journey
+from udfs.core import batch, contract, journey
 from udfs.core.contract import ContractError, Keyed, Kind, Store, StoreRow, Table
 from udfs.core.validation import Invalid, dlq_record
 from udfs.flink import customer_function
@@ -261,21 +261,29 @@ def test_kinds_match_the_output_router():
 
 
 def test_customer_operator_constants_match_the_python_side():
-    operator = java("CustomerOperator")
+    operator = java("BatchCustomerOperator")
     assert java_long(java_constant(operator, "RESCHEDULE_CHECK")) == journey.RESCHEDULE_CHECK
-    assert java_string(java_constant(operator, "JOURNEY_STATE")) == (
-        customer_function.JOURNEY_STATE
+    assert java_string(java_constant(operator, "CUSTOMER_STATE")) == (
+        customer_function.CUSTOMER_STATE
     )
-    # the module the operator imports, and the function it calls there
+    assert int(java_constant(operator, "EVENT")) == batch.EVENT
+    assert int(java_constant(operator, "TIMER")) == batch.TIMER
+    # the module the operator imports, and the functions it calls there
     assert java_string(java_constant(operator, "MODULE")) == customer_function.__name__
-    drain = java_string(java_constant(operator, "DRAIN"))
-    assert getattr(customer_function, drain) is customer_function.drain_store_rows
+    opened = java_string(java_constant(operator, "OPENED"))
+    assert getattr(customer_function, opened) is customer_function.opened
+    process = java_string(java_constant(operator, "PROCESS_BATCH"))
+    assert getattr(customer_function, process) is customer_function.process_batch
+    # an entry is the five values udfs.core.batch reads
+    append = operator[operator.index("private void append(") :]
+    append = append[: append.index("entryCount++")]
+    assert len(re.findall(r"entries\.\w+\(", append)) == batch.ENTRY_FIELDS
 
 
 def test_the_java_element_types_match_the_flink_types():
     routed = [str(t) for t in customer_function.ROUTED.get_field_types()]
     store_row = [str(t) for t in customer_function.STORE_ROW.get_field_types()]
-    for name in ("OutputRouter", "CustomerOperator"):
+    for name in ("OutputRouter", "BatchCustomerOperator"):
         # every tuple type named in the class is ROUTED
         declared = re.findall(r"\bTuple(\d+)<([^<>]*)>", java(name))
         assert declared, name
@@ -289,9 +297,11 @@ def test_the_java_element_types_match_the_flink_types():
     picked = [int(f) for f in re.findall(r"in\.f(\d+)", store[1])]
     assert picked == [1, 3]  # shard, payload
     assert (int(store[0]), [routed[i] for i in picked]) == (len(store_row), store_row)
-    # the operator's drained element: (STORE, shard, "", rows), ROUTED's arity
-    (drained,) = re.findall(r"\bTuple(\d+)\.of\(OutputRouter\.STORE, ", java("CustomerOperator"))
-    assert int(drained) == len(routed)
+    # the operator's element: (kind, shard, key, payload), ROUTED's arity
+    (emitted,) = re.findall(
+        r"\bTuple(\d+)\.of\(kind, shard, key, payload\)", java("BatchCustomerOperator")
+    )
+    assert int(emitted) == len(routed)
 
 
 def test_the_output_router_dlq_record_has_the_fields_of_every_dlq_record():

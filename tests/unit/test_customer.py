@@ -1,6 +1,7 @@
 """The firewall around one event or timer (udfs/core/customer.py): whatever raises while a record
 is applied becomes one DLQ record, the customer's state and timer stay as they were (event)
-or the journey is dropped (timer), and nothing raises out of CustomerCore."""
+or the journey is dropped (timer), and nothing raises out of CustomerCore. Driven through
+batches of one (udfs/core/batch.py), so what is asserted is what Flink would apply."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from tests.factories import (
     raw,
 )
 from udfs.core import contract
+from udfs.core import journey as j
+from udfs.core.batch import EVENT, TIMER, Batch, Result
 from udfs.core.contract import Keyed, Kind
-from udfs.core.customer import CustomerCore, Step, where
+from udfs.core.customer import CustomerCore, Slot, Step, where
 from udfs.logs import JsonFormatter
 
 NOW = T0 + 2 * HOUR
@@ -35,28 +38,42 @@ def core() -> CustomerCore:
     return customer_core()
 
 
-def apply(core: CustomerCore, state: tuple, event: dict) -> tuple[Step, tuple]:
-    """Validate and apply ``event`` (a normalized event dict) the way the wrapper does."""
-    text = raw(event)
-    validated = core.validate(event["customer_id"], text, NOW)
-    assert not isinstance(validated, Step), validated
-    step = core.on_event(validated, text, state, MIN_WATERMARK, -1, NOW)
-    return step, (step.state if step.state is not None else state)
+def run(core: CustomerCore, blob: bytes | None, entry: tuple) -> tuple[Result, bytes | None]:
+    """A batch of one; the result and the customer's bytes afterwards."""
+    key = entry[1]
+    result = Batch(core).run([entry], {key: blob}, MIN_WATERMARK, NOW)
+    states = dict(result.states)
+    return result, states[key] if key in states else blob
 
 
-def abandoned(core: CustomerCore) -> tuple:
-    """Ann's raw state with a cart and step 1 pending at T0 + 1h."""
-    state: tuple = (None, None, None)
+def apply(core: CustomerCore, blob: bytes | None, event: dict) -> tuple[Result, bytes | None]:
+    """Validate and apply ``event`` (a normalized event dict) the way the operator does."""
+    return run(core, blob, (EVENT, event["customer_id"], event["timestamp"], raw(event), -1))
+
+
+def fire(core: CustomerCore, blob: bytes | None, ts: int) -> tuple[Result, bytes | None]:
+    return run(core, blob, (TIMER, "A", ts, None, 0))
+
+
+def abandoned(core: CustomerCore) -> bytes:
+    """Ann's state with a cart and step 1 pending at T0 + 1h."""
+    blob = None
     for event in (
         identify("A", T0, email=SECRET, first_name="Ann"),
         cart_add("A", T0, "p1", 12.5, 2, "cart-a", name="Mug"),
     ):
-        _, state = apply(core, state, event)
-    assert json.loads(state[2])["due_at"] == T0 + HOUR
-    return state
+        _, blob = apply(core, blob, event)
+    assert blob is not None
+    pending = j.decode_state(blob).journey
+    assert pending is not None and pending.due_at == T0 + HOUR
+    return blob
 
 
-def dlq_of(step: Step) -> dict:
+def stores(result: Result) -> list:
+    return [o for o in result.outputs if o[0] == Kind.STORE]
+
+
+def dlq_of(step: Step | Result) -> dict:
     (dlq,) = [o for o in step.outputs if o[0] == Kind.DLQ]
     return contract.decode_dlq(dlq).value
 
@@ -74,7 +91,7 @@ def test_event_that_raises_goes_to_dlq_and_leaves_state_and_timer_untouched(
     with caplog.at_level(logging.ERROR, logger="inboxflow"):
         step, after = apply(core, state, event)
 
-    assert (step.state, step.timers, step.store) == (None, None, None)
+    assert (step.states, step.timers, stores(step)) == ([], [], [])
     assert after == state
     record = dlq_of(step)
     assert (record["reason"], record["event_id"], record["customer_id"], record["path"]) == (
@@ -104,12 +121,13 @@ def test_state_that_cannot_be_encoded_is_a_processing_error_not_a_crash(core: Cu
     state = abandoned(core)
     event = cart_add("A", T0 + 5 * MINUTE, "p2", 3.0, 1, "cart-a", name="\ud800")
 
-    step = core.on_event(event, "{}", state, MIN_WATERMARK, -1, NOW)
+    slot = Slot(state)
+    step = core.on_event(event, "{}", slot, MIN_WATERMARK, -1, NOW)
 
-    assert (step.state, step.timers) == (None, None)
+    assert (slot.blob, slot.timer_change(), slot.state) == (state, None, None)
     record = dlq_of(step)
     assert record["reason"] == "processing_error"
-    assert record["message"].startswith("TypeError in journey.py:")
+    assert record["message"].startswith("UnicodeEncodeError in journey.py:")
     assert [o[0] for o in step.outputs] == [Kind.DLQ]
 
 
@@ -122,10 +140,16 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(core.renderer, "render", explode)
-    step = core.on_timer("A", T0 + HOUR, state, NOW)
+    step, dropped = fire(core, state, T0 + HOUR)
 
-    assert step.timers is None  # the fired timer is gone; none is registered
-    assert step.state == (state[0], state[1], None)
+    # the fired timer is gone already (deleting it does nothing); none is registered
+    assert step.timers == [("A", T0 + HOUR, None)]
+    before, after_drop = j.decode_state(state), j.decode_state(dropped)
+    assert (after_drop.profile, after_drop.cart, after_drop.journey) == (
+        before.profile,
+        before.cart,
+        None,
+    )
     record = dlq_of(step)
     assert (record["reason"], record["customer_id"], json.loads(record["payload"])) == (
         "processing_error",
@@ -147,10 +171,11 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
 
     # the next event of the customer applies normally and fires nothing
     monkeypatch.undo()
-    later, after = apply(core, step.state, page_view("A", T0 + 2 * HOUR, event_id="pv-2"))
+    later, after = apply(core, dropped, page_view("A", T0 + 2 * HOUR, event_id="pv-2"))
     assert [o[0] for o in later.outputs if o[0] in (Kind.DLQ, Kind.REQUEST)] == []
-    assert later.timers is None and after[2] is None
-    assert json.loads(after[0])["version"] == json.loads(state[0])["version"] + 1
+    later_state = j.decode_state(after)
+    assert later.timers == [] and later_state.journey is None
+    assert later_state.profile.version == before.profile.version + 1
 
 
 def test_validator_that_raises_is_one_dlq_record(
@@ -162,7 +187,7 @@ def test_validator_that_raises_is_one_dlq_record(
     monkeypatch.setattr(core.validator, "validate", explode)
     step = core.validate("A", "{}", NOW)
 
-    assert isinstance(step, Step) and step.state is None
+    assert isinstance(step, Step) and step.store is None
     record = dlq_of(step)
     assert (record["reason"], record["customer_id"], record["event_id"]) == (
         "processing_error",
@@ -173,13 +198,20 @@ def test_validator_that_raises_is_one_dlq_record(
 
 def test_every_output_of_a_normal_step_is_utf8_json(core: CustomerCore) -> None:
     state = abandoned(core)
-    step = core.on_timer("A", T0 + HOUR, state, NOW)
+    step, _ = fire(core, state, T0 + HOUR)
 
     kinds = sorted(o[0] for o in step.outputs)
-    assert kinds == [Kind.REQUEST, Kind.OUTCOME, Kind.OUTCOME]
-    for output in step.outputs:
-        orjson.loads(output[3].encode("utf-8"))
-    assert step.timers == (T0 + HOUR, T0 + 24 * HOUR)
+    assert kinds == [Kind.STORE, Kind.REQUEST, Kind.OUTCOME, Kind.OUTCOME]
+    for kind, _, _, payload in step.outputs:
+        if kind == Kind.STORE:
+            lines = contract.split_store_rows(payload)
+            tables = [contract.decode_store_row(line)[0] for line in lines]
+            assert tables == ["email_requests", "customer_profiles"]
+            for line in lines:
+                orjson.loads(contract.decode_store_row(line)[1].encode("utf-8"))
+        else:
+            orjson.loads(payload.encode("utf-8"))
+    assert step.timers == [("A", T0 + HOUR, T0 + 24 * HOUR)]
 
 
 def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None:
@@ -194,8 +226,8 @@ def test_where_names_the_deepest_frame_of_this_project_not_the_library() -> None
 def test_reschedule_check_on_an_unchanged_schedule_commits_nothing(core: CustomerCore) -> None:
     from udfs.core.journey import RESCHEDULE_CHECK
 
-    step = core.on_timer("A", RESCHEDULE_CHECK, abandoned(core), NOW)
-    assert (step.outputs, step.state, step.timers, step.store) == ([], None, None, None)
+    step, _ = fire(core, abandoned(core), RESCHEDULE_CHECK)
+    assert (step.outputs, step.states, step.timers) == ([], [], [])
 
 
 @pytest.mark.parametrize(
@@ -210,15 +242,16 @@ def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_j
 
     state = abandoned(core)
     changed = customer_core(abandon_after=abandon_after)
-    step = changed.on_timer("A", RESCHEDULE_CHECK, state, NOW)
-    assert step.outputs == [] and step.store is None
-    assert step.timers == (T0 + HOUR, due)
-    assert step.state[:2] == state[:2]
-    assert json.loads(step.state[2])["due_at"] == due
-    fired = changed.on_timer("A", due, step.state, NOW)
+    step, moved = fire(changed, state, RESCHEDULE_CHECK)
+    assert step.outputs == []
+    assert step.timers == [("A", T0 + HOUR, due)]
+    before, after = j.decode_state(state), j.decode_state(moved)
+    assert (after.profile, after.cart) == (before.profile, before.cart)
+    assert after.journey is not None and after.journey.due_at == due
+    fired, _ = fire(changed, moved, due)
     (request,) = [contract.decode_request(o).value for o in fired.outputs if o[0] == Kind.REQUEST]
     assert (request["step"], request["customer_id"]) == (1, "A")
-    assert fired.timers == (due, T0 + 24 * HOUR)
+    assert fired.timers == [("A", due, T0 + 24 * HOUR)]
 
 
 def test_reschedule_check_that_raises_drops_the_journey_without_raising(
@@ -234,8 +267,9 @@ def test_reschedule_check_that_raises_drops_the_journey_without_raising(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(core.logic, "on_timer", explode)
-    step = core.on_timer("A", RESCHEDULE_CHECK, state, NOW)
-    assert step.state == (state[0], state[1], None)
+    step, dropped = fire(core, state, RESCHEDULE_CHECK)
+    assert j.decode_state(dropped).journey is None
+    assert j.decode_state(dropped).profile == j.decode_state(state).profile
     record = dlq_of(step)
     assert json.loads(record["payload"]) == {
         "timer": RESCHEDULE_CHECK,

@@ -1,11 +1,13 @@
 """The real Flink wrapper (``udfs.flink.customer_function.CustomerFunction``) driven through
 ``tests/harness.py``: what keyed state and which event-time timers it leaves behind.
 
-What the wrapper documents (its class docstring) is what is asserted: ``profile`` is kept
-for every customer once seen (there is no state TTL); ``cart`` while a cart is open (a
-journey that ends by sending its last reminder, or by an unsubscribe, leaves the cart open:
-the customer may still come back to it); ``journey`` only while a reminder is pending; and
-at most one event-time timer per customer, exactly at the pending journey's due time.
+What the wrapper documents (its class docstring) is what is asserted: one ``customer``
+value (bytes, :func:`udfs.core.journey.encode_state`) whose ``profile`` is kept for every
+customer once seen (there is no state TTL); ``cart`` while a cart is open (a journey that
+ends by sending its last reminder, or by an unsubscribe, leaves the cart open: the customer
+may still come back to it); ``journey`` only while a reminder is pending; and at most one
+event-time timer per customer, exactly at the pending journey's due time. This is the plain
+path (batches of one); tests/unit/test_batch.py covers batches of many.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
 from tests.factories import (
@@ -35,13 +38,10 @@ from tests.factories import (
 from tests.harness import KeyedHarness
 from udfs.clock import MAX_WATERMARK
 from udfs.core.contract import Kind
-from udfs.core.journey import request_id
-from udfs.flink.customer_function import (
-    CART_STATE,
-    JOURNEY_STATE,
-    PROFILE_STATE,
-    CustomerFunction,
-)
+from udfs.core.journey import CustomerState, decode_state, request_id
+from udfs.flink.customer_function import CUSTOMER_STATE, CustomerFunction
+
+PROFILE_STATE, CART_STATE, JOURNEY_STATE = "profile", "cart", "journey"
 
 ANN = "ann"
 EMAIL = "ann@example.com"
@@ -85,25 +85,41 @@ def requests_in(outputs: list[tuple]) -> list[dict]:
     return [json.loads(o[-1]) for o in outputs if o[0] == Kind.REQUEST]
 
 
+def stored(h: KeyedHarness, cid: str = ANN) -> CustomerState:
+    """The customer's state as Flink keeps it, decoded."""
+    assert set(h.state(cid)) <= {CUSTOMER_STATE}
+    return decode_state(h.state(cid).get(CUSTOMER_STATE))
+
+
+def parts(h: KeyedHarness, cid: str = ANN) -> set[str]:
+    """Which parts of the customer's state are kept."""
+    state = stored(h, cid)
+    return {name for name in (PROFILE_STATE, CART_STATE, JOURNEY_STATE) if getattr(state, name)}
+
+
 def profile(h: KeyedHarness, cid: str = ANN) -> dict:
-    return json.loads(h.state(cid)[PROFILE_STATE])
+    p = stored(h, cid).profile
+    assert p is not None
+    return msgspec.structs.asdict(p)
 
 
 def journey_due_at(h: KeyedHarness, cid: str = ANN) -> int | None:
-    raw_journey = h.state(cid).get(JOURNEY_STATE)
-    return None if raw_journey is None else json.loads(raw_journey)["due_at"]
+    pending = stored(h, cid).journey
+    return None if pending is None else pending.due_at
 
 
-def test_state_is_three_string_values_declared_once(harness: KeyedHarness) -> None:
-    assert sorted(harness.descriptors) == sorted([PROFILE_STATE, CART_STATE, JOURNEY_STATE])
-    assert harness.keys() == set()
+def test_state_is_one_bytes_value_declared_once(harness: KeyedHarness) -> None:
+    assert harness.descriptors == {} and harness.keys() == set()  # declared on first use
+    abandon(harness)
+    assert list(harness.descriptors) == [CUSTOMER_STATE]
+    assert type(harness.state(ANN)[CUSTOMER_STATE]) is bytes
 
 
 def test_an_abandoned_cart_gets_every_step_then_no_journey_state_and_no_timer_remain(
     harness: KeyedHarness,
 ) -> None:
     abandon(harness)
-    assert set(harness.state(ANN)) == {PROFILE_STATE, CART_STATE, JOURNEY_STATE}
+    assert parts(harness) == {PROFILE_STATE, CART_STATE, JOURNEY_STATE}
 
     assert harness.advance_watermark(T0 + HOUR - 1) == []  # one ms early: nothing fires
     assert decoded(harness.advance_watermark(T0 + HOUR)) == [
@@ -121,9 +137,9 @@ def test_an_abandoned_cart_gets_every_step_then_no_journey_state_and_no_timer_re
     # the journey is over: no journey state and no timer; the profile stays, and so does
     # the cart, which is still open
     assert harness.timers(ANN) == []
-    assert set(harness.state(ANN)) == {PROFILE_STATE, CART_STATE}
+    assert parts(harness) == {PROFILE_STATE, CART_STATE}
     assert (profile(harness)["journey_status"], profile(harness)["emails_sent"]) == ("completed", 2)
-    assert json.loads(harness.state(ANN)[CART_STATE])["cart_id"] == f"cart-{ANN}"
+    assert stored(harness).cart.cart_id == f"cart-{ANN}"
     assert harness.advance_watermark(MAX_WATERMARK) == []  # nothing left to fire
     assert harness.timer_peak == {ANN: 1}
 
@@ -134,7 +150,7 @@ def test_a_bounded_input_that_ends_fires_every_remaining_step_and_leaves_no_time
     abandon(harness)
     fired = decoded(harness.advance_watermark(MAX_WATERMARK))
     assert [w for kind, _, w in fired if kind == "REQUEST"] == [(1, T0 + HOUR), (2, T0 + DAY)]
-    assert (harness.timers(ANN), set(harness.state(ANN))) == ([], {PROFILE_STATE, CART_STATE})
+    assert (harness.timers(ANN), parts(harness)) == ([], {PROFILE_STATE, CART_STATE})
 
 
 def test_a_purchase_cancels_the_journey_deletes_its_timer_and_clears_cart_and_journey(
@@ -144,7 +160,7 @@ def test_a_purchase_cancels_the_journey_deletes_its_timer_and_clears_cart_and_jo
     bought = send(harness, purchase(ANN, T0 + 10 * MINUTE, f"cart-{ANN}", 25.0))
     assert decoded(bought) == [("OUTCOME", ANN, ("cancelled", "purchased", 1))]
     assert harness.timers(ANN) == []
-    assert set(harness.state(ANN)) == {PROFILE_STATE}
+    assert parts(harness) == {PROFILE_STATE}
     assert profile(harness)["journey_status"] == "purchased"
     assert harness.advance_watermark(MAX_WATERMARK) == []  # the deleted timer never fires
 
@@ -156,11 +172,11 @@ def test_unsubscribing_cancels_the_journey_and_its_timer_and_no_new_cart_arms_on
     left = send(harness, unsubscribe(ANN, T0 + 5 * MINUTE))
     assert decoded(left) == [("OUTCOME", ANN, ("cancelled", "unsubscribed", 1))]
     assert harness.timers(ANN) == []
-    assert set(harness.state(ANN)) == {PROFILE_STATE, CART_STATE}
+    assert parts(harness) == {PROFILE_STATE, CART_STATE}
     assert profile(harness)["unsubscribed"] is True
 
     assert send(harness, cart_add(ANN, T0 + HOUR, "p2", 3.0, 1, f"cart-{ANN}")) == []
-    assert harness.timers(ANN) == [] and JOURNEY_STATE not in harness.state(ANN)
+    assert harness.timers(ANN) == [] and JOURNEY_STATE not in parts(harness)
     assert harness.advance_watermark(MAX_WATERMARK) == []
 
 
@@ -170,7 +186,7 @@ def test_emptying_the_cart_cancels_the_journey_and_clears_cart_and_journey(
     abandon(harness)
     emptied = send(harness, cart_remove(ANN, T0 + MINUTE, "p1"))
     assert decoded(emptied) == [("OUTCOME", ANN, ("cancelled", "cart_emptied", 1))]
-    assert (harness.timers(ANN), set(harness.state(ANN))) == ([], {PROFILE_STATE})
+    assert (harness.timers(ANN), parts(harness)) == ([], {PROFILE_STATE})
 
 
 def test_a_duplicate_event_changes_no_state_and_no_timer(harness: KeyedHarness) -> None:
@@ -190,17 +206,15 @@ def test_a_late_event_updates_the_profile_but_not_the_journey_or_its_timer(
 ) -> None:
     abandon(harness)
     assert harness.advance_watermark(T0 + 30 * MINUTE) == []
-    before = harness.state(ANN)
+    before = stored(harness)
 
     late = send(harness, page_view(ANN, T0 + MINUTE))  # behind the watermark
     reason = f"event time {T0 + MINUTE} behind watermark {T0 + 30 * MINUTE}"
     assert decoded(late) == [("OUTCOME", ANN, ("late", reason, None))]
-    after = harness.state(ANN)
-    assert (after[CART_STATE], after[JOURNEY_STATE]) == (
-        before[CART_STATE],
-        before[JOURNEY_STATE],
-    )
-    counts = json.loads(after[PROFILE_STATE])["event_counts"]
+    after = stored(harness)
+    assert (after.cart, after.journey) == (before.cart, before.journey)
+    assert after.cart is not None and after.journey is not None
+    counts = profile(harness)["event_counts"]
     assert counts == {"identify": 1, "cart_add": 1, "page_view": 1}
     assert harness.timers(ANN) == [T0 + HOUR]
 
@@ -228,7 +242,7 @@ def test_a_customer_has_at_most_one_timer_always_at_the_journey_due_time(
         harness.advance_watermark(watermark)
         due = journey_due_at(harness)
         assert harness.timers(ANN) == ([] if due is None else [due])
-    assert harness.timers(ANN) == [] and JOURNEY_STATE not in harness.state(ANN)
+    assert harness.timers(ANN) == [] and JOURNEY_STATE not in parts(harness)
     assert harness.timer_peak == {ANN: 1}
     steps = [(r["step"], r["request_id"]) for r in requests_in(harness.emitted)]
     assert steps == [
@@ -243,7 +257,7 @@ def test_customers_keep_their_own_state_and_timers(harness: KeyedHarness) -> Non
     abandon(harness, "bob", T0 + MINUTE)
     send(harness, purchase("ann", T0 + 2 * MINUTE, "cart-ann"))
     assert (harness.timers("ann"), harness.timers("bob")) == ([], [T0 + MINUTE + HOUR])
-    assert set(harness.state("bob")) == {PROFILE_STATE, CART_STATE, JOURNEY_STATE}
+    assert parts(harness, "bob") == {PROFILE_STATE, CART_STATE, JOURNEY_STATE}
     fired = decoded(harness.advance_watermark(T0 + 2 * HOUR))
     assert [(key, what) for kind, key, what in fired if kind == "REQUEST"] == [
         ("bob", (1, T0 + MINUTE + HOUR))

@@ -42,7 +42,7 @@ from udfs.clock import MAX_WATERMARK
 from udfs.core import contract
 from udfs.core import journey as j
 from udfs.core.contract import PROCESSING_ERROR, Kind
-from udfs.core.customer import MAX_REQUEST_BYTES, REQUEST_TOO_LARGE, CustomerCore, Step
+from udfs.core.customer import MAX_REQUEST_BYTES, REQUEST_TOO_LARGE, CustomerCore, Slot, Step
 from udfs.core.validation import Reason, _render_path
 
 # --------------------------------------------------------------------------- profiles
@@ -84,7 +84,6 @@ OUTCOME_KINDS = frozenset(
 )
 SHARDS = 2
 BOUND = 5 * MINUTE  # watermarks.out_of_orderness in conf/job.yaml
-EMPTY = (None, None, None)
 # Kafka's producer refuses a record above max.request.size (default 1 MiB, key and record
 # overhead included); the sinks do not raise it.
 KAFKA_MAX_RECORD = 1_048_576
@@ -119,19 +118,16 @@ def strict_json(text: str) -> object:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def check_state(raw: tuple) -> None:
-    """(c) and (d): every state part is strict JSON and survives load -> dump unchanged."""
-    assert isinstance(raw, tuple) and len(raw) == 3
-    for part, load, dump in zip(
-        raw,
-        (j.load_profile, j.load_cart, j.load_journey),
-        (j.dump_profile, j.dump_cart, j.dump_journey),
-        strict=True,
-    ):
-        if part is None:
-            continue
-        strict_json(part)
-        assert dump(load(part)) == part
+def check_state(blob: bytes) -> None:
+    """(c) and (d): the state's bytes survive decode -> encode unchanged, and so does its
+    JSON form (every string in it is encodable text)."""
+    assert isinstance(blob, bytes)
+    state = j.decode_state(blob)
+    assert j.encode_state(state) == blob
+    if state.profile is not None:
+        strict_json(j.dump_profile(state.profile))
+    if state.cart is not None:
+        strict_json(j.dump_cart(state.cart))
 
 
 def check_store(store: tuple | None, collect: list | None = None) -> Counter:
@@ -198,7 +194,7 @@ class Harness:
 
     def __init__(self, core: CustomerCore = CORE, now: int = fz.NOW, bound: int = BOUND):
         self.core, self.now, self.bound = core, now, bound
-        self.state: dict[str, tuple] = {}
+        self.state: dict[str, bytes] = {}
         self.timers: dict[str, set[int]] = {}
         self.watermark = MIN_WATERMARK
         self.results: list[tuple[str, str | None]] = []  # per record: (outcome, reason)
@@ -216,13 +212,13 @@ class Harness:
         valid_before = self.core.counts["events_valid"]
         result = self.core.validate(key, text, self.now)
         if isinstance(result, Step):
-            assert result.state is None and result.timers is None and result.store is None
+            assert result.store is None
             step = result
         else:
             assert isinstance(result, dict) and result["customer_id"] == key
-            raw = self.state.get(key, EMPTY)
-            step = self.core.on_event(result, text, raw, self.watermark, 0, self.now)
-            self.commit(key, step)
+            slot = Slot(self.state.get(key))
+            step = self.core.on_event(result, text, slot, self.watermark, 0, self.now)
+            self.commit(key, step, slot)
             self.watermark = max(self.watermark, result["timestamp"] - self.bound - 1)
         reasons = check_outputs(step)
         self.tally(step)
@@ -249,12 +245,13 @@ class Harness:
                 return
             ts, key = min(due)
             self.timers[key].discard(ts)
-            step = self.core.on_timer(key, ts, self.state.get(key, EMPTY), self.now)
+            slot = Slot(self.state.get(key))
+            step = self.core.on_timer(key, ts, slot, self.now)
             self.timer_calls += 1
             reasons = check_outputs(step)
             assert not reasons, step.outputs[0][3][:2000]  # (e) for timers
             self.tally(step)
-            self.commit(key, step)
+            self.commit(key, step, slot)
 
     def tally(self, step: Step) -> None:
         for kind, _, _, payload in step.outputs:
@@ -267,23 +264,27 @@ class Harness:
                 assert rid not in self.request_ids, f"request {rid} sent twice"
                 self.request_ids.add(rid)
 
-    def commit(self, key: str, step: Step) -> None:
-        """``CustomerFunction._commit``: timers, then state; then the invariants."""
+    def commit(self, key: str, step: Step, slot: Slot) -> None:
+        """What Flink applies after a batch of one (udfs.core.batch): timers, then state;
+        then the invariants."""
         pending = self.timers.setdefault(key, set())
-        if step.timers is not None:
-            old, new = step.timers
+        change = slot.timer_change()
+        if change is not None:
+            old, new = change
             if old is not None:
                 pending.discard(old)
             if new is not None:
                 pending.add(new)
-        if step.state is not None:
-            check_state(step.state)
-            self.state[key] = tuple(step.state)
+        if slot.blob != slot.first_blob:
+            if slot.blob is None:
+                self.state.pop(key, None)
+            else:
+                check_state(slot.blob)
+                self.state[key] = slot.blob
         self.rows.update(check_store(step.store, self.request_rows))
         decided = [row["request_id"] for row in self.request_rows]
         assert len(set(decided)) == len(decided), "a reminder decided twice"
-        raw_journey = self.state.get(key, EMPTY)[2]
-        journey = j.load_journey(raw_journey) if raw_journey else None
+        journey = j.decode_state(self.state.get(key)).journey
         # (f) one timer per customer, exactly at the journey's due time
         assert pending == ({journey.due_at} if journey else set()), (pending, journey)
 
@@ -291,8 +292,8 @@ class Harness:
         """End of a bounded input: the final watermark fires every pending timer."""
         self.fire(MAX_WATERMARK)
         assert not any(self.timers.values())
-        for raw in self.state.values():
-            check_state(raw)
+        for blob in self.state.values():
+            check_state(blob)
 
 
 # --------------------------------------------------------------------------- properties
@@ -517,7 +518,7 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
         "timezone": True,
     }
     assert harness.feed(json.dumps(doc)) == ("processed", None)  # harness checks the rows
-    profile = j.load_profile(harness.state["c-t"][0])
+    profile = j.decode_state(harness.state["c-t"]).profile
     assert (profile.email, profile.first_name, profile.locale, profile.timezone) == (
         None,
         None,
@@ -527,7 +528,7 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
     doc = fz.plain_event("page_view", customer="c-t", ts=T0 + 1)
     doc.update(event_id="e-2", traits={"first_name": "Bob", "email": "bob@example.com"})
     harness.feed(json.dumps(doc))
-    profile = j.load_profile(harness.state["c-t"][0])
+    profile = j.decode_state(harness.state["c-t"]).profile
     assert (profile.first_name, profile.email) == ("Bob", "bob@example.com")  # strings: kept
 
 
@@ -540,11 +541,11 @@ def test_a_purchase_category_that_is_not_a_string_is_not_counted(category):
     doc = fz.plain_event("purchase", customer="c-p")
     doc["properties"]["category"] = category
     assert harness.feed(json.dumps(doc)) == ("processed", None)
-    assert j.load_profile(harness.state["c-p"][0]).category_counts == {}
+    assert j.decode_state(harness.state["c-p"]).profile.category_counts == {}
     doc["properties"]["category"] = "shoes"
     doc["event_id"] = "e-2"
     harness.feed(json.dumps(doc))
-    assert j.load_profile(harness.state["c-p"][0]).category_counts == {"shoes": 1}
+    assert j.decode_state(harness.state["c-p"]).profile.category_counts == {"shoes": 1}
 
 
 @pytest.mark.parametrize(("lines", "sent"), [(10, True), (50, False)])
@@ -652,5 +653,5 @@ def test_a_late_cart_event_does_not_send_the_steps_again(late):
     assert harness.feed(json.dumps(again)) == ("processed", None)
     harness.finish()
     assert harness.outputs[Kind.REQUEST] == 2  # (the harness also refuses a request id twice)
-    profile = j.load_profile(harness.state["c-l"][0])
+    profile = j.decode_state(harness.state["c-l"]).profile
     assert (profile.emails_sent, profile.journey_status) == (2, "completed")

@@ -6,7 +6,10 @@ module count, function-level ones included):
 - ``udfs`` never imports ``job`` (what runs in the TaskManagers does not need the entry point);
 - production ``job/`` modules never import ``job/dev`` (the development tools are left out of
   ``make package``); the CLI is the one exception, for its developer commands;
-- no import cycle between the project's modules.
+- no import cycle between the project's modules;
+- only ``job/flink_bridge.py`` touches PyFlink's private and JVM-side APIs (and ``job/jvm.py``,
+  which loads the helper jar through the gateway), in ``job/``, ``udfs/`` and ``bench/``
+  (``job/dev`` and the tests are left out).
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ MODULES = {
     for package in PACKAGES
     for p in sorted((ROOT / package).rglob("*.py"))
     if "__pycache__" not in p.parts
+}
+
+# What only the bridge may use: private fields of PyFlink's wrappers (``_j_data_stream``,
+# ``_j_builder``, ...), the py4j gateway, the function-info builder and its protobuf enum.
+PYFLINK_INTERNALS = (
+    "._j_",
+    "get_gateway",
+    "_create_j_data_stream_python_function_info",
+    "flink_fn_execution_pb2",
+)
+BRIDGE_FILES = {"job/flink_bridge.py", "job/jvm.py"}
+BRIDGE_SCAN = {
+    p.relative_to(ROOT).as_posix(): p
+    for package in (*PACKAGES, "bench")
+    for p in sorted((ROOT / package).rglob("*.py"))
+    if "__pycache__" not in p.parts and p.relative_to(ROOT).parts[:2] != ("job", "dev")
 }
 
 
@@ -113,3 +132,22 @@ def test_no_import_cycles_between_project_modules():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def pyflink_internals_in(path: Path) -> set[str]:
+    """Which of :data:`PYFLINK_INTERNALS` the source of ``path`` names, comments included."""
+    source = path.read_text(encoding="utf-8")
+    return {name for name in PYFLINK_INTERNALS if name in source}
+
+
+def test_the_bridge_scan_sees_every_package_and_the_bridge():
+    expected = {"job/main.py", "job/pipeline.py", "udfs/flink/customer_function.py", "bench/run.py"}
+    assert expected <= set(BRIDGE_SCAN)
+    assert not {path for path in BRIDGE_SCAN if path.startswith("job/dev/")}
+    assert pyflink_internals_in(BRIDGE_SCAN["job/flink_bridge.py"]) == set(PYFLINK_INTERNALS)
+
+
+@pytest.mark.parametrize("path", sorted(set(BRIDGE_SCAN) - BRIDGE_FILES))
+def test_only_the_bridge_touches_pyflink_internals(path):
+    found = pyflink_internals_in(BRIDGE_SCAN[path])
+    assert not found, f"{path} uses {sorted(found)}: move it into job/flink_bridge.py"

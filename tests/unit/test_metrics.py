@@ -15,8 +15,10 @@ from job.prometheus import by_label, parse, port_range, reporter_jars, total
 from tests import factories as f
 from tests.harness import FakeGroup
 from udfs import logs
+from udfs.core.batch import EVENT, TIMER, Batch, Result
 from udfs.core.contract import Kind
-from udfs.core.customer import LABELED, CustomerCore, Step
+from udfs.core.customer import LABELED, CustomerCore
+from udfs.core.journey import decode_state
 from udfs.flink.metrics import LabeledCounters, LatencyGauges, LatencyWindow, percentile
 
 # --- latency window -----------------------------------------------------------------------
@@ -118,16 +120,13 @@ def feed(
     key: str,
     now: int,
     watermark: int = f.MIN_WATERMARK,
-) -> Step:
-    validated = core.validate(key, text, now)
-    if isinstance(validated, Step):
-        return validated
-    step = core.on_event(
-        validated, text, states.get(key, (None, None, None)), watermark, now - 5, now
+) -> Result:
+    """A batch of one event (udfs.core.batch), applied to ``states`` (key -> bytes)."""
+    result = Batch(core).run(
+        [(EVENT, key, 0, text, now - 5)], {key: states.get(key)}, watermark, now
     )
-    if step.state is not None:
-        states[key] = step.state
-    return step
+    states.update(result.states)
+    return result
 
 
 def test_customer_core_counts_by_label(core: CustomerCore) -> None:
@@ -150,9 +149,9 @@ def test_customer_core_counts_by_label(core: CustomerCore) -> None:
     # A's and B's step 1 are due at T0 + 1h: their timers fire (at the wall clock `now`)
     requests = []
     for key in ("A", "B"):
-        due = json.loads(states[key][2])["due_at"]
-        step = core.on_timer(key, due, states[key], now)
-        states[key] = step.state or states[key]
+        due = decode_state(states[key]).journey.due_at
+        step = Batch(core).run([(TIMER, key, due, None, 0)], {key: states[key]}, due, now)
+        states.update(step.states)
         requests += [o for o in step.outputs if o[0] == Kind.REQUEST]
     assert len(requests) == 1
     assert core.labeled == {

@@ -2,18 +2,18 @@
 load state, journey logic, render, dump state, build the ClickHouse rows, and the firewall
 around all of it.
 
-The Flink wrapper (``udfs.flink.customer_function.CustomerFunction``) reads the
-customer's raw state, calls :meth:`CustomerCore.on_event` / :meth:`CustomerCore.on_timer`
-and commits the returned :class:`Step`: timer changes, state writes, outputs, store rows.
-Everything that can fail because of what a record holds happens here, before the commit,
-so a failure leaves the customer's state and timer exactly as they were.
+A batch (:mod:`udfs.core.batch`) holds each customer's encoded state in a :class:`Slot`
+and calls :meth:`CustomerCore.on_event` / :meth:`CustomerCore.on_timer` per event or timer;
+each returns a :class:`Step` (outputs, store rows) and leaves the new state and timer in the
+slot only once everything succeeded, so a failure leaves the customer's state and timer
+exactly as they were.
 
 Firewall (the content of one record can never stop the job):
 
 * **Event**: whatever raises while one event is applied, the event goes to the DLQ with
   reason ``processing_error``, a message naming the exception type and the code location
-  (never the exception's text, which may quote the payload), and :attr:`Step.state` is
-  ``None`` (nothing written) and no timer moves. The job goes on with the next event.
+  (never the exception's text, which may quote the payload), and the slot keeps the state
+  and timer it had before the event. The job goes on with the next event.
 * **Timer**: a step that raises while it fires would raise again on every later event of
   that customer (an event first fires a due step). So the journey is dropped instead (its
   state cleared, no timer left), profile and cart are kept as they were, a DLQ record
@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import traceback
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -82,7 +82,6 @@ LABELED: Final = {
 _LATENESS: Final = "_lateness"  # a reminder lateness sample in Step building (see _step)
 _OWN_CODE: Final = ("udfs/", "job/")
 
-RawState = tuple[str | None, str | None, str | None]  # profile, cart, journey (JSON)
 # A label value of a LABELED metric: the value, or a tuple of one per label key.
 Label = str | tuple[Any, ...]
 # What _step counts once nothing can raise: a COUNTERS name, or (LABELED metric, Label),
@@ -106,16 +105,50 @@ class CoreSettings:
 @final  # the wrapper tests `type(x) is Step`, which narrows only for a final class
 @dataclass
 class Step:
-    """What the wrapper commits after one event or timer, in this order: delete the timer
-    ``timers[0]`` and register ``timers[1]`` (either may be None; ``timers`` None: no
-    change), write ``state`` (None: nothing to write; else the new raw profile, cart and
-    journey, where None clears that part), emit ``outputs``, buffer ``store`` rows
-    (``(shard, rows)``, rows joined by :func:`udfs.core.contract.join_store_rows`)."""
+    """What one event or timer emits: ``outputs`` in order, then its ClickHouse ``store``
+    rows (``(shard, rows)``, rows joined by :func:`udfs.core.contract.join_store_rows`).
+    State and timer changes are left in the :class:`Slot`."""
 
     outputs: list[Routed] = field(default_factory=list)
-    state: RawState | None = None
-    timers: tuple[int | None, int | None] | None = None
     store: tuple[int, str] | None = None
+
+
+_UNKNOWN: Final = object()
+
+
+class Slot:
+    """One customer's state while a batch (:mod:`udfs.core.batch`) is applied: ``blob`` is
+    the encoded state after the last step that succeeded (what Flink keeps), ``state`` the
+    same decoded (``None``: decode ``blob`` on next use; a step that fails drops it, so the
+    next one starts again from ``blob``), ``timer`` the one event-time timer that must be
+    registered after that step, and ``first_blob`` / ``first_timer`` what Flink held when
+    the batch began, so the batch reports only what changed."""
+
+    __slots__ = ("blob", "first_blob", "first_timer", "state", "timer")
+
+    def __init__(self, blob: bytes | None) -> None:
+        self.blob = self.first_blob = blob
+        self.state: journey.CustomerState | None = None
+        self.timer: int | None = None
+        self.first_timer: object = _UNKNOWN
+
+    def load(self) -> journey.CustomerState:
+        state = self.state
+        if state is None:
+            state = self.state = journey.decode_state(self.blob)
+            if self.first_timer is _UNKNOWN:
+                self.first_timer = self.timer = (
+                    state.journey.due_at if state.journey is not None else None
+                )
+        return state
+
+    def timer_change(self) -> tuple[int | None, int | None] | None:
+        """``(delete, register)`` for Flink, or None when the timer stays as it was."""
+        first = self.first_timer
+        if first is _UNKNOWN or first == self.timer:
+            return None
+        assert first is None or isinstance(first, int)
+        return first, self.timer
 
 
 def shard_of(customer_id: str, shards: int) -> int:
@@ -136,14 +169,17 @@ def where(exc: BaseException) -> str:
 
 class CustomerCore:
     """Per-subtask processing of customer events and timers. Holds no per-customer state:
-    the raw state is passed in and the new one returned. ``counts`` are plain counters the
+    that comes in a :class:`Slot`. ``counts`` are plain counters the
     wrapper exposes as gauges. ``on_event`` / ``on_timer`` never raise."""
 
     def __init__(self, settings: CoreSettings) -> None:
         self.validator = EventValidator(
             Path(settings.schema_dir), settings.max_event_bytes, settings.max_future_ms
         )
-        self.logic = journey.CustomerLogic(settings.journey)
+        # no profile store: the logic builds no profile rows
+        self.logic = journey.CustomerLogic(
+            replace(settings.journey, profile_rows=settings.store_shards > 0)
+        )
         self.renderer = Renderer(Path(settings.template_dir), settings.cart_base_url)
         self.store_shards = settings.store_shards  # 0: no profile store
         self.max_event_bytes = settings.max_event_bytes
@@ -195,65 +231,53 @@ class CustomerCore:
         self,
         event: dict[str, Any],
         text: str,
-        raw: RawState,
+        slot: Slot,
         watermark: int,
         kafka_ts: int,
         now: int,
     ) -> Step:
-        """Apply one validated event to the customer's raw state."""
+        """Apply one validated event to the customer's :class:`Slot`."""
         try:
-            state, old_timer = self._load(raw)
+            state = slot.load()
             decision = self.logic.on_event(state, event, watermark)
-            return self._step(state, raw, old_timer, decision, kafka_ts, now)
+            return self._step(state, slot, decision, kafka_ts, now)
         except Exception as exc:  # noqa: BLE001 - the firewall, see the module docstring
+            slot.state = None  # the logic may have changed it: start again from the blob
             return self._event_failed(event["customer_id"], text, event, exc, now)
 
-    def on_timer(self, key: str, timestamp: int, raw: RawState, now: int) -> Step:
+    def on_timer(self, key: str, timestamp: int, slot: Slot, now: int) -> Step:
         """The customer's journey timer at ``timestamp`` (event time)."""
         try:
-            state, old_timer = self._load(raw)
+            state = slot.load()
             decision = self.logic.on_timer(state, timestamp)
-            return self._step(state, raw, old_timer, decision, None, now)
+            return self._step(state, slot, decision, None, now)
         except Exception as exc:  # noqa: BLE001 - the firewall, see the module docstring
-            return self._timer_failed(key, timestamp, raw, exc, now)
+            slot.state = None
+            return self._timer_failed(key, timestamp, slot, exc, now)
 
     # the work ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _load(raw: RawState) -> tuple[journey.CustomerState, int | None]:
-        """The state and the registered timer (read before the logic mutates the journey)."""
-        pending = journey.load_journey(raw[2]) if raw[2] else None
-        state = journey.CustomerState(
-            profile=journey.load_profile(raw[0]) if raw[0] else None,
-            cart=journey.load_cart(raw[1]) if raw[1] else None,
-            journey=pending,
-        )
-        return state, pending.due_at if pending else None
 
     def _step(
         self,
         state: journey.CustomerState,
-        raw: RawState,
-        old_timer: int | None,
+        slot: Slot,
         d: journey.Decision,
         kafka_ts: int | None,
         now: int,
     ) -> Step:
-        """Everything the decision leads to, built (and encoded) before anything is
-        committed. Counters move only once nothing can raise any more. ``kafka_ts``: the
+        """Everything the decision leads to, built (and encoded) before the slot takes the
+        new state. Counters move only once nothing can raise any more. ``kafka_ts``: the
         Kafka record time of the event (None for a timer). Its stages (dump, render,
         encode) are methods of their own so that the benchmark times the same code."""
-        new_raw = self._dump(state)
+        blob = self._dump(state)
         rendered = [self._try_render(trigger, now) for trigger in d.triggers]
-        return self._encode(raw, new_raw, old_timer, d, rendered, kafka_ts, now)
+        step = self._encode(d, rendered, kafka_ts, now)
+        slot.blob, slot.timer = blob, d.timer
+        return step
 
     @staticmethod
-    def _dump(state: journey.CustomerState) -> RawState:
-        return (
-            journey.dump_profile(state.profile) if state.profile is not None else None,
-            journey.dump_cart(state.cart) if state.cart is not None else None,
-            journey.dump_journey(state.journey) if state.journey is not None else None,
-        )
+    def _dump(state: journey.CustomerState) -> bytes | None:
+        return journey.encode_state(state)
 
     def _try_render(self, trigger: dict[str, Any], now: int) -> dict[str, Any] | TemplateError:
         """The rendered request, or the template's failure (a step that is not sent)."""
@@ -264,9 +288,6 @@ class CustomerCore:
 
     def _encode(
         self,
-        raw: RawState,
-        new_raw: RawState,
-        old_timer: int | None,
         d: journey.Decision,
         rendered: list[dict[str, Any] | TemplateError],
         kafka_ts: int | None,
@@ -299,10 +320,7 @@ class CustomerCore:
             else:
                 labeled = self.labeled[name[0]]
                 labeled[name[1]] = labeled.get(name[1], 0) + 1
-        timers = None if old_timer == d.timer else (old_timer, d.timer)
-        return Step(
-            outputs=outputs, state=new_raw if new_raw != raw else None, timers=timers, store=store
-        )
+        return Step(outputs=outputs, store=store)
 
     def _request(
         self,
@@ -380,9 +398,7 @@ class CustomerCore:
         )
         return Step(outputs=[self._dlq(text, invalid, now)])
 
-    def _timer_failed(
-        self, key: str, timestamp: int, raw: RawState, exc: Exception, now: int
-    ) -> Step:
+    def _timer_failed(self, key: str, timestamp: int, slot: Slot, exc: Exception, now: int) -> Step:
         self.counts["skipped"] += 1
         skipped = self.labeled["skipped"]
         skipped[PROCESSING_ERROR] = skipped.get(PROCESSING_ERROR, 0) + 1
@@ -406,10 +422,27 @@ class CustomerCore:
             "event_time": timestamp,
             "reason": PROCESSING_ERROR,
         }
+        self._drop_journey(slot)
         return Step(
-            outputs=[self._dlq(description, invalid, now), contract.encode_outcome(outcome)],
-            state=(raw[0], raw[1], None) if raw[2] is not None else None,
+            outputs=[self._dlq(description, invalid, now), contract.encode_outcome(outcome)]
         )
+
+    @staticmethod
+    def _drop_journey(slot: Slot) -> None:
+        """After a failed timer: the same state without its journey, and no timer. A state
+        that cannot even be decoded is kept as it is (every event of the customer then goes
+        to the DLQ with ``processing_error``), only its timer goes."""
+        slot.state = None
+        try:
+            state = slot.load()
+        except Exception:  # noqa: BLE001 - undecodable: keep the bytes, drop the timer
+            slot.timer = None
+            return
+        if state.journey is not None:
+            state.journey = None
+            slot.blob = journey.encode_state(state)
+        slot.timer = None
+        slot.state = None
 
     def _processing_error(self, exc: Exception, logged: str, doing: str, **ids: Any) -> Invalid:
         """Count and log ``exc`` by its type and code location, never its text (which may

@@ -31,7 +31,7 @@ event and every timer first brings the journey in line (:meth:`CustomerLogic._re
 * a step due earlier now (shortened) fires at the new due time, or at once (the next
   watermark) when that has already passed in event time; what notices it is the customer's
   next event, the old timer, or the timer ``RESCHEDULE_CHECK`` that
-  ``io.inboxflow.flink.CustomerOperator`` registers for every customer with a pending
+  ``io.inboxflow.flink.BatchCustomerOperator`` registers for every customer with a pending
   journey when it starts from restored state, which fires with the first watermark;
 * steps are identified by their position: a pending step *k* takes the offset and template of
   step *k* of the new schedule; when the new schedule has fewer than *k* steps, the journey
@@ -46,9 +46,11 @@ event and every timer first brings the journey in line (:meth:`CustomerLogic._re
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import orjson
 
 # Outcome kinds, also the names of the job's counters.
@@ -62,9 +64,9 @@ COMPLETED = "completed"
 RECOVERED = "recovered"
 
 RECENT_PURCHASES = 5
-# Event time of the timer io.inboxflow.flink.CustomerOperator registers, on restored state, for
+# Event time of the timer io.inboxflow.flink.BatchCustomerOperator registers, on restored state, for
 # every customer with a pending journey (it fires with the first watermark); must match
-# CustomerOperator.RESCHEDULE_CHECK. Firing it only brings the journey in line with the
+# BatchCustomerOperator.RESCHEDULE_CHECK. Firing it only brings the journey in line with the
 # schedule: nothing is due at this time.
 RESCHEDULE_CHECK = -(2**63) + 1
 STEPS_REMOVED = "steps_removed"
@@ -89,10 +91,12 @@ class JourneySettings:
     favourite_categories: int = 3
     dedup_window: int = 64
     attribution_window_ms: int = 7 * 86_400_000
+    # False when nothing stores the profile rows (ClickHouse off; CustomerCore sets it from
+    # its store_shards): they are not built
+    profile_rows: bool = True
 
 
-@dataclass
-class CartItem:
+class CartItem(msgspec.Struct, array_like=True, gc=False):
     product_id: str
     name: str | None
     price: float
@@ -101,12 +105,11 @@ class CartItem:
     category: str | None = None
 
 
-@dataclass
-class Cart:
+class Cart(msgspec.Struct, array_like=True):
     cart_id: str | None
     currency: str | None
     last_activity: int
-    items: list[CartItem] = field(default_factory=list)
+    items: list[CartItem] = msgspec.field(default_factory=list)
 
     @property
     def value(self) -> float:
@@ -117,8 +120,7 @@ class Cart:
         return sum(i.quantity for i in self.items)
 
 
-@dataclass
-class Journey:
+class Journey(msgspec.Struct, array_like=True, gc=False):
     """An armed schedule: ``step`` is the next step to send, due at ``due_at``."""
 
     armed_at: int
@@ -127,8 +129,7 @@ class Journey:
     due_at: int
 
 
-@dataclass
-class LastReminder:
+class LastReminder(msgspec.Struct, array_like=True, gc=False):
     """The last reminder sent, kept for the attribution window to credit a recovery."""
 
     request_id: str
@@ -137,8 +138,7 @@ class LastReminder:
     due_at: int
 
 
-@dataclass
-class Profile:
+class Profile(msgspec.Struct, array_like=True):
     customer_id: str
     first_seen: int
     last_seen: int
@@ -146,28 +146,27 @@ class Profile:
     first_name: str | None = None
     locale: str | None = None
     timezone: str | None = None
-    event_counts: dict[str, int] = field(default_factory=dict)
+    event_counts: dict[str, int] = msgspec.field(default_factory=dict)
     revenue_total: float = 0.0
     order_count: int = 0
     last_purchase_at: int | None = None
-    recent_products: list[str] = field(default_factory=list)
-    category_counts: dict[str, int] = field(default_factory=dict)
+    recent_products: list[str] = msgspec.field(default_factory=list)
+    category_counts: dict[str, int] = msgspec.field(default_factory=dict)
     unsubscribed: bool = False
     emails_sent: int = 0
     late_events: int = 0
     journey_status: str = "idle"
     version: int = 0
     last_reminder: LastReminder | None = None
-    seen_ids: list[str] = field(default_factory=list)
+    seen_ids: list[str] = msgspec.field(default_factory=list)
     # [cart_id or None, event time] of the last few purchases, so a cart event that arrives
     # after the purchase of that cart (out of order) does not re-arm a reminder.
-    recent_purchases: list[list[Any]] = field(default_factory=list)
+    recent_purchases: list[list[Any]] = msgspec.field(default_factory=list)
 
 
-@dataclass
-class CustomerState:
-    """Everything kept per customer. ``cart`` and ``journey`` are ``None`` when there is
-    nothing open; the wrapper clears the matching Flink state in that case."""
+class CustomerState(msgspec.Struct, array_like=True):
+    """Everything kept per customer, one Flink value (:func:`encode_state`). ``cart`` and
+    ``journey`` are ``None`` when there is nothing open."""
 
     profile: Profile | None = None
     cart: Cart | None = None
@@ -183,15 +182,41 @@ class Decision:
     timer: int | None = None
 
 
-# --- state (de)serialization: JSON strings in typed Flink ValueState[str] ----------------
+# --- state encoding: one MessagePack value per customer -------------------------------------
+#
+# The state types are msgspec Structs encoded as positional arrays (``array_like``): no field
+# names in the bytes, and decoding builds the objects in C. Compatibility rule for whoever
+# changes them: add fields only at the end of a Struct, with a default, never reorder or
+# remove one (a value written before the change must still decode; tests/unit/test_state_codec.py
+# decodes a value frozen in the test). The JSON helpers below read the state of versions
+# before issue 13 (three JSON strings: profile, cart, journey).
 
-# dataclasses.asdict deep-copies recursively, too slow for the per-event path: the state is
-# flat enough to serialize from __dict__ directly.
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(CustomerState)
+# The first byte of a pickle (protocol 2 and later); an encoded state starts with 0x93 (an
+# array of three).
+_PICKLED: Final = b"\x80"
+
+
+def encode_state(state: CustomerState) -> bytes | None:
+    """The customer's state as one value; ``None`` when there is nothing to keep."""
+    if state.profile is None and state.cart is None and state.journey is None:
+        return None
+    return _ENCODER.encode(state)
+
+
+def decode_state(blob: bytes | None) -> CustomerState:
+    if blob is None:
+        return CustomerState()
+    if blob[:1] == _PICKLED:
+        # written by the plain path (PyFlink pickles its values): the same bytes inside
+        blob = pickle.loads(blob)  # the job's own keyed state
+    return _DECODER.decode(blob)
 
 
 def dump_profile(p: Profile) -> str:
-    d = dict(p.__dict__)
-    d["last_reminder"] = p.last_reminder.__dict__ if p.last_reminder else None
+    d = msgspec.structs.asdict(p)
+    d["last_reminder"] = msgspec.structs.asdict(p.last_reminder) if p.last_reminder else None
     return orjson.dumps(d).decode()
 
 
@@ -202,8 +227,8 @@ def load_profile(raw: str) -> Profile:
 
 
 def dump_cart(c: Cart) -> str:
-    d = dict(c.__dict__)
-    d["items"] = [i.__dict__ for i in c.items]
+    d = msgspec.structs.asdict(c)
+    d["items"] = [msgspec.structs.asdict(i) for i in c.items]
     return orjson.dumps(d).decode()
 
 
@@ -214,11 +239,20 @@ def load_cart(raw: str) -> Cart:
 
 
 def dump_journey(j: Journey) -> str:
-    return orjson.dumps(j.__dict__).decode()
+    return orjson.dumps(msgspec.structs.asdict(j)).decode()
 
 
 def load_journey(raw: str) -> Journey:
     return Journey(**orjson.loads(raw))
+
+
+def state_from_json(profile: str | None, cart: str | None, journey: str | None) -> CustomerState:
+    """The state as versions before issue 13 kept it (three JSON values)."""
+    return CustomerState(
+        profile=load_profile(profile) if profile else None,
+        cart=load_cart(cart) if cart else None,
+        journey=load_journey(journey) if journey else None,
+    )
 
 
 # --- the logic -----------------------------------------------------------------------------
@@ -348,7 +382,7 @@ class CustomerLogic:
                     "locale": p.locale,
                     "timezone": p.timezone,
                     "cart_id": j.cart_id,
-                    "items": [dict(i.__dict__) for i in cart.items],
+                    "items": [msgspec.structs.asdict(i) for i in cart.items],
                     "cart_value": cart.value,
                     "currency": cart.currency or "USD",
                     "armed_at": j.armed_at,
@@ -605,6 +639,8 @@ class CustomerLogic:
         p, cart = state.profile, state.cart
         assert p is not None
         p.version += 1
+        if not self.s.profile_rows:
+            return
         d.rows.append(
             (
                 "customer_profiles",

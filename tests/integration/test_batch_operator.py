@@ -1,10 +1,10 @@
-"""The customer function's ClickHouse row buffer on Flink's mini-cluster.
+"""The batches of ``io.inboxflow.flink.BatchCustomerOperator`` on Flink's mini-cluster.
 
-Under ``io.inboxflow.flink.CustomerOperator`` (what ``job.pipeline`` builds in thread mode) the
-function emits the rows of many events as one element per shard: when its buffer holds
-``store_buffer_events`` events, and for the rest when the operator drains it (here only at the
-end of the input: the drain timer is pushed out of the run). Under PyFlink's plain operator
-nobody drains a buffer, so the function must emit every event's rows at once.
+In thread mode ``job.pipeline`` builds the batched operator: it applies ``batch_events``
+events with one call into Python and the ClickHouse rows of a batch leave as one element per
+shard; the last, partial batch is flushed before the final watermark (the delay timer is
+pushed out of the run). In process mode PyFlink's own operator calls the function per
+element: batches of one, every event's rows at once.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from tests.integration.conftest import bounded_settings
 
 CUSTOMERS = ["c1", "c2", "c3", "c4", "c5"]
 EVENTS = 20
-BUFFER = 7
+BATCH = 7
 SHARDS = 2
 
 
-def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
+def run_customers(batched: bool) -> list[tuple[int, list[tuple[str, int]]]]:
     """The store elements the customer function emits for EVENTS page views:
     [(shard, [(customer_id, profile version), ...]), ...] in emission order."""
     from pyflink.common import Types
@@ -33,17 +33,18 @@ def run_customers(drained: bool) -> list[tuple[int, list[tuple[str, int]]]]:
     from udfs.flink.customer_function import ROUTED, CustomerFunction
 
     cfg = load_config(overrides={"clickhouse": {"enabled": True, "shards": SHARDS}})
-    env = create_env(bounded_settings(1))
+    # no periodic watermarks: each would flush the batch it finds (the final one still comes)
+    env = create_env({**bounded_settings(1), "pipeline.auto-watermark-interval": "0"})
     events = [raw(page_view(CUSTOMERS[i % len(CUSTOMERS)], T0 + i * MINUTE)) for i in range(EVENTS)]
     keyed = keyed_by_customer(cfg, env.from_collection(events, type_info=Types.STRING()))
-    function = CustomerFunction(core_settings(cfg, store=True), store_buffer_events=BUFFER)
+    function = CustomerFunction(core_settings(cfg, store=True))
     routed = (
-        process_customers(keyed, function, drain_interval_ms=3_600_000)
-        if drained
+        process_customers(keyed, function, batch_events=BATCH, batch_delay_ms=3_600_000)
+        if batched
         else keyed.process(function, output_type=ROUTED)
     )
     elements = []
-    with routed.execute_and_collect("store-row-buffer") as rows:
+    with routed.execute_and_collect("batch-operator") as rows:
         for element in rows:
             assert element[0] == Kind.STORE  # page views send nothing
             shard, store_rows = contract.decode_store(tuple(element))
@@ -73,14 +74,14 @@ def expected(chunk: int) -> list[tuple[int, list[tuple[str, int]]]]:
     return out
 
 
-def test_customer_operator_emits_the_rows_of_many_events_per_element():
-    got = run_customers(drained=True)
-    # 20 events, 7 per buffer: two full buffers emitted by the function, the last 6 events'
-    # rows drained by the operator ahead of the final watermark
-    assert got == expected(BUFFER)
+def test_the_batched_operator_emits_the_rows_of_a_batch_per_shard():
+    got = run_customers(batched=True)
+    # 20 events, 7 per batch: two full batches, the last 6 events flushed ahead of the
+    # final watermark
+    assert got == expected(BATCH)
     assert {shard for shard, _ in got} == {0, 1}  # the customers span both shards
     assert len(got) < EVENTS
 
 
-def test_without_the_customer_operator_every_event_is_emitted_at_once():
-    assert run_customers(drained=False) == expected(1)
+def test_the_plain_operator_applies_batches_of_one():
+    assert run_customers(batched=False) == expected(1)
