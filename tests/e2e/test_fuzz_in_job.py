@@ -48,6 +48,7 @@ from tests.factories import (
 from tests.fuzzing import fuzzed_records
 from tests.integration.envelope import JvmEnvelope
 from udfs.clock import wall_ms
+from udfs.core.batch import EVENT, TIMER, Batch, Entry
 from udfs.core.contract import Kind
 from udfs.core.customer import CustomerCore, Step
 from udfs.core.journey import request_id
@@ -61,27 +62,35 @@ WINDOW = 4 * MINUTE
 
 
 class Harness:
-    """The customer function's commit rules over CustomerCore, in memory: the expectation
-    for what the job must emit for the same records (in production order per customer)."""
+    """The customer operator over the pure batch function, in memory, one record per batch:
+    the expectation for what the job must emit for the same records (in production order
+    per customer)."""
 
     def __init__(self, core: CustomerCore, envelope: JvmEnvelope) -> None:
         self.core = core
+        self.batch = Batch(core)
         self.envelope = envelope
-        self.state: dict[str, tuple] = {}
+        self.state: dict[str, bytes] = {}
         self.timer: dict[str, int] = {}
         self.requests: dict[str, dict] = {}
         self.dlq_reasons: Counter[str] = Counter()
         self.dlq_by_payload: dict[str, str] = {}
         self.applied = 0
 
-    def _commit(self, key: str, step: Step) -> None:
-        if step.timers is not None:
+    def _apply(self, key: str, entry: Entry, now: int) -> None:
+        result = self.batch.run([entry], {key: self.state.get(key)}, MIN_WATERMARK, now)
+        for _, blob in result.states:
+            if blob is None:
+                self.state.pop(key, None)
+            else:
+                self.state[key] = blob
+        for _, _, register in result.timers:
             self.timer.pop(key, None)
-            if step.timers[1] is not None:
-                self.timer[key] = step.timers[1]
-        if step.state is not None:
-            self.state[key] = step.state
-        for kind, _, _, payload in step.outputs:
+            if register is not None:
+                self.timer[key] = register
+        for kind, _, _, payload in result.outputs:
+            if kind == Kind.STORE:
+                continue
             value = json.loads(payload)
             if kind == Kind.REQUEST:
                 self.requests[value["request_id"]] = value
@@ -91,19 +100,15 @@ class Harness:
 
     def event(self, value: bytes | None, now: int) -> None:
         key, text = self.envelope.view(value)
-        event = self.core.validate(key, text, now)
-        if type(event) is Step:
-            self._commit(key, event)
-            return
-        self.applied += 1
-        raw_state = self.state.get(key, (None, None, None))
-        self._commit(key, self.core.on_event(event, text, raw_state, MIN_WATERMARK, -1, now))
+        valid = self.core.counts["events_valid"]
+        self._apply(key, (EVENT, key, 0, text, -1), now)
+        self.applied += self.core.counts["events_valid"] - valid
 
     def fire(self, watermark: int, now: int) -> None:
         while due := sorted((t, k) for k, t in self.timer.items() if t <= watermark):
             ts, key = due[0]
             del self.timer[key]
-            self._commit(key, self.core.on_timer(key, ts, self.state[key], now))
+            self._apply(key, (TIMER, key, ts, None, 0), now)
 
 
 @pytest.mark.slow

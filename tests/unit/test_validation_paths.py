@@ -154,6 +154,8 @@ def test_both_paths_agree_on_the_generated_stream(validator: EventValidator) -> 
     for record in generate(11, 20_000, 3000, DEFAULT_START_MS):
         for seen_at in (DEFAULT_START_MS + 30 * fz.DAY, DEFAULT_START_MS - fz.DAY):
             result = assert_same(validator, record.value, seen_at)
+            # as the customer function gets it: text, non-ASCII characters and all
+            assert_same(validator, record.value.decode("utf-8", errors="replace"), seen_at)
             accepted += isinstance(result, dict)
     assert accepted > 2900  # all but the malformed ones, seen after their event time
 
@@ -194,6 +196,137 @@ def test_a_mutable_default_is_copied_for_every_event(tmp_path: Path) -> None:
     again = validator.validate(raw, SEEN_AT)
     assert isinstance(again, dict)
     assert again["properties"]["tags"] == ["new"]
+
+
+def test_valid_events_take_the_lean_path(
+    validator: EventValidator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every event the detailed path accepts, the lean path accepts on its own: text with
+    non-ASCII characters too (as ``str`` and as UTF-8), and deep nesting within its bound
+    (deeper, where neither bound settles it, the detailed path measures)."""
+    seen_at = DEFAULT_START_MS + 30 * fz.DAY
+    raws: list[str | bytes] = []
+    for record in generate(12, 20_000, 2000, DEFAULT_START_MS, 0.0):
+        text = record.value.decode("utf-8")
+        raws += [record.value, text, text.replace('"name":"', '"name":"Ü\U0001d54f ')]
+    raws += [_deep_event(kinds) for kinds in ("o" * 100, "a" * 100, "oa" * 50)]
+    expected = [validator._validate_detailed(raw, seen_at) for raw in raws]
+
+    def detailed(raw: str | bytes, seen_at_ms: int) -> object:
+        raise AssertionError("the detailed path ran")
+
+    monkeypatch.setattr(validator, "_validate_detailed", detailed)
+    accepted = 0
+    for raw, want in zip(raws, expected, strict=True):
+        if isinstance(want, dict):
+            assert repr(validator.validate(raw, seen_at)) == repr(want)
+            accepted += 1
+    assert accepted == len(raws)
+    assert any(isinstance(raw, str) and not raw.isascii() for raw in raws)
+
+
+# --- nesting ---------------------------------------------------------------------------
+
+
+def _depth_of(value: Any) -> int:
+    """Nesting of arrays and objects in ``value`` (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth_of, value), default=0)
+    return 0
+
+
+def _lean_bound(text: str) -> int:
+    """The lean path's bound on the nesting of any JSON text it parses."""
+    return text.count("[") + (len(text) - 2) // 5 + 1
+
+
+def _chain(kinds: str, inner: Any = None) -> Any:
+    """Containers inside each other, outermost first: "o" an object with key "", "a" an
+    array; ``inner`` (None: nothing, the innermost container is empty) at the bottom."""
+    value = inner
+    for kind in reversed(kinds):
+        if kind == "o":
+            value = {} if value is None else {"": value}
+        else:
+            value = [] if value is None else [value]
+    return value
+
+
+def _deep_event(kinds: str, *, compact: bool = True) -> str:
+    """A valid page_view, as short as can be around ``context[""]``, the chain of
+    ``kinds``: nested ``len(kinds) + 2`` deep, the lean path's bound as tight as it gets
+    for an event."""
+    doc = {
+        "event_id": "e",
+        "event_type": "page_view",
+        "customer_id": "c",
+        "timestamp": SEEN_AT - 1,
+        "context": {"": _chain(kinds)},
+    }
+    return json.dumps(doc, separators=(",", ":") if compact else None)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3)
+    ),
+    max_leaves=60,
+)
+
+
+@SETTINGS
+@given(value=JSON_VALUES)
+def test_the_nesting_bound_holds_for_json_text(value: Any) -> None:
+    for text in (
+        json.dumps(value, separators=(",", ":")),
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+        json.dumps(value, indent=1),
+    ):
+        assert _depth_of(value) <= _lean_bound(text)
+
+
+@settings(SETTINGS, max_examples=200)
+@given(kinds=st.text("oa", min_size=1, max_size=300))
+def test_the_nesting_bound_holds_for_the_tightest_chains(kinds: str) -> None:
+    text = json.dumps(_chain(kinds), separators=(",", ":"))
+    assert _depth_of(json.loads(text)) == len(kinds) <= _lean_bound(text)
+    if "a" not in kinds:
+        assert _lean_bound(text) == len(kinds)  # tight: objects cost exactly five
+
+
+@pytest.mark.parametrize("levels", [253, 254, 255, 256])
+@pytest.mark.parametrize("pattern", ["o", "a", "oa", "aao"])
+@pytest.mark.parametrize("compact", [True, False])
+def test_both_paths_agree_at_the_nesting_limit(
+    validator: EventValidator, levels: int, pattern: str, compact: bool
+) -> None:
+    kinds = (pattern * levels)[:levels]
+    raw = _deep_event(kinds, compact=compact)
+    result = assert_same(validator, raw, SEEN_AT)
+    assert_same(validator, raw.encode("utf-8"), SEEN_AT)
+    assert isinstance(result, dict) == (levels + 2 <= v.MAX_DEPTH)
+
+
+@SETTINGS
+@given(
+    kinds=st.text("oa", min_size=200, max_size=280),
+    inner=st.sampled_from((None, "[[{{", 1, "ü")),
+    compact=st.booleans(),
+)
+def test_both_paths_agree_on_deep_events(
+    validator: EventValidator, kinds: str, inner: Any, compact: bool
+) -> None:
+    doc = {**fz.plain_event("cart_add", ts=SEEN_AT - 1), "context": {"deep": _chain(kinds, inner)}}
+    raw = json.dumps(doc, separators=(",", ":") if compact else None, ensure_ascii=compact)
+    assert_same(validator, raw, SEEN_AT)
+    assert_same(validator, raw.encode("utf-8"), SEEN_AT)
 
 
 # --- one schema call -----------------------------------------------------------------

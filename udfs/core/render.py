@@ -29,15 +29,16 @@ Variables available to templates:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -64,6 +65,11 @@ _CENTS = Decimal("0.01")
 # C0/C1 control characters other than whitespace (str.split() handles whitespace,
 # including \r, \n, \u2028 and \u2029): removed from subjects to keep headers clean.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+# For str patterns \s is exactly str.isspace() (tests/unit/test_render_paths.py checks every
+# code point): one regex search instead of a Python loop over the characters.
+_WHITESPACE = re.compile(r"\s")
+# What a plain email address must not hold: white space, U+FEFF, C0 controls.
+_NOT_IN_ADDRESS = re.compile(r"[\s\ufeff\x00-\x1f]")
 
 
 class TemplateError(ValueError):
@@ -88,6 +94,23 @@ class ItemView:
     category: str | None
 
 
+_ITEM_FIELDS: Final = frozenset(field.name for field in fields(ItemView))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with a shortcut for the lookup templates make most: a
+    field of an :class:`ItemView` (a dozen per rendered email). The sandbox would look the
+    field up and then run its safety checks (no ``_`` prefix, not an internal attribute of
+    a function/type/frame, not a mutating method of a list/dict/set), all of which pass
+    for a field holding a str, int or None; the shortcut returns the same value without
+    them. Everything else goes through the sandbox unchanged."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is ItemView and attribute in _ITEM_FIELDS:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
 @dataclass(frozen=True, slots=True)
 class _TemplateSet:
     subject: jinja2.Template
@@ -102,25 +125,36 @@ def cart_url(base_url: str, cart_id: str | None, customer_id: str, campaign: str
     instead so the shop can restore that customer's current cart. Parameters are
     appended to any query the base URL already has; a fragment stays last.
     """
+    head, tail = _cart_url_frame(base_url)
+    # urlencode(params, quote_via=quote, safe="") spelled out for these parameters: quote
+    # (not quote_plus) with safe="", so "/", "&", "=", "+", "#" in ids are encoded.
+    first = f"cart_id={_quote(cart_id)}" if cart_id else f"customer_id={_quote(customer_id)}"
+    return (
+        f"{head}{first}&utm_source={_UTM_SOURCE_QUOTED}&utm_medium=email"
+        f"&utm_campaign={_quote(campaign)}&utm_content={_quote(f'step{step}')}{tail}"
+    )
+
+
+def _quote(value: object) -> str:
+    # urlencode's treatment of a value: bytes quoted as they are, anything else as str().
+    return quote(value if isinstance(value, bytes) else str(value), safe="")
+
+
+_UTM_SOURCE_QUOTED: Final = _quote(UTM_SOURCE)
+
+
+@functools.lru_cache(maxsize=16)
+def _cart_url_frame(base_url: str) -> tuple[str, str]:
+    """The cart url before and after its parameters: ``urlunsplit`` of the split base url
+    with the query in the middle, cut where the query goes (it appends ``?query`` and
+    ``#fragment`` last, after everything else); any query of the base url comes first."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"cart base url must be an absolute http(s) url, got {base_url!r}")
-    params: list[tuple[str, str]] = []
-    if cart_id:
-        params.append(("cart_id", cart_id))
-    else:
-        params.append(("customer_id", customer_id))
-    params += [
-        ("utm_source", UTM_SOURCE),
-        ("utm_medium", "email"),
-        ("utm_campaign", campaign),
-        ("utm_content", f"step{step}"),
-    ]
-    # quote (not quote_plus) with safe="": "/", "&", "=", "+", "#" in ids are encoded.
-    query = urlencode(params, quote_via=quote, safe="")
+    head = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + "?"
     if parts.query:
-        query = f"{parts.query}&{query}"
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        head = f"{head}{parts.query}&"
+    return head, f"#{parts.fragment}" if parts.fragment else ""
 
 
 def format_money(amount: float | Decimal, currency: str) -> str:
@@ -163,7 +197,7 @@ def safe_image_url(url: object) -> str | None:
     lowered = url.lower()
     if not lowered.startswith(("https://", "http://")):
         return None
-    if len(url) <= len("https://") or any(ch.isspace() for ch in url):
+    if len(url) <= len("https://") or _WHITESPACE.search(url) is not None:
         return None
     return url
 
@@ -190,7 +224,7 @@ class Renderer:
             raise TemplateError(f"template directory does not exist: {self.template_dir}")
         cart_url(cart_base_url, None, "probe", "probe", 1)  # fail at start-up on a bad url
         self.cart_base_url = cart_base_url
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(self.template_dir)),
             autoescape=jinja2.select_autoescape(
                 enabled_extensions=("html.j2",), default_for_string=False, default=False
@@ -201,6 +235,9 @@ class Renderer:
             lstrip_blocks=True,
             auto_reload=False,  # no stat() per render; our own cache holds them anyway
         )
+        # What Template.render puts under the variables: templates are loaded without
+        # globals of their own and the environment's are not changed after this.
+        self._globals = dict(self._env.globals)
         self._compiled: dict[str, _TemplateSet] = {}
 
     # -- templates -------------------------------------------------------------------
@@ -238,6 +275,11 @@ class Renderer:
                 raise TemplateError(
                     f"syntax error in {file_name} line {exc.lineno}: {exc.message}"
                 ) from exc
+        for template in loaded:
+            # Its globals are the environment's, as a ChainMap that each render copies into
+            # a set, key by key in Python; a plain dict of the same items (the environment's
+            # globals do not change after __init__) makes that a fast copy.
+            template.globals = dict(template.globals)
         result = _TemplateSet(*loaded)
         self._compiled[name] = result
         return result
@@ -266,10 +308,13 @@ class Renderer:
             raise fail(str(exc)) from exc
 
         try:
-            subject = one_line(templates.subject.render(context))
-            body_context = {**context, "subject": subject}
-            html = templates.html.render(body_context)
-            text = templates.text.render(body_context)
+            # What Template.render does, with the template variables merged into the
+            # globals once per email instead of once per template.
+            variables = {**self._globals, **context}
+            subject = one_line(self._render(templates.subject, variables))
+            variables["subject"] = subject
+            html = self._render(templates.html, variables)
+            text = self._render(templates.text, variables)
         except jinja2.sandbox.SecurityError as exc:
             raise fail(f"sandbox violation: {exc}") from exc
         except (jinja2.TemplateError, TemplateError) as exc:
@@ -294,6 +339,18 @@ class Renderer:
             "metadata": metadata,
         }
 
+    def _render(self, template: jinja2.Template, variables: dict[str, Any]) -> str:
+        """``template.render(context)``, given the globals and ``context`` merged as the
+        render would merge them (``variables``): the context is built on that dict (which
+        rendering does not change) instead of a copy, and the output joined the same way;
+        an exception is re-raised through the environment as ``render`` does it."""
+        try:
+            return self._env.concat(
+                template.root_render_func(template.new_context(variables, shared=True))
+            )
+        except Exception:  # noqa: BLE001 - re-raised (traceback rewritten), as render does
+            self._env.handle_exception()
+
     def _context(self, trigger: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Template variables and request metadata, with every fallback applied."""
         for key in (
@@ -313,12 +370,7 @@ class Renderer:
         # found by fuzzing, issue 9). U+FEFF is \s for the schema's ECMA 262 regex but not
         # str.isspace().
         local, _, domain = to.partition("@")
-        if (
-            not local
-            or not domain
-            or "@" in domain
-            or any(ch.isspace() or ch == "\ufeff" or ord(ch) < 32 for ch in to)
-        ):
+        if not local or not domain or "@" in domain or _NOT_IN_ADDRESS.search(to) is not None:
             raise ValueError("to is not a plain email address")
         step = trigger.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
@@ -393,7 +445,7 @@ def _item_view(item: Any, currency: str) -> ItemView:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise ValueError(f"item {product_id!r} quantity must be an int >= 1")
     price = item.get("price")
-    unit = _to_cents(price)
+    unit = _to_cents(price)  # already rounded: formatted as is (format_money would round again)
     name = item.get("name")
     name = name if isinstance(name, str) and name.strip() else product_id
     category = item.get("category")
@@ -401,7 +453,7 @@ def _item_view(item: Any, currency: str) -> ItemView:
         product_id=product_id,
         name=name,
         quantity=quantity,
-        unit_price=format_money(unit, currency),
+        unit_price=f"{currency} {unit:,.2f}",
         # Line price from the rounded unit price: what the customer sees adds up.
         line_price=format_money(unit * quantity, currency),
         image_url=safe_image_url(item.get("image_url")),

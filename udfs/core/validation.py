@@ -407,18 +407,36 @@ class EventValidator:
         document. At the first check that does not pass, or anything unusual, the raw
         record goes to ``_validate_detailed``, which decides from scratch.
         """
-        if type(raw) is bytes:
+        if type(raw) is str:
+            text = raw
+            if text.isascii():
+                size = len(text)
+            else:
+                try:
+                    # Its size in UTF-8; a lone surrogate (not UTF-8 at all) raises.
+                    size = len(text.encode("utf-8"))
+                except UnicodeEncodeError:
+                    return self._validate_detailed(raw, seen_at_ms)
+            if size > self._max_event_bytes:
+                return self._validate_detailed(raw, seen_at_ms)
+        elif type(raw) is bytes:
             if len(raw) > self._max_event_bytes:
                 return self._validate_detailed(raw, seen_at_ms)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 return self._validate_detailed(raw, seen_at_ms)
-        elif type(raw) is str and raw.isascii() and len(raw) <= self._max_event_bytes:
-            text = raw
         else:
             return self._validate_detailed(raw, seen_at_ms)
-        if text.count("{") + text.count("[") > MAX_DEPTH:
+        # Nesting: accepted only if at most MAX_DEPTH, known from a bound that holds for
+        # any text the parser below accepts (else the detailed path measures). On the
+        # deepest chain of containers each array has a "[" of its own and each object a
+        # "{" and a "}", plus, if it holds the next one, a key (two quotes at least) and a
+        # ":". With k objects on the chain, len >= 5 * (k - 1) + 2, so depth <= count("[")
+        # + (len - 2) // 5 + 1. "[" is rare in events and "in" is far cheaper than a count
+        # (which walks the whole text); counting "{" too is the fallback bound.
+        arrays = text.count("[") if "[" in text else 0
+        if arrays + (len(text) - 2) // 5 + 1 > MAX_DEPTH and arrays + text.count("{") > MAX_DEPTH:
             return self._validate_detailed(raw, seen_at_ms)
         try:
             doc = orjson.loads(text)
