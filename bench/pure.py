@@ -444,7 +444,8 @@ def staged_run_payload(
             slot = slots[key] = Slot(None)
         step: dict[str, Any] | Step
         if kind == EVENT:
-            assert text is not None
+            if text is None:
+                text = ""
             if kafka_ts > 0:
                 latency.append(now - kafka_ts)
             tb = ns()
@@ -466,6 +467,14 @@ def staged_run_payload(
         collect += ns() - td
         count += 1
     te = ns()
+    for key, slot in slots.items():  # the profile rows: encode outputs (stage 7)
+        if slot.snapshot is not None:
+            step = core.profile_row(key, slot, now)
+            outputs += step.outputs
+            if step.store is not None:
+                store.setdefault(step.store[0], []).append(step.store[1])
+    tp = ns()
+    acc["encode"] += tp - te
     for shard, rows_of_events in store.items():
         outputs.append(contract.encode_store(shard, contract.join_store_rows(rows_of_events)))
     result = Result(outputs=outputs)
@@ -477,7 +486,7 @@ def staged_run_payload(
             result.timers.append((key, *change))
     answer = encode_result(result)
     tf = ns()
-    acc["batch"] += collect + tf - te
+    acc["batch"] += collect + tf - tp
     acc["validate"] += validate
     intervals["decode"] += 1
     intervals["validate"] += events
@@ -515,7 +524,7 @@ def staged_step(
         rendered = [core._try_render(trigger, now) for trigger in d.triggers]
         t4 = _ns()
         step = core._encode(d, rendered, kafka_ts, now)
-        slot.blob, slot.timer = blob, d.timer
+        core._keep(slot, blob, d, kafka_ts)
         t5 = _ns()
     except Exception as exc:  # noqa: BLE001 - the core's firewall, as on_event / on_timer
         slot.state = None  # the logic may have changed it: start again from the blob

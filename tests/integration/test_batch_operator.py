@@ -2,7 +2,7 @@
 
 In thread mode ``job.pipeline`` builds the batched operator: it applies ``batch_events``
 events with one call into Python and the ClickHouse rows of a batch leave as one element per
-shard; the last, partial batch is flushed before the final watermark (the delay timer is
+shard, with one profile row per customer (its newest version); the last, partial batch is flushed before the final watermark (the delay timer is
 pushed out of the run). In process mode PyFlink's own operator calls the function per
 element: batches of one, every event's rows at once.
 """
@@ -59,17 +59,20 @@ def run_customers(batched: bool) -> list[tuple[int, list[tuple[str, int]]]]:
 
 def expected(chunk: int) -> list[tuple[int, list[tuple[str, int]]]]:
     """Events in chunks of ``chunk``, one element per shard per chunk (shards in order of
-    their first event in the chunk), the rows of that shard's events in order."""
+    their first customer in the chunk), in it one profile row per customer of the chunk (in
+    order of their first event): the newest version."""
     from udfs.core.customer import shard_of
 
     versions: dict[str, int] = {}
     out = []
     for start in range(0, EVENTS, chunk):
-        by_shard: dict[int, list[tuple[str, int]]] = {}
+        newest: dict[str, int] = {}
         for i in range(start, min(start + chunk, EVENTS)):
             cid = CUSTOMERS[i % len(CUSTOMERS)]
-            versions[cid] = versions.get(cid, 0) + 1
-            by_shard.setdefault(shard_of(cid, SHARDS), []).append((cid, versions[cid]))
+            versions[cid] = newest[cid] = versions.get(cid, 0) + 1
+        by_shard: dict[int, list[tuple[str, int]]] = {}
+        for cid, version in newest.items():
+            by_shard.setdefault(shard_of(cid, SHARDS), []).append((cid, version))
         out.extend(by_shard.items())
     return out
 

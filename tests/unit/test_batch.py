@@ -6,6 +6,7 @@ raise in the middle of a customer's events changes nothing for the events around
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any
 
@@ -36,7 +37,7 @@ from udfs.core.batch import (
     encode_batch,
     encode_result,
 )
-from udfs.core.contract import Kind, split_store_rows
+from udfs.core.contract import Kind, Table, decode_store_row, split_store_rows
 
 NOW = T0 + 3 * HOUR
 
@@ -104,11 +105,33 @@ def as_one_batch(entries: list[Entry]) -> Flink:
     return flink
 
 
-def assert_same(a: Flink, b: Flink) -> None:
-    assert a.kafka_outputs() == b.kafka_outputs()
-    assert a.store_rows() == b.store_rows() or sorted(a.store_rows()) == sorted(b.store_rows())
-    assert a.state == b.state
-    assert a.pending() == b.pending()
+def split_rows(lines: list[str]) -> tuple[list[str], dict[str, list[dict]]]:
+    """(lines of other tables, profile rows per customer in order)."""
+    other, profiles = [], {}
+    for line in lines:
+        table, row_json, _ = decode_store_row(line)
+        if table == Table.PROFILES:
+            row = json.loads(row_json)
+            profiles.setdefault(row["customer_id"], []).append(row)
+        else:
+            other.append(line)
+    return other, profiles
+
+
+def assert_same(single: Flink, batched: Flink) -> None:
+    """``batched`` left what ``single`` (one event per batch) left: the same Kafka outputs,
+    states and timers, the same email request and recovery rows, and per customer one
+    profile row per batch, the newest version ``single`` wrote for it in that batch."""
+    assert single.kafka_outputs() == batched.kafka_outputs()
+    assert single.state == batched.state
+    assert single.pending() == batched.pending()
+    other_1, profiles_1 = split_rows(single.store_rows())
+    other_n, profiles_n = split_rows(batched.store_rows())
+    assert sorted(other_1) == sorted(other_n)
+    assert sorted(profiles_1) == sorted(profiles_n)
+    for cid, rows in profiles_n.items():
+        assert rows[-1] == profiles_1[cid][-1]
+        assert {row["version"] for row in rows} <= {row["version"] for row in profiles_1[cid]}
 
 
 STORY = [
@@ -147,7 +170,16 @@ def test_the_store_rows_of_a_batch_leave_as_one_element_per_shard_after_every_ot
     assert set(kinds[first_store:]) == {Kind.STORE}
     shards = [o[1] for o in batched.outputs if o[0] == Kind.STORE]
     assert len(shards) == len(set(shards)) <= 2
-    assert len(batched.store_rows()) == len(one_by_one(STORY).store_rows())
+    # one profile row per customer for the whole batch: the newest version
+    _, profiles = split_rows(batched.store_rows())
+    assert {cid: [r["version"] for r in rows] for cid, rows in profiles.items()} == {
+        "A": [6],
+        "B": [3],
+    }
+    _, single = split_rows(one_by_one(STORY).store_rows())
+    # one per batch of one event: the page view's batch made two versions (its due step,
+    # then the event) and wrote the newer one
+    assert [r["version"] for r in single["A"]] == [1, 2, 3, 4, 6]
 
 
 def test_a_batch_only_reports_what_changed() -> None:

@@ -282,6 +282,10 @@ class Harness:
                 check_state(slot.blob)
                 self.state[key] = slot.blob
         self.rows.update(check_store(step.store, self.request_rows))
+        if slot.snapshot is not None:  # the profile row, once per batch (here: per record)
+            profile = self.core.profile_row(key, slot, self.now)
+            assert profile.outputs == [], profile.outputs
+            self.rows.update(check_store(profile.store))
         decided = [row["request_id"] for row in self.request_rows]
         assert len(set(decided)) == len(decided), "a reminder decided twice"
         journey = j.decode_state(self.state.get(key)).journey
@@ -496,11 +500,6 @@ def test_jvm_view_decodes_like_the_kafka_source():
 
 # --------------------------------------------------------------------------- regressions
 # Bugs the properties above found, each pinned by a plain example.
-
-
-def _profile_row(step_store) -> dict:
-    rows = contract.decode_store(contract.encode_store(*step_store)).rows
-    return json.loads(next(r.row_json for r in rows if r.table == "customer_profiles"))
 
 
 @pytest.mark.parametrize("event_type", ["page_view", "purchase", "cart_add"])

@@ -212,9 +212,15 @@ def test_recovery_is_credited_to_the_last_reminder_within_the_window():
 
 
 def test_profile_snapshot_versions_strictly_increase():
-    _, ds = run([identify(C, T0), page_view(C, T0 + 1), cart_add(C, T0 + 2)])
-    versions = [r["version"] for d in ds for t, r in d.rows if t == "customer_profiles"]
-    assert versions == [1, 2, 3]
+    state, ds = run([identify(C, T0), page_view(C, T0 + 1), cart_add(C, T0 + 2)])
+    assert [d.snapshot for d in ds] == [T0, T0 + 1, T0 + 2]
+    assert state.profile.version == 3
+    row = customer_logic().profile_row(state, ds[-1].snapshot)
+    assert (row["version"], row["updated_at"], row["journey_status"]) == (
+        3,
+        T0 + 2,
+        "waiting_step_1",
+    )
 
 
 def test_state_round_trips_through_its_json_form():
@@ -243,35 +249,37 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
     its timer: the profile snapshots (and their versions) must be the same either way."""
     events = [identify(C, T0), cart_add(C, T0), page_view(C, T0 + 2 * DAY)]
 
-    def rows(fire_timers: bool) -> list[tuple]:
-        lg, state, out = customer_logic(), j.CustomerState(), []
+    def rows(fire_timers: bool) -> tuple[list[tuple], list[tuple]]:
+        """(request rows, profile versions as (version, updated_at, emails sent, status))."""
+        lg, state, out, versions = customer_logic(), j.CustomerState(), [], []
+
+        def keep(d: j.Decision) -> None:
+            out.extend((t, r["request_id"], r["step"], r["due_at"]) for t, r in d.rows)
+            if d.snapshot is not None:
+                row = lg.profile_row(state, d.snapshot)
+                versions.append(
+                    (row["version"], row["updated_at"], row["emails_sent"], row["journey_status"])
+                )
+
         for e in events:
             if fire_timers and state.journey is not None:
                 while state.journey is not None and state.journey.due_at <= e["timestamp"]:
-                    out += lg.on_timer(state, state.journey.due_at).rows
-            out += lg.on_event(state, e, MIN_WATERMARK).rows
-        return [
-            (
-                t,
-                r.get("version"),
-                r.get("updated_at"),
-                r.get("emails_sent"),
-                r.get("journey_status"),
-                r.get("request_id"),
-            )
-            for t, r in out
-        ]
+                    keep(lg.on_timer(state, state.journey.due_at))
+            keep(lg.on_event(state, e, MIN_WATERMARK))
+        return out, versions
 
-    by_timer, inline = rows(True), rows(False)
-    assert inline == by_timer
-    profiles = [r for r in inline if r[0] == "customer_profiles"]
-    assert [(v, at, sent, status) for _, v, at, sent, status, _ in profiles] == [
+    (by_timer, timer_versions), (inline, inline_versions) = rows(True), rows(False)
+    assert inline == by_timer and len(inline) == 2  # the two steps' request rows
+    # the steps fired by timers made versions of their own; fired inline they are in the
+    # event's decision, whose one row is the newest: the last version is the same
+    assert timer_versions == [
         (1, T0, 0, "idle"),
         (2, T0, 0, "waiting_step_1"),
         (3, T0 + ABANDON_AFTER, 1, "waiting_step_2"),
         (4, T0 + STEP_2_AFTER, 2, "completed"),
         (5, T0 + 2 * DAY, 2, "completed"),
     ]
+    assert inline_versions == [timer_versions[0], timer_versions[1], timer_versions[-1]]
 
 
 # --- timing changes: state armed under one schedule, restored under another ---------------
@@ -442,9 +450,8 @@ def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sendi
         }
     ]
     assert state.profile.journey_status == "completed" and state.profile.emails_sent == 1
-    assert [(t, r["journey_status"], r["updated_at"]) for t, r in d.rows] == [
-        ("customer_profiles", "completed", T0 + STEP_2_AFTER)
-    ]
+    assert d.rows == [] and d.snapshot == T0 + STEP_2_AFTER
+    assert lg.profile_row(state, d.snapshot)["journey_status"] == "completed"
     # the cart stays: a later cart change arms a new journey under the new schedule
     again = lg.on_event(state, cart_add(C, T0 + 2 * DAY, "p2"), MIN_WATERMARK)
     assert again.timer == T0 + 2 * DAY + ABANDON_AFTER

@@ -377,7 +377,9 @@ def test_job_rows_carry_exactly_the_store_columns():
 
     logic, state, rows = f.customer_logic(), CustomerState(), []
     for event in (f.identify("c", f.T0), f.cart_add("c", f.T0), f.purchase("c", f.T0 + 2 * f.HOUR)):
-        rows += logic.on_event(state, event, f.MIN_WATERMARK).rows
+        decision = logic.on_event(state, event, f.MIN_WATERMARK)
+        rows += decision.rows
+        rows.append(("customer_profiles", logic.profile_row(state, decision.snapshot)))
     tables = {table for table, _ in rows}
     assert tables == set(TABLES)
     for table, row in rows:

@@ -103,6 +103,12 @@ class Batch:
             if step.store is not None:
                 shard, rows = step.store
                 store.setdefault(shard, []).append(rows)
+        for key, slot in slots.items():
+            if slot.snapshot is not None:
+                step = core.profile_row(key, slot, now)
+                outputs += step.outputs
+                if step.store is not None:
+                    store.setdefault(step.store[0], []).append(step.store[1])
         for shard, rows_of_events in store.items():
             outputs.append(contract.encode_store(shard, contract.join_store_rows(rows_of_events)))
         result = Result(outputs=outputs)

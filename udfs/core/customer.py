@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import traceback
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -124,13 +124,17 @@ class Slot:
     registered after that step, and ``first_blob`` / ``first_timer`` what Flink held when
     the batch began, so the batch reports only what changed."""
 
-    __slots__ = ("blob", "first_blob", "first_timer", "state", "timer")
+    __slots__ = ("blob", "first_blob", "first_timer", "snapshot", "source", "state", "timer")
 
     def __init__(self, blob: bytes | None) -> None:
         self.blob = self.first_blob = blob
         self.state: journey.CustomerState | None = None
         self.timer: int | None = None
         self.first_timer: object = _UNKNOWN
+        # the time of the newest profile version (None: no new one), and the Kafka record
+        # time of the newest event that made one: its row goes out once, after the batch
+        self.snapshot: int | None = None
+        self.source: int | None = None
 
     def load(self) -> journey.CustomerState:
         state = self.state
@@ -176,10 +180,7 @@ class CustomerCore:
         self.validator = EventValidator(
             Path(settings.schema_dir), settings.max_event_bytes, settings.max_future_ms
         )
-        # no profile store: the logic builds no profile rows
-        self.logic = journey.CustomerLogic(
-            replace(settings.journey, profile_rows=settings.store_shards > 0)
-        )
+        self.logic = journey.CustomerLogic(settings.journey)
         self.renderer = Renderer(Path(settings.template_dir), settings.cart_base_url)
         self.store_shards = settings.store_shards  # 0: no profile store
         self.max_event_bytes = settings.max_event_bytes
@@ -272,8 +273,36 @@ class CustomerCore:
         blob = self._dump(state)
         rendered = [self._try_render(trigger, now) for trigger in d.triggers]
         step = self._encode(d, rendered, kafka_ts, now)
-        slot.blob, slot.timer = blob, d.timer
+        self._keep(slot, blob, d, kafka_ts)
         return step
+
+    def _keep(
+        self, slot: Slot, blob: bytes | None, d: journey.Decision, kafka_ts: int | None
+    ) -> None:
+        """The slot takes the step's state, timer and profile version (nothing can raise
+        any more)."""
+        slot.blob, slot.timer = blob, d.timer
+        if d.snapshot is not None and self.store_shards:
+            slot.snapshot = d.snapshot
+            if kafka_ts is not None:
+                slot.source = kafka_ts
+
+    def profile_row(self, key: str, slot: Slot, now: int) -> Step:
+        """The ``customer_profiles`` row of the slot's newest profile version (once per
+        customer and batch), or a DLQ record (``processing_error``) when it cannot be built.
+        Never raises."""
+        assert slot.snapshot is not None
+        try:
+            row = self.logic.profile_row(slot.load(), slot.snapshot)
+            json_ready(Table.PROFILES, row)
+            line = contract.encode_store_rows([(Table.PROFILES, row)], slot.source)
+        except Exception as exc:  # noqa: BLE001 - the firewall: one DLQ record, not a crash
+            invalid = self._processing_error(
+                exc, "profile row failed", "while building the profile row", customer_id=key
+            )
+            description = safe_dumps({"customer_id": key, "profile_at": slot.snapshot})
+            return Step(outputs=[self._dlq(description, invalid, now)])
+        return Step(store=(shard_of(key, self.store_shards), line))
 
     @staticmethod
     def _dump(state: journey.CustomerState) -> bytes | None:

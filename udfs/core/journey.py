@@ -91,9 +91,6 @@ class JourneySettings:
     favourite_categories: int = 3
     dedup_window: int = 64
     attribution_window_ms: int = 7 * 86_400_000
-    # False when nothing stores the profile rows (ClickHouse off; CustomerCore sets it from
-    # its store_shards): they are not built
-    profile_rows: bool = True
 
 
 class CartItem(msgspec.Struct, array_like=True, gc=False):
@@ -177,9 +174,12 @@ class CustomerState(msgspec.Struct, array_like=True):
 class Decision:
     triggers: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
-    # (table, row) pairs for the profile store
+    # (table, row) pairs for the profile store: email requests and recoveries
     rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     timer: int | None = None
+    # the time of the newest profile version this decision made (None: none); its row is
+    # built per batch (CustomerLogic.profile_row)
+    snapshot: int | None = None
 
 
 # --- state encoding: one MessagePack value per customer -------------------------------------
@@ -187,9 +187,8 @@ class Decision:
 # The state types are msgspec Structs encoded as positional arrays (``array_like``): no field
 # names in the bytes, and decoding builds the objects in C. Compatibility rule for whoever
 # changes them: add fields only at the end of a Struct, with a default, never reorder or
-# remove one (a value written before the change must still decode; tests/unit/test_state_codec.py
-# decodes a value frozen in the test). The JSON helpers below read the state of versions
-# before issue 13 (three JSON strings: profile, cart, journey).
+# remove one (a value written before the change must still decode; tests/unit/test_batch.py
+# checks the layout). The JSON forms below are the state's readable form (tests, tools).
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(CustomerState)
@@ -244,15 +243,6 @@ def dump_journey(j: Journey) -> str:
 
 def load_journey(raw: str) -> Journey:
     return Journey(**orjson.loads(raw))
-
-
-def state_from_json(profile: str | None, cart: str | None, journey: str | None) -> CustomerState:
-    """The state as versions before issue 13 kept it (three JSON values)."""
-    return CustomerState(
-        profile=load_profile(profile) if profile else None,
-        cart=load_cart(cart) if cart else None,
-        journey=load_journey(journey) if journey else None,
-    )
 
 
 # --- the logic -----------------------------------------------------------------------------
@@ -636,41 +626,41 @@ class CustomerLogic:
         return [name for name, _ in ranked[: self.s.favourite_categories]]
 
     def _snapshot(self, state: CustomerState, ts: int, d: Decision) -> None:
+        """A new profile version as of ``ts``. Its row (:meth:`profile_row`) is built once
+        per customer and batch, from the state the batch leaves (``udfs.core.batch``): the
+        profile table keeps the highest version, so the versions in between would only be
+        written to be replaced."""
+        assert state.profile is not None
+        state.profile.version += 1
+        d.snapshot = ts
+
+    def profile_row(self, state: CustomerState, updated_at: int) -> dict[str, Any]:
+        """The ``customer_profiles`` row of the state's profile version."""
         p, cart = state.profile, state.cart
         assert p is not None
-        p.version += 1
-        if not self.s.profile_rows:
-            return
-        d.rows.append(
-            (
-                "customer_profiles",
-                {
-                    "customer_id": p.customer_id,
-                    "email": p.email,
-                    "first_name": p.first_name,
-                    "locale": p.locale,
-                    "timezone": p.timezone,
-                    "first_seen": p.first_seen,
-                    "last_seen": p.last_seen,
-                    "event_counts": dict(p.event_counts),
-                    "revenue_total": p.revenue_total,
-                    "order_count": p.order_count,
-                    "avg_order_value": round(p.revenue_total / p.order_count, 2)
-                    if p.order_count
-                    else 0.0,
-                    "last_purchase_at": p.last_purchase_at,
-                    "recent_products": list(p.recent_products),
-                    "favourite_categories": self.favourite_categories(p),
-                    "cart_value": cart.value if cart else 0.0,
-                    "cart_items": cart.item_count if cart else 0,
-                    "journey_status": p.journey_status,
-                    "emails_sent": p.emails_sent,
-                    "unsubscribed": p.unsubscribed,
-                    "updated_at": ts,
-                    "version": p.version,
-                },
-            )
-        )
+        return {
+            "customer_id": p.customer_id,
+            "email": p.email,
+            "first_name": p.first_name,
+            "locale": p.locale,
+            "timezone": p.timezone,
+            "first_seen": p.first_seen,
+            "last_seen": p.last_seen,
+            "event_counts": dict(p.event_counts),
+            "revenue_total": p.revenue_total,
+            "order_count": p.order_count,
+            "avg_order_value": round(p.revenue_total / p.order_count, 2) if p.order_count else 0.0,
+            "last_purchase_at": p.last_purchase_at,
+            "recent_products": list(p.recent_products),
+            "favourite_categories": self.favourite_categories(p),
+            "cart_value": cart.value if cart else 0.0,
+            "cart_items": cart.item_count if cart else 0,
+            "journey_status": p.journey_status,
+            "emails_sent": p.emails_sent,
+            "unsubscribed": p.unsubscribed,
+            "updated_at": updated_at,
+            "version": p.version,
+        }
 
 
 def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict[str, Any]:
