@@ -467,24 +467,10 @@ def staged_run_payload(
         collect += ns() - td
         count += 1
     te = ns()
-    for key, slot in slots.items():  # the profile rows: encode outputs (stage 7)
-        if slot.snapshot is not None:
-            step = core.profile_row(key, slot, now)
-            outputs += step.outputs
-            if step.store is not None:
-                store.setdefault(step.store[0], []).append(step.store[1])
+    batch.profile_rows(slots, outputs, store, now)  # counted as encode outputs (stage 7)
     tp = ns()
     acc["encode"] += tp - te
-    for shard, rows_of_events in store.items():
-        outputs.append(contract.encode_store(shard, contract.join_store_rows(rows_of_events)))
-    result = Result(outputs=outputs)
-    for key, slot in slots.items():
-        if slot.blob != slot.first_blob:
-            result.states.append((key, slot.blob))
-        change = slot.timer_change()
-        if change is not None:
-            result.timers.append((key, *change))
-    answer = encode_result(result)
+    answer = encode_result(batch.result(slots, outputs, store))
     tf = ns()
     acc["batch"] += collect + tf - tp
     acc["validate"] += validate

@@ -410,6 +410,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     overrides = {"parallelism.default": str(args.parallelism)} if args.parallelism else None
     settings = flink_settings(args.flink_conf, overrides)
+    if settings.get("python.execution-mode", "thread") != "thread":
+        from job.pipeline import PROCESS_MODE_REFUSED
+
+        print(f"inboxflow: {PROCESS_MODE_REFUSED}", file=sys.stderr)
+        return 2
     if "PYFLINK_GATEWAY_PORT" in os.environ and not args.parallelism:
         # under `flink run`, its `-p N` (`inboxflow submit --parallelism N`) or else the
         # cluster's parallelism.default decides, not the copy of flink-conf.yaml read here

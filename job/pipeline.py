@@ -12,7 +12,7 @@ from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedStream
 
 from job import flink_bridge
-from job.config import JobConfig
+from job.config import ConfigError, JobConfig
 from job.jvm import helper_classes
 from udfs.core.contract import Kind
 from udfs.core.customer import CoreSettings
@@ -113,16 +113,24 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
     return flink_bridge.key_by_first_field(timed, Types.STRING(), RAW_EVENT)
 
 
+PROCESS_MODE_REFUSED = (
+    "python.execution-mode: the job runs in thread mode only (flink-conf.yaml: "
+    "python.execution-mode: thread); in process mode the customer operator could not batch "
+    "its calls into Python, and PyFlink's per-element operator cannot carry a DLQ record "
+    "without a customer id"
+)
+
+
 def process_customers(
     keyed: KeyedStream, function: CustomerFunction, batch_events: int, batch_delay_ms: int
 ) -> DataStream:
-    """``keyed.process(function, ROUTED)``; in thread mode with
-    ``io.inboxflow.flink.BatchCustomerOperator``, which applies batches of up to
-    ``batch_events`` events (at most ``batch_delay_ms`` old) with one call into Python each
-    (docs/DESIGN.md#batched-operator). In process mode PyFlink's own operator calls the
-    function per element (batches of one)."""
+    """The customer operator: ``io.inboxflow.flink.BatchCustomerOperator`` with ``function``,
+    which applies batches of up to ``batch_events`` events (at most ``batch_delay_ms`` old)
+    with one call into Python each (docs/DESIGN.md#batched-operator). Thread mode only:
+    in process mode there is no interpreter in the JVM to call, so this refuses with a
+    :class:`~job.config.ConfigError` naming the setting."""
     if not flink_bridge.is_thread_mode(keyed):
-        return keyed.process(function, output_type=ROUTED)
+        raise ConfigError(PROCESS_MODE_REFUSED)
     return flink_bridge.embedded_keyed_process(
         keyed,
         function,

@@ -19,16 +19,21 @@ def bounded_settings(parallelism: int) -> dict[str, str]:
 
 
 def run_bounded(
-    raw_events: list[str], parallelism: int, overrides: dict | None = None, store: bool = False
+    raw_events: list[str],
+    parallelism: int,
+    overrides: dict | None = None,
+    store: bool = False,
+    flink: dict[str, str] | None = None,
 ) -> dict[str, list[tuple[str | None, dict]]]:
-    """Returns {"requests"|"dlq"|"outcomes": [(key, parsed JSON value), ...]}."""
+    """Returns {"requests"|"dlq"|"outcomes": [(key, parsed JSON value), ...]}; ``flink``:
+    Flink settings over the shipped ones."""
     from pyflink.common import Row, Types
 
     from job.pipeline import build
 
     base = {"clickhouse": {"enabled": store}}
     cfg = load_config(overrides={**base, **(overrides or {})})
-    env = create_env(bounded_settings(parallelism))
+    env = create_env({**bounded_settings(parallelism), **(flink or {})})
     # a parallel source would interleave one customer's events; Kafka keeps them in order
     # per partition, and a collection source of parallelism 1 does too.
     src = env.from_collection(raw_events, type_info=Types.STRING())

@@ -1,10 +1,11 @@
 """The batches of ``io.inboxflow.flink.BatchCustomerOperator`` on Flink's mini-cluster.
 
-In thread mode ``job.pipeline`` builds the batched operator: it applies ``batch_events``
-events with one call into Python and the ClickHouse rows of a batch leave as one element per
-shard, with one profile row per customer (its newest version); the last, partial batch is flushed before the final watermark (the delay timer is
-pushed out of the run). In process mode PyFlink's own operator calls the function per
-element: batches of one, every event's rows at once.
+``job.pipeline`` builds the batched operator: it applies ``batch_events`` events with one
+call into Python, and the ClickHouse rows of a batch leave as one element per shard, with
+one profile row per customer (its newest version); the last, partial batch is flushed
+before the final watermark (the delay timer is pushed out of the run). PyFlink's own keyed
+operator calls the function's plain path per element: batches of one, every event's rows
+at once.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The real topology on Flink's mini-cluster, bounded input, parallelism 1 and 2: the exact
-set of email requests, DLQ records and outcomes for a known event set."""
+set of email requests, DLQ records and outcomes for a known event set; process mode is
+refused."""
 
 from __future__ import annotations
 
@@ -97,6 +98,16 @@ EXPECTED_DLQ = {
 @pytest.fixture(scope="module", params=[1, 2], ids=["parallelism-1", "parallelism-2"])
 def outputs(request):
     return run_bounded(scenario(), request.param)
+
+
+def test_process_mode_is_refused_with_the_setting_named():
+    """Process mode has no interpreter in the JVM for the batched operator, and PyFlink's
+    per-element operator there cannot emit a DLQ record without a customer id (its tuple
+    coder has no null): the job refuses to build instead of failing on such a record."""
+    from job.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^python\.execution-mode: the job runs in thread"):
+        run_bounded(scenario(), 1, flink={"python.execution-mode": "process"})
 
 
 def request_tuples(outputs) -> set[tuple]:

@@ -16,7 +16,8 @@ own updates in order, exactly as with one call per event. What Flink gets back i
 difference between the slot at the start and at the end of the batch.
 
 The plain PyFlink path (``udfs.flink.customer_function.CustomerFunction.process_element``,
-process mode and the keyed test harness) applies batches of one through :meth:`Batch.run`.
+PyFlink's own keyed operator and the keyed test harness) applies batches of one through
+:meth:`Batch.run`.
 
 Payload (Java to Python), a MessagePack array:
 ``[watermark, [kind, key, time, text, kafka_time, ...], [key, state, ...]]`` with ``kind``
@@ -103,12 +104,26 @@ class Batch:
             if step.store is not None:
                 shard, rows = step.store
                 store.setdefault(shard, []).append(rows)
+        self.profile_rows(slots, outputs, store, now)
+        return self.result(slots, outputs, store)
+
+    def profile_rows(
+        self, slots: dict[str, Slot], outputs: list[Routed], store: dict[int, list[str]], now: int
+    ) -> None:
+        """The newest profile version of each customer of the batch, as one row each."""
         for key, slot in slots.items():
             if slot.snapshot is not None:
-                step = core.profile_row(key, slot, now)
+                step = self.core.profile_row(key, slot, now)
                 outputs += step.outputs
                 if step.store is not None:
                     store.setdefault(step.store[0], []).append(step.store[1])
+
+    @staticmethod
+    def result(
+        slots: dict[str, Slot], outputs: list[Routed], store: dict[int, list[str]]
+    ) -> Result:
+        """The store rows as one element per shard after every other output, and the
+        states and timers that changed."""
         for shard, rows_of_events in store.items():
             outputs.append(contract.encode_store(shard, contract.join_store_rows(rows_of_events)))
         result = Result(outputs=outputs)

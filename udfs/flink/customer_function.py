@@ -50,8 +50,7 @@ ROUTED = Types.TUPLE([Types.INT(), Types.INT(), Types.STRING(), Types.STRING()])
 # BatchCustomerOperator.CUSTOMER_STATE), here by the plain path. The plain path declares it
 # as pickled bytes: PyFlink 2.0.2's thread mode converts a PRIMITIVE_ARRAY(BYTE) value to a
 # tuple of ints and fails on an empty one. Both are byte[] on the JVM, and
-# udfs.core.journey.decode_state reads the pickled form too, so a savepoint taken in one
-# execution mode restores in the other.
+# udfs.core.journey.decode_state reads the pickled form too.
 CUSTOMER_STATE = "customer"
 CUSTOMER_BYTES = Types.PICKLED_BYTE_ARRAY()
 
@@ -97,7 +96,8 @@ class CustomerFunction(KeyedProcessFunction):
 
     Two ways in: in thread mode ``io.inboxflow.flink.BatchCustomerOperator`` opens this
     function (metrics, files) and then calls :func:`process_batch` with whole batches,
-    keeping state and timers on the JVM. Otherwise (process mode, the keyed test harness)
+    keeping state and timers on the JVM. Otherwise (PyFlink's own operator, the keyed test
+    harness; process mode is refused by job.pipeline)
     PyFlink calls ``process_element`` / ``on_timer``, which apply batches of one: state
     ``customer`` (bytes, cleared when there is nothing to keep) and at most one event-time
     timer, the journey's ``due_at``."""
