@@ -36,6 +36,7 @@ from udfs.core.batch import (
     decode_result,
     encode_batch,
     encode_result,
+    migrate_states,
 )
 from udfs.core.contract import Kind, Table, decode_store_row, split_store_rows
 
@@ -271,3 +272,21 @@ def test_the_state_reads_the_plain_paths_pickled_form_and_keeps_its_layout() -> 
     # only ever appended): it is the positional MessagePack array below
     plain = msgspec.msgpack.decode(blob)
     assert plain[0][0] == "A" and plain[1][0] == "cart-a" and plain[2][2] == 2
+
+
+def test_state_of_the_old_three_json_values_migrates_and_a_bad_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = j.state_from_json  # the forms versions before issue 13 kept
+    state = j.decode_state(one_by_one(STORY).state["A"])
+    assert state.profile is not None and state.cart is not None and state.journey is not None
+    texts = [j.dump_profile(state.profile), j.dump_cart(state.cart), j.dump_journey(state.journey)]
+    payload = msgspec.msgpack.encode(["A", *texts, "B", '{"customer_id": ', None, None])
+    with caplog.at_level("ERROR", logger="inboxflow"):
+        answer = msgspec.msgpack.decode(migrate_states(payload))
+    assert answer[0] == "A" and j.decode_state(answer[1]) == state == old(*texts)
+    assert answer[2:] == ["B", None]  # unreadable: the customer starts afresh, logged
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    logged = record.fields
+    assert (logged["customer_id"], logged["reason"]) == ("B", "legacy_state_unreadable")
+    assert "customer_id" not in record.getMessage()

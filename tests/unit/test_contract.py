@@ -274,6 +274,8 @@ def test_customer_operator_constants_match_the_python_side():
     assert getattr(customer_function, opened) is customer_function.opened
     process = java_string(java_constant(operator, "PROCESS_BATCH"))
     assert getattr(customer_function, process) is customer_function.process_batch
+    migrate = java_string(java_constant(operator, "MIGRATE_STATES"))
+    assert getattr(customer_function, migrate) is customer_function.migrate_states
     # an entry is the five values udfs.core.batch reads
     append = operator[operator.index("private void append(") :]
     append = append[: append.index("entryCount++")]

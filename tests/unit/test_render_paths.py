@@ -26,6 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tests import fuzzing as fz
 from tests.factories import ROOT
+from tests.unit.test_render import make_trigger
 from udfs.core import render as r
 from udfs.core.render import ItemView, Renderer
 
@@ -207,32 +208,10 @@ def assert_same(renderers: tuple[Renderer, Renderer], trigger: dict[str, Any]) -
 
 
 def base_trigger(step: int = 1) -> dict[str, Any]:
-    return {
-        "request_id": "3f2a9c",
-        "campaign": "abandoned_cart",
-        "step": step,
-        "template": f"abandoned_cart_{step}",
-        "customer_id": "c-42",
-        "to": "alice@example.com",
-        "first_name": "Alice",
-        "locale": "de-DE",
-        "cart_id": "cart-9",
-        "items": [
-            {
-                "product_id": "p1",
-                "name": "Red <b>Shoe</b>",
-                "price": 59.9,
-                "quantity": 2,
-                "image_url": "https://cdn.example.com/p1.jpg",
-                "category": "shoes",
-            }
-        ],
-        "cart_value": 119.8,
-        "currency": "EUR",
-        "armed_at": 1767225600000,
-        "due_at": 1767229200000,
-        "reason": "cart_abandoned",
-    }
+    """tests/unit/test_render.py's trigger without a time zone."""
+    trigger = make_trigger(step)
+    del trigger["timezone"]
+    return trigger
 
 
 ODD_VALUES: tuple[Any, ...] = (None, "", " ", 0, -1, 2.5, True, [], {}, "x" * 300, 10**30)

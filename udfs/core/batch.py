@@ -32,16 +32,21 @@ as :data:`udfs.core.contract.Routed` (the Java constants are checked by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
-from udfs.core import contract
+from udfs.core import contract, journey
 from udfs.core.contract import Routed
 from udfs.core.customer import CustomerCore, Slot, Step
+from udfs.logs import fields
 
+log = logging.getLogger("inboxflow")
+
+LEGACY_UNREADABLE: Final = "legacy_state_unreadable"
 EVENT: Final = 0
 TIMER: Final = 1
 ENTRY_FIELDS: Final = 5  # kind, key, time, text, kafka time
@@ -142,6 +147,26 @@ class Batch:
         pairs = iter(state_pairs)
         result = self.run(entries, dict(zip(pairs, pairs, strict=True)), watermark, now)
         return encode_result(result)
+
+
+def migrate_states(payload: bytes) -> bytes:
+    """State of versions before the batched operator, as ``BatchCustomerOperator`` finds it
+    after a restore: ``[key, profile, cart, journey, ...]`` (JSON text or nil each) to
+    ``[key, state, ...]`` (the encoded state, or nil for a customer whose values cannot be
+    read: logged by customer and reason, and the customer starts afresh)."""
+    flat = msgspec.msgpack.decode(payload)
+    out: list[Any] = []
+    for key, profile, cart, pending in zip(*[iter(flat)] * 4, strict=True):
+        try:
+            blob = journey.encode_state(journey.state_from_json(profile, cart, pending))
+        except Exception as exc:  # noqa: BLE001 - one customer's bad value stops nothing
+            log.error(
+                "state of an older version not readable; the customer starts afresh",
+                extra=fields(customer_id=key, reason=LEGACY_UNREADABLE, error=type(exc).__name__),
+            )
+            blob = None
+        out += (key, blob)
+    return _ENCODER.encode(out)
 
 
 def encode_result(result: Result) -> bytes:

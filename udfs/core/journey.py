@@ -188,7 +188,8 @@ class Decision:
 # names in the bytes, and decoding builds the objects in C. Compatibility rule for whoever
 # changes them: add fields only at the end of a Struct, with a default, never reorder or
 # remove one (a value written before the change must still decode; tests/unit/test_batch.py
-# checks the layout). The JSON forms below are the state's readable form (tests, tools).
+# checks the layout). The JSON forms below are the state's readable form (tests, tools), and
+# what versions before issue 13 kept in three keyed states (state_from_json).
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(CustomerState)
@@ -243,6 +244,15 @@ def dump_journey(j: Journey) -> str:
 
 def load_journey(raw: str) -> Journey:
     return Journey(**orjson.loads(raw))
+
+
+def state_from_json(profile: str | None, cart: str | None, journey: str | None) -> CustomerState:
+    """The state as versions before issue 13 kept it: three JSON values (the forms above)."""
+    return CustomerState(
+        profile=load_profile(profile) if profile else None,
+        cart=load_cart(cart) if cart else None,
+        journey=load_journey(journey) if journey else None,
+    )
 
 
 # --- the logic -----------------------------------------------------------------------------

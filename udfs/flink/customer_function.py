@@ -27,6 +27,7 @@ from pyflink.datastream.state import ValueState, ValueStateDescriptor
 
 from udfs import logs, paths
 from udfs.clock import wall_ms
+from udfs.core import batch
 from udfs.core.batch import EVENT, TIMER, Batch, Entry
 from udfs.core.customer import COUNTERS, LABELED, CoreSettings, CustomerCore
 from udfs.flink.metrics import Counters, LabeledCounters, LatencyGauges
@@ -83,6 +84,12 @@ def process_batch(payload: bytes) -> bytes:
     (:mod:`udfs.core.batch`) applied by this thread's customer function."""
     function: CustomerFunction = _TASK.function
     return function.run_payload(payload)
+
+
+def migrate_states(payload: bytes) -> bytes:
+    """Called by ``io.inboxflow.flink.BatchCustomerOperator`` after a restore from a version
+    before it: :func:`udfs.core.batch.migrate_states`."""
+    return batch.migrate_states(payload)
 
 
 class CustomerFunction(KeyedProcessFunction):

@@ -4,9 +4,12 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
 
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.java.tuple.Tuple4;
@@ -73,6 +76,13 @@ public class BatchCustomerOperator
     private static final String MODULE_NAME = "_inboxflow_operators";
     private static final String OPENED = "opened";
     private static final String PROCESS_BATCH = "process_batch";
+    private static final String MIGRATE_STATES = "migrate_states";
+    /**
+     * The keyed states of versions before the batched operator: three JSON strings per
+     * customer, read once after a restore and replaced by CUSTOMER_STATE (see migrateLegacyState).
+     */
+    static final String[] LEGACY_STATES = {"profile", "cart", "journey"};
+    private static final int MIGRATE_CHUNK = 1000;
     /** Entry kinds of a batch: udfs.core.batch.EVENT and TIMER. */
     static final int EVENT = 0;
     static final int TIMER = 1;
@@ -136,8 +146,65 @@ public class BatchCustomerOperator
                     "no customer function was opened on this task thread");
         }
         if (restored) {
+            migrateLegacyState();
             scheduleRescheduleChecks();
         }
+    }
+
+    /**
+     * State restored from a version before the batched operator holds each customer in three
+     * JSON strings (LEGACY_STATES, PyFlink's string ValueStates of the old operator, same uid).
+     * Each customer's three values go to Python in chunks ({@code migrate_states}), come back as
+     * one encoded state, are written to CUSTOMER_STATE and cleared; the customer's timer stays
+     * as it was restored. A value Python cannot read is logged there by customer and dropped.
+     */
+    private void migrateLegacyState() throws Exception {
+        List<Object> legacyKeys;
+        try (Stream<Object> stream =
+                     getKeyedStateBackend().getKeys(LEGACY_STATES[0], VoidNamespace.INSTANCE)) {
+            legacyKeys = stream.collect(Collectors.toList());
+        }
+        if (legacyKeys.isEmpty()) {
+            return;
+        }
+        List<ValueState<String>> legacy = new ArrayList<>();
+        for (String name : LEGACY_STATES) {
+            legacy.add(getPartitionedState(
+                    new ValueStateDescriptor<>(name, BasicTypeInfo.STRING_TYPE_INFO)));
+        }
+        int migrated = 0;
+        for (int start = 0; start < legacyKeys.size(); start += MIGRATE_CHUNK) {
+            List<Object> chunk =
+                    legacyKeys.subList(start, Math.min(start + MIGRATE_CHUNK, legacyKeys.size()));
+            Map<String, Object> byId = new HashMap<>();
+            Pack.Writer payload = new Pack.Writer(1 << 16);
+            payload.arrayHeader(chunk.size() * (1 + LEGACY_STATES.length));
+            for (Object key : chunk) {
+                setCurrentKey(key);
+                String id = (String) ((Row) key).getField(0);
+                byId.put(id, key);
+                payload.string(id);
+                for (ValueState<String> value : legacy) {
+                    payload.string(value.value());
+                }
+            }
+            Object answer = interpreter.invokeMethod(MODULE_NAME, MIGRATE_STATES,
+                    (Object) payload.toByteArray());
+            Pack.Reader in = new Pack.Reader((byte[]) answer);
+            for (int i = in.arrayHeader() / 2; i > 0; i--) {
+                setCurrentKey(keyOf(byId, in.stringOrNull()));
+                byte[] state = in.binaryOrNull();
+                if (state != null) {
+                    customers.update(state);
+                    migrated++;
+                }
+                for (ValueState<String> value : legacy) {
+                    value.clear();
+                }
+            }
+        }
+        LOG.info("restored state of a version before the batched operator: {} of {} customers "
+                + "moved to the state '{}'", migrated, legacyKeys.size(), CUSTOMER_STATE);
     }
 
     /** One {@link #RESCHEDULE_CHECK} timer per key of this subtask with a pending timer. */
