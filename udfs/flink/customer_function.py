@@ -72,11 +72,7 @@ def opened(why: str) -> bool | None:
     this task thread: True, or None when no customer function was opened here. (One
     argument: pemja's invoke of a function without arguments crashed the JVM,
     docs/DESIGN.md#pemja-calls.)"""
-    function = getattr(_TASK, "function", None)
-    if function is None:
-        return None
-    function.batched = True
-    return True
+    return None if getattr(_TASK, "function", None) is None else True
 
 
 def process_batch(payload: bytes) -> bytes:
@@ -134,7 +130,6 @@ class CustomerFunction(KeyedProcessFunction):
             )
         )
         self.batch = Batch(self.core)
-        self.batched = False  # True once a BatchCustomerOperator calls process_batch
         self._runtime_context = runtime_context
         # the plain path's ValueState, declared on its first use
         self._state: ValueState | None = None
