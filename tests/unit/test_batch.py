@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from bench.pure import Subtask
 from tests.factories import (
     HOUR,
     MIN_WATERMARK,
@@ -32,13 +33,12 @@ from udfs.core.batch import (
     TIMER,
     Batch,
     Entry,
-    Result,
     decode_result,
     encode_batch,
     encode_result,
     migrate_states,
 )
-from udfs.core.contract import Kind, Table, decode_store_row, split_store_rows
+from udfs.core.contract import Kind, Routed, Table, decode_store_row, split_store_rows
 
 NOW = T0 + 3 * HOUR
 
@@ -55,27 +55,14 @@ def timer(key: str, ts: int) -> Entry:
     return (TIMER, key, ts, None, 0)
 
 
-class Flink:
-    """Keyed state (bytes) and timers, applied from :class:`Result` s as the operator does."""
+class Flink(Subtask):
+    """The bench's stand-in for ``BatchCustomerOperator`` (keyed state as bytes, timers,
+    every output kept), driven batch by batch: each :class:`Result` applied as the operator
+    applies it (``Subtask.apply``)."""
 
     def __init__(self) -> None:
-        self.state: dict[str, bytes] = {}
-        self.timers: dict[str, set[int]] = {}
-        self.outputs: list[tuple] = []
-
-    def apply(self, result: Result) -> None:
-        for key, blob in result.states:
-            if blob is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = blob
-        for key, delete, register in result.timers:
-            pending = self.timers.setdefault(key, set())
-            if delete is not None:
-                pending.discard(delete)
-            if register is not None:
-                pending.add(register)
-        self.outputs += result.outputs
+        super().__init__(bound_ms=0, batch_events=1, keep=True)
+        self.outputs: list[Routed] = []
 
     def states_for(self, entries: list[Entry]) -> dict[str, bytes | None]:
         return {key: self.state.get(key) for _, key, *_ in entries}

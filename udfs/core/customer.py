@@ -461,17 +461,15 @@ class CustomerCore:
         """After a failed timer: the same state without its journey, and no timer. A state
         that cannot even be decoded is kept as it is (every event of the customer then goes
         to the DLQ with ``processing_error``), only its timer goes."""
-        slot.state = None
+        slot.state = None  # the logic may have changed it: start again from the blob
         try:
-            state = slot.load()
+            state: journey.CustomerState | None = slot.load()
         except Exception:  # noqa: BLE001 - undecodable: keep the bytes, drop the timer
-            slot.timer = None
-            return
-        if state.journey is not None:
+            state = None
+        if state is not None and state.journey is not None:
             state.journey = None
             slot.blob = journey.encode_state(state)
         slot.timer = None
-        slot.state = None
 
     def _processing_error(self, exc: Exception, logged: str, doing: str, **ids: Any) -> Invalid:
         """Count and log ``exc`` by its type and code location, never its text (which may
