@@ -21,6 +21,7 @@ import yaml
 
 # defined where the ClickHouse client reads it (udfs never imports job), re-exported here
 from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD as ENV_CLICKHOUSE_PASSWORD
+from udfs.core.campaigns import Campaign, CampaignError, Guards, QuietHours
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "job.yaml"
@@ -87,27 +88,38 @@ class LimitsConfig:
     max_future_ms: int = duration("1d")
     recent_products: int = 10
     favourite_categories: int = 3
-    dedup_window: int = 64
 
 
 @dataclass(frozen=True)
-class StepConfig:
-    after_ms: int = duration("24h")
-    template: str = ""
+class QuietHoursConfig:
+    """No marketing email between ``start`` and ``end`` (HH:MM, the customer's local time;
+    start later than end spans midnight); both empty: off."""
+
+    start: str = "21:00"
+    end: str = "08:00"
+    # IANA name used for customers whose identify traits carry no valid time zone
+    default_timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
-class JourneyConfig:
-    campaign: str = "abandoned_cart"
-    abandon_after_ms: int = duration("24h")
-    template: str = "abandoned_cart_1"
-    steps: tuple[StepConfig, ...] = ()
+class GuardsConfig:
+    """What protects customers from too much email (docs/DESIGN.md#guards)."""
 
-    def schedule(self) -> tuple[tuple[int, str], ...]:
-        """(offset from the last cart activity in ms, template) for step 1, 2, ..."""
-        return ((self.abandon_after_ms, self.template),) + tuple(
-            (s.after_ms, s.template) for s in self.steps
-        )
+    # an event id seen again within this much event time is a redelivery (dropped)
+    dedup_ttl_ms: int = duration("24h")
+    # ids remembered per customer at most (the oldest go first)
+    dedup_max_ids: int = 500
+    # marketing emails per customer per window (0: no cap); transactional ones bypass it
+    frequency_cap: int = 2
+    frequency_window_ms: int = duration("24h")
+    quiet_hours: QuietHoursConfig = QuietHoursConfig()
+    # a step due at the same instant as a higher-priority campaign's step waits this long
+    collision_gap_ms: int = duration("30m")
+    # file of customer ids and addresses never sent marketing email (relative to the
+    # config file's directory; "" = none)
+    suppression_list: str = "suppression.txt"
+    # email requests per second across the job, split over the subtasks (0: unlimited)
+    send_rate: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,11 +164,16 @@ class JobConfig:
     kafka: KafkaConfig
     watermarks: WatermarkConfig
     limits: LimitsConfig
-    journey: JourneyConfig
     links: LinksConfig
     clickhouse: ClickHouseConfig
     processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
+    guards: GuardsConfig = GuardsConfig()
+    # conf/campaigns.yaml by default, relative to the config file's directory
+    campaigns_file: str = "campaigns.yaml"
+    # derived at load time (not YAML keys): the parsed campaigns and guards
+    campaigns: tuple[Campaign, ...] = ()
+    guard_settings: Guards = Guards()
     schema_dir: Path = ROOT / "conf" / "schemas"
     template_dir: Path = ROOT / "templates"
     ddl_dir: Path = ROOT / "conf" / "clickhouse"
@@ -206,6 +223,8 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
+        if f"{where}{unknown[0]}" in _MOVED:
+            raise ConfigError(_MOVED[f"{where}{unknown[0]}"])
         raise ConfigError(
             f"unknown key {where}{unknown[0]} (known keys here: {', '.join(sorted(fields))})"
         )
@@ -224,7 +243,13 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-_PATH_FIELDS = {"schema_dir", "template_dir", "ddl_dir"}
+_PATH_FIELDS = {"schema_dir", "template_dir", "ddl_dir", "campaigns", "guard_settings"}
+# keys of earlier versions, with where their setting lives now
+_MOVED = {
+    "journey": "journey: moved to the campaign abandoned_cart in conf/campaigns.yaml",
+    "limits.dedup_window": "limits.dedup_window: replaced by guards.dedup_ttl and "
+    "guards.dedup_max_ids",
+}
 
 
 def _validate(cfg: JobConfig) -> None:
@@ -237,19 +262,14 @@ def _validate(cfg: JobConfig) -> None:
             f"kafka.starting_offsets: expected earliest, latest or committed, "
             f"got {cfg.kafka.starting_offsets!r}"
         )
-    positive("journey.abandon_after", cfg.journey.abandon_after_ms)
-    previous = cfg.journey.abandon_after_ms
-    for i, step in enumerate(cfg.journey.steps):
-        if step.after_ms <= previous:
-            raise ConfigError(
-                f"journey.steps[{i}].after: {step.after_ms} ms must be later than the step "
-                f"before it ({previous} ms)"
-            )
-        if not step.template:
-            raise ConfigError(f"journey.steps[{i}].template: missing")
-        previous = step.after_ms
     positive("limits.max_event_bytes", cfg.limits.max_event_bytes)
-    positive("limits.dedup_window", cfg.limits.dedup_window)
+    positive("guards.dedup_ttl", cfg.guards.dedup_ttl_ms)
+    positive("guards.dedup_max_ids", cfg.guards.dedup_max_ids)
+    positive("guards.frequency_window", cfg.guards.frequency_window_ms)
+    if cfg.guards.frequency_cap < 0:
+        raise ConfigError("guards.frequency_cap: must not be negative (0: no cap)")
+    if cfg.guards.send_rate < 0:
+        raise ConfigError("guards.send_rate: must not be negative (0: unlimited)")
     positive("clickhouse.flush_rows", cfg.clickhouse.flush_rows)
     positive("clickhouse.shards", cfg.clickhouse.shards)
     positive("processing.batch_events", cfg.processing.batch_events)
@@ -276,22 +296,84 @@ def _validate(cfg: JobConfig) -> None:
 
 
 def check_templates(cfg: JobConfig) -> None:
-    """Stops start-up when a template named in the journey is missing or does not compile."""
+    """Stops start-up when a template a campaign names is missing or does not compile."""
     from udfs.core.render import Renderer
 
     renderer = Renderer(cfg.template_dir, cfg.links.cart_base_url)
-    names = [name for _, name in cfg.journey.schedule()]
-    missing = renderer.missing_templates(names)
-    if missing:
-        keys = {cfg.journey.template: "journey.template"}
-        keys.update(
-            {s.template: f"journey.steps[{i}].template" for i, s in enumerate(cfg.journey.steps)}
-        )
-        name = missing[0]
+    for campaign in cfg.campaigns:
+        for i, step in enumerate(campaign.steps):
+            if renderer.missing_templates([step.template]):
+                raise ConfigError(
+                    f"campaigns.{campaign.name}.steps[{i}].template: template "
+                    f"{step.template!r} is missing or broken in {cfg.template_dir} (needs "
+                    f"{step.template}.subject.j2, {step.template}.html.j2, "
+                    f"{step.template}.txt.j2)"
+                )
+
+
+def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
+    if not q.start and not q.end:
+        return None
+    from udfs.core.campaigns import parse_clock
+    from udfs.core.guards import zone_or_none
+
+    try:
+        start = parse_clock(q.start, "guards.quiet_hours.start")
+        end = parse_clock(q.end, "guards.quiet_hours.end")
+    except CampaignError as exc:
+        raise ConfigError(str(exc)) from None
+    if start == end:
+        raise ConfigError("guards.quiet_hours: start and end are the same time (leave both empty for no quiet hours)")
+    if zone_or_none(q.default_timezone) is None:
         raise ConfigError(
-            f"{keys.get(name, 'journey')}: template {name!r} is missing or broken in "
-            f"{cfg.template_dir} (needs {name}.subject.j2, {name}.html.j2, {name}.txt.j2)"
+            f"guards.quiet_hours.default_timezone: unknown IANA time zone {q.default_timezone!r}"
         )
+    return QuietHours(start, end, q.default_timezone)
+
+
+def _campaigns(cfg: JobConfig, base: Path, overrides: Mapping[str, Any] | None) -> JobConfig:
+    """Reads the campaigns file and the suppression list into the derived fields."""
+    from udfs.core.campaigns import parse_campaigns, parse_suppression_list
+    from udfs.core.validation import event_types
+
+    path = base / cfg.campaigns_file
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"campaigns_file: campaigns file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"campaigns"}:
+        raise ConfigError(f"{path}: expected one top-level key, campaigns")
+    campaigns_data = data.get("campaigns") or {}
+    if overrides:
+        campaigns_data = _merge(campaigns_data, overrides)
+    try:
+        campaigns = parse_campaigns(campaigns_data, event_types(cfg.schema_dir))
+    except CampaignError as exc:
+        raise ConfigError(str(exc)) from None
+    ids: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+    if cfg.guards.suppression_list:
+        listed = base / cfg.guards.suppression_list
+        try:
+            ids, emails = parse_suppression_list(listed.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"guards.suppression_list: cannot read {listed}: {type(exc).__name__}"
+            ) from None
+    g = cfg.guards
+    guards = Guards(
+        dedup_ttl_ms=g.dedup_ttl_ms,
+        dedup_max_ids=g.dedup_max_ids,
+        cap_limit=g.frequency_cap,
+        cap_window_ms=g.frequency_window_ms,
+        quiet_hours=_quiet_hours(g.quiet_hours),
+        collision_gap_ms=g.collision_gap_ms,
+        suppressed_ids=ids,
+        suppressed_emails=emails,
+    )
+    return dataclasses.replace(cfg, campaigns=campaigns, guard_settings=guards)
 
 
 def load_config(
@@ -301,7 +383,8 @@ def load_config(
     check_template_files: bool = True,
 ) -> JobConfig:
     """Load, override from the environment and validate. ``overrides`` is a nested mapping
-    merged over the file (tests and the benchmark use it instead of editing YAML)."""
+    merged over the file (tests and the benchmark use it instead of editing YAML); its key
+    ``campaigns`` is merged over the campaigns file's ``campaigns`` instead."""
     env = os.environ if env is None else env
     path = Path(path) if path else DEFAULT_CONFIG
     try:
@@ -310,8 +393,9 @@ def load_config(
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    campaign_overrides = (overrides or {}).get("campaigns")
     if overrides:
-        data = _merge(data, overrides)
+        data = _merge(data, {k: v for k, v in overrides.items() if k != "campaigns"})
     cfg: JobConfig = _build(JobConfig, data, "")
     if env.get(ENV_BOOTSTRAP):
         cfg = dataclasses.replace(
@@ -325,6 +409,7 @@ def load_config(
         cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=_resolve_dsn(cfg.clickhouse.dsn))
     )
     _validate(cfg)
+    cfg = _campaigns(cfg, path.parent, campaign_overrides)
     if check_template_files:
         check_templates(cfg)
     return cfg

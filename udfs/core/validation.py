@@ -92,6 +92,15 @@ ENVELOPE_FILE: Final = "envelope.json"
 # Schema files in conf/schemas/ that describe something other than an input event type.
 NON_EVENT_SCHEMA_FILES: Final = frozenset({ENVELOPE_FILE, "email_request.json"})
 
+def event_types(schema_dir: Path | str) -> frozenset[str]:
+    """The event types ``schema_dir`` defines (one ``<event_type>.json`` each)."""
+    return frozenset(
+        path.stem
+        for path in Path(schema_dir).glob("*.json")
+        if path.name not in NON_EVENT_SCHEMA_FILES
+    )
+
+
 DEFAULT_MAX_EVENT_BYTES: Final = 65_536
 MAX_DEPTH: Final = 256
 DEFAULT_MAX_FUTURE_MS: Final = 24 * 3600 * 1000
