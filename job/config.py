@@ -323,7 +323,10 @@ def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
     except CampaignError as exc:
         raise ConfigError(str(exc)) from None
     if start == end:
-        raise ConfigError("guards.quiet_hours: start and end are the same time (leave both empty for no quiet hours)")
+        raise ConfigError(
+            "guards.quiet_hours: start and end are the same time (leave both empty for no "
+            "quiet hours)"
+        )
     if zone_or_none(q.default_timezone) is None:
         raise ConfigError(
             f"guards.quiet_hours.default_timezone: unknown IANA time zone {q.default_timezone!r}"
@@ -413,6 +416,22 @@ def load_config(
     if check_template_files:
         check_templates(cfg)
     return cfg
+
+
+def with_absolute_files(data: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """``data`` (a job config mapping) with ``campaigns_file`` and
+    ``guards.suppression_list`` made absolute against ``base`` (the shipped ``conf/``), for
+    a config file written somewhere else: relative names resolve against the directory of
+    the file that names them."""
+    base = base or DEFAULT_CONFIG.parent
+    out = dict(data)
+    out["campaigns_file"] = str(base / out.get("campaigns_file", "campaigns.yaml"))
+    guards = dict(out.get("guards") or {})
+    listed = guards.get("suppression_list", GuardsConfig.suppression_list)
+    if listed:
+        guards["suppression_list"] = str(base / listed)
+    out["guards"] = guards
+    return out
 
 
 def _resolve_dsn(dsn: str) -> str:

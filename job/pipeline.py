@@ -39,11 +39,10 @@ class Outputs:
 
 def journey_settings(cfg: JobConfig) -> JourneySettings:
     return JourneySettings(
-        campaign=cfg.journey.campaign,
-        schedule=cfg.journey.schedule(),
+        campaigns=cfg.campaigns,
+        guards=cfg.guard_settings,
         recent_products=cfg.limits.recent_products,
         favourite_categories=cfg.limits.favourite_categories,
-        dedup_window=cfg.limits.dedup_window,
         attribution_window_ms=cfg.clickhouse.attribution_window_ms,
     )
 
@@ -141,6 +140,20 @@ def process_customers(
     )
 
 
+def limit_send_rate(requests: DataStream, send_rate: int) -> tuple[DataStream, DataStream]:
+    """``requests`` (``KEYED_JSON``) through ``io.inboxflow.flink.SendRateLimiter``
+    (docs/DESIGN.md#send-rate): at most ``send_rate`` per second across the job, each of its
+    subtasks allowing ``send_rate / parallelism`` per second; the others wait, in order, in
+    checkpointed state. Chained to the operator that produces ``requests`` (same parallelism,
+    forward). Returns the requests as they are released and the ``deferred`` outcome
+    (``KEYED_JSON``) of each request that had to wait."""
+    limiter = helper_classes().SendRateLimiter
+    limited = flink_bridge.transform_on_jvm(
+        requests, limiter(send_rate), KEYED_JSON, name="send-rate", uid="send-rate"
+    )
+    return limited, flink_bridge.side_output(limited, limiter.DEFERRED)
+
+
 def build(
     cfg: JobConfig, raw: DataStream, *, store: bool | None = None, enveloped: bool = False
 ) -> Outputs:
@@ -196,4 +209,8 @@ def build(
         if writer_parallelism(cfg) is not None:
             rejected = rejected.set_parallelism(writer_parallelism(cfg))
         dlq = dlq.union(rejected)
-    return Outputs(requests=side(Kind.REQUEST), dlq=dlq, outcomes=side(Kind.OUTCOME))
+    requests, outcomes = side(Kind.REQUEST), side(Kind.OUTCOME)
+    if cfg.guards.send_rate > 0:  # 0: unlimited, no limiter in the graph
+        requests, deferred = limit_send_rate(requests, cfg.guards.send_rate)
+        outcomes = outcomes.union(deferred)
+    return Outputs(requests=requests, dlq=dlq, outcomes=outcomes)

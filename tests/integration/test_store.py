@@ -34,7 +34,7 @@ from udfs.clickhouse.schema import COLUMNS, TABLES, convert_row, json_ready
 from udfs.clickhouse.writer import RetryPolicy, write_batch
 
 DDL_DIR = ROOT / "conf" / "clickhouse"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 NO_WAIT = RetryPolicy(base_ms=100, cap_ms=300, max_attempts=None)
 
 
@@ -78,11 +78,16 @@ def test_migrations_from_empty_database_twice_reach_the_same_version(migrated):
         (3, "cart_recoveries"),
         (4, "views"),
         (5, "email_request_products"),
+        (6, "campaign_guards"),
+        (7, "campaign_views"),
     ]
     _, objects = handle.query(
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name"
     )
     assert objects == [
+        ("campaign_decisions", "View"),
+        ("campaign_summary", "View"),
+        ("campaign_suppressions", "View"),
         ("cart_recoveries", "ReplacingMergeTree"),
         ("customer_profiles", "ReplacingMergeTree"),
         ("customer_profiles_latest", "View"),

@@ -20,7 +20,7 @@ from udfs.clickhouse.errors import RowRejected, StoreError, StoreLockedError, Tr
 from udfs.clickhouse.writer import RetryPolicy, write_batch
 
 DDL_DIR = ROOT / "conf" / "clickhouse"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 
 def request_line(

@@ -15,12 +15,14 @@ import pytest
 
 from bench.pure import Subtask
 from tests.factories import (
+    CAMPAIGN,
     HOUR,
     MIN_WATERMARK,
     MINUTE,
     T0,
     cart_add,
     customer_core,
+    customer_logic,
     identify,
     page_view,
     purchase,
@@ -253,19 +255,48 @@ def test_an_event_without_text_goes_to_the_dlq() -> None:
 def test_the_state_reads_the_plain_paths_pickled_form_and_keeps_its_layout() -> None:
     flink = one_by_one(STORY)
     blob = flink.state["A"]
-    assert blob[:1] == b"\x93"  # an array of three: profile, cart, journey
+    assert blob[:1] == b"\x94"  # an array of four: profile, cart, legacy journey, runs
     assert j.decode_state(pickle.dumps(blob)) == j.decode_state(blob)
     # a value written today must decode after any change to the state types (fields are
     # only ever appended): it is the positional MessagePack array below
     plain = msgspec.msgpack.decode(blob)
-    assert plain[0][0] == "A" and plain[1][0] == "cart-a" and plain[2][2] == 2
+    assert plain[0][0] == "A" and plain[1][0] == "cart-a" and plain[2] is None
+    assert plain[3][0][:4] == [CAMPAIGN, T0 + 2 * MINUTE, "cart-a", 2]  # campaign, anchor, key, step
+
+
+def test_a_state_written_before_campaigns_decodes_and_its_journey_carries_on() -> None:
+    """Issue 13's layout: three fields, the cart journey in the third, profiles without the
+    fields appended since. Its journey becomes a run of the cart campaign, same due time."""
+    flink = one_by_one(STORY)
+    plain = msgspec.msgpack.decode(flink.state["A"])
+    run = plain[3][0]
+    profile = plain[0][:21]  # the Profile fields of issue 13
+    old = msgspec.msgpack.encode([profile, plain[1], [run[1], run[2], run[3], run[4]]])
+    state = j.decode_state(old)
+    assert state.runs == [] and state.journey == j.Journey(run[1], run[2], run[3], run[4])
+    assert state.next_due() == run[4]
+    lg = customer_logic()
+    d = lg.on_timer(state, j.RESCHEDULE_CHECK)
+    assert d.timer == run[4] and state.journey is None
+    (upgraded,) = state.runs
+    assert (upgraded.campaign, upgraded.anchor, upgraded.key, upgraded.step) == (
+        CAMPAIGN,
+        run[1],
+        run[2],
+        run[3],
+    )
+    assert state.profile.seen_times == [state.profile.last_seen] * len(state.profile.seen_ids)
 
 
 def test_state_of_the_old_three_json_values_migrates_and_a_bad_one_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     old = j.state_from_json  # the forms versions before issue 13 kept
-    state = j.decode_state(one_by_one(STORY).state["A"])
+    now = j.decode_state(one_by_one(STORY).state["A"])
+    (run,) = now.runs
+    state = j.CustomerState(
+        now.profile, now.cart, j.Journey(run.anchor, run.key, run.step, run.due_at)
+    )
     assert state.profile is not None and state.cart is not None and state.journey is not None
     texts = [j.dump_profile(state.profile), j.dump_cart(state.cart), j.dump_journey(state.journey)]
     payload = msgspec.msgpack.encode(["A", *texts, "B", '{"customer_id": ', None, None])

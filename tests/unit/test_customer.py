@@ -64,7 +64,7 @@ def abandoned(core: CustomerCore) -> bytes:
     ):
         _, blob = apply(core, blob, event)
     assert blob is not None
-    pending = j.decode_state(blob).journey
+    pending = j.decode_state(blob).run_of("abandoned_cart")
     assert pending is not None and pending.due_at == T0 + HOUR
     return blob
 
@@ -145,7 +145,7 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
     # the fired timer is gone already (deleting it does nothing); none is registered
     assert step.timers == [("A", T0 + HOUR, None)]
     before, after_drop = j.decode_state(state), j.decode_state(dropped)
-    assert (after_drop.profile, after_drop.cart, after_drop.journey) == (
+    assert (after_drop.profile, after_drop.cart, after_drop.run_of("abandoned_cart")) == (
         before.profile,
         before.cart,
         None,
@@ -174,7 +174,7 @@ def test_timer_that_raises_drops_the_journey_once_and_the_customer_goes_on(
     later, after = apply(core, dropped, page_view("A", T0 + 2 * HOUR, event_id="pv-2"))
     assert [o[0] for o in later.outputs if o[0] in (Kind.DLQ, Kind.REQUEST)] == []
     later_state = j.decode_state(after)
-    assert later.timers == [] and later_state.journey is None
+    assert later.timers == [] and later_state.run_of("abandoned_cart") is None
     assert later_state.profile.version == before.profile.version + 1
 
 
@@ -247,7 +247,9 @@ def test_reschedule_check_after_a_timing_change_moves_the_timer_and_writes_the_j
     assert step.timers == [("A", T0 + HOUR, due)]
     before, after = j.decode_state(state), j.decode_state(moved)
     assert (after.profile, after.cart) == (before.profile, before.cart)
-    assert after.journey is not None and after.journey.due_at == due
+    assert (
+        after.run_of("abandoned_cart") is not None and after.run_of("abandoned_cart").due_at == due
+    )
     fired, _ = fire(changed, moved, due)
     (request,) = [contract.decode_request(o).value for o in fired.outputs if o[0] == Kind.REQUEST]
     assert (request["step"], request["customer_id"]) == (1, "A")
@@ -268,7 +270,7 @@ def test_reschedule_check_that_raises_drops_the_journey_without_raising(
 
     monkeypatch.setattr(core.logic, "on_timer", explode)
     step, dropped = fire(core, state, RESCHEDULE_CHECK)
-    assert j.decode_state(dropped).journey is None
+    assert j.decode_state(dropped).run_of("abandoned_cart") is None
     assert j.decode_state(dropped).profile == j.decode_state(state).profile
     record = dlq_of(step)
     assert json.loads(record["payload"]) == {

@@ -41,7 +41,7 @@ from udfs.core.contract import Kind
 from udfs.core.journey import CustomerState, decode_state, request_id
 from udfs.flink.customer_function import CUSTOMER_STATE, CustomerFunction
 
-PROFILE_STATE, CART_STATE, JOURNEY_STATE = "profile", "cart", "journey"
+PROFILE_STATE, CART_STATE, JOURNEY_STATE = "profile", "cart", "runs"
 
 ANN = "ann"
 EMAIL = "ann@example.com"
@@ -104,7 +104,7 @@ def profile(h: KeyedHarness, cid: str = ANN) -> dict:
 
 
 def journey_due_at(h: KeyedHarness, cid: str = ANN) -> int | None:
-    pending = stored(h, cid).journey
+    pending = stored(h, cid).run_of("abandoned_cart")
     return None if pending is None else pending.due_at
 
 
@@ -165,7 +165,7 @@ def test_a_purchase_cancels_the_journey_deletes_its_timer_and_clears_cart_and_jo
     assert harness.advance_watermark(MAX_WATERMARK) == []  # the deleted timer never fires
 
 
-def test_unsubscribing_cancels_the_journey_and_its_timer_and_no_new_cart_arms_one(
+def test_unsubscribing_cancels_the_journey_and_a_new_carts_step_is_suppressed(
     harness: KeyedHarness,
 ) -> None:
     abandon(harness)
@@ -175,9 +175,14 @@ def test_unsubscribing_cancels_the_journey_and_its_timer_and_no_new_cart_arms_on
     assert parts(harness) == {PROFILE_STATE, CART_STATE}
     assert profile(harness)["unsubscribed"] is True
 
+    # a new cart enters the journey again; its step is suppressed when due, with the reason
     assert send(harness, cart_add(ANN, T0 + HOUR, "p2", 3.0, 1, f"cart-{ANN}")) == []
+    assert harness.timers(ANN) == [T0 + 2 * HOUR]
+    assert decoded(harness.advance_watermark(MAX_WATERMARK)) == [
+        ("OUTCOME", ANN, ("abandoned", None, None)),
+        ("OUTCOME", ANN, ("skipped", "unsubscribed", 1)),
+    ]
     assert harness.timers(ANN) == [] and JOURNEY_STATE not in parts(harness)
-    assert harness.advance_watermark(MAX_WATERMARK) == []
 
 
 def test_emptying_the_cart_cancels_the_journey_and_clears_cart_and_journey(
@@ -212,8 +217,11 @@ def test_a_late_event_updates_the_profile_but_not_the_journey_or_its_timer(
     reason = f"event time {T0 + MINUTE} behind watermark {T0 + 30 * MINUTE}"
     assert decoded(late) == [("OUTCOME", ANN, ("late", reason, None))]
     after = stored(harness)
-    assert (after.cart, after.journey) == (before.cart, before.journey)
-    assert after.cart is not None and after.journey is not None
+    assert (after.cart, after.run_of("abandoned_cart")) == (
+        before.cart,
+        before.run_of("abandoned_cart"),
+    )
+    assert after.cart is not None and after.run_of("abandoned_cart") is not None
     counts = profile(harness)["event_counts"]
     assert counts == {"identify": 1, "cart_add": 1, "page_view": 1}
     assert harness.timers(ANN) == [T0 + HOUR]

@@ -288,7 +288,7 @@ class Harness:
             self.rows.update(check_store(profile.store))
         decided = [row["request_id"] for row in self.request_rows]
         assert len(set(decided)) == len(decided), "a reminder decided twice"
-        journey = j.decode_state(self.state.get(key)).journey
+        journey = j.decode_state(self.state.get(key)).run_of("abandoned_cart")
         # (f) one timer per customer, exactly at the journey's due time
         assert pending == ({journey.due_at} if journey else set()), (pending, journey)
 

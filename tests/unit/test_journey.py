@@ -18,6 +18,7 @@ from tests.factories import (
     purchase,
     unsubscribe,
 )
+from tests import factories as f
 from udfs.core import journey as j
 
 ABANDON_AFTER = HOUR
@@ -39,7 +40,10 @@ def test_cart_add_arms_a_single_timer_at_abandon_after():
     state, ds = run([identify(C, T0), cart_add(C, T0 + MINUTE)])
     assert ds[-1].timer == T0 + MINUTE + ABANDON_AFTER
     assert ds[0].timer is None
-    assert state.journey.step == 1 and state.journey.armed_at == T0 + MINUTE
+    assert (
+        state.run_of("abandoned_cart").step == 1
+        and state.run_of("abandoned_cart").anchor == T0 + MINUTE
+    )
 
 
 def test_reminder_due_exactly_at_abandon_after_and_not_one_ms_earlier():
@@ -65,7 +69,7 @@ def test_next_event_one_ms_before_due_does_not_fire_but_at_due_fires_first():
         (1, ["p1"])
     ]
     assert at_due.timer == T0 + 2 * ABANDON_AFTER
-    assert state.journey.step == 1
+    assert state.run_of("abandoned_cart").step == 1
 
 
 def test_cart_change_rearms_from_step_1_and_moves_the_timer():
@@ -82,7 +86,7 @@ def test_two_step_schedule_measured_from_last_cart_activity_then_state_cleared()
     d2 = lg.on_timer(state, T0 + STEP_2_AFTER)
     assert sent_steps([d1, d2]) == [(1, T0 + ABANDON_AFTER), (2, T0 + STEP_2_AFTER)]
     assert d2.timer is None
-    assert state.journey is None
+    assert state.run_of("abandoned_cart") is None
     assert state.profile.journey_status == "completed"
     assert state.profile.emails_sent == 2
     # the cart itself stays open: the customer may still come back
@@ -94,13 +98,13 @@ def test_end_of_input_fires_every_remaining_step_in_order():
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     d = lg.on_timer(state, MAX_WATERMARK)
     assert sent_steps([d]) == [(1, T0 + ABANDON_AFTER), (2, T0 + STEP_2_AFTER)]
-    assert state.journey is None and d.timer is None
+    assert state.run_of("abandoned_cart") is None and d.timer is None
 
 
 def test_purchase_of_the_cart_cancels_and_clears_cart_and_journey():
     state, ds = run([identify(C, T0), cart_add(C, T0), purchase(C, T0 + 10 * MINUTE)])
     assert ds[-1].timer is None
-    assert state.journey is None and state.cart is None
+    assert state.run_of("abandoned_cart") is None and state.cart is None
     assert [o["reason"] for o in ds[-1].outcomes if o["kind"] == "cancelled"] == ["purchased"]
 
 
@@ -113,38 +117,55 @@ def test_purchase_of_a_different_cart_does_not_cancel():
         ]
     )
     assert ds[-1].timer == T0 + ABANDON_AFTER
-    assert state.journey is not None and state.cart.cart_id == "cart-1"
+    assert state.run_of("abandoned_cart") is not None and state.cart.cart_id == "cart-1"
 
 
 def test_any_purchase_cancels_when_the_cart_has_no_id():
     state, ds = run(
         [identify(C, T0), cart_add(C, T0, cart_id=None), purchase(C, T0 + MINUTE, cart_id="cart-9")]
     )
-    assert ds[-1].timer is None and state.cart is None and state.journey is None
+    assert ds[-1].timer is None and state.cart is None and state.run_of("abandoned_cart") is None
 
 
 def test_purchase_older_than_the_cart_activity_does_not_cancel():
     state, ds = run([identify(C, T0), cart_add(C, T0 + HOUR // 2), purchase(C, T0 + MINUTE)])
-    assert ds[-1].timer == T0 + HOUR // 2 + ABANDON_AFTER and state.journey is not None
+    assert (
+        ds[-1].timer == T0 + HOUR // 2 + ABANDON_AFTER
+        and state.run_of("abandoned_cart") is not None
+    )
 
 
-def test_unsubscribe_cancels_and_suppresses_later_carts():
+def test_unsubscribe_cancels_and_a_later_cart_reminder_is_recorded_as_suppressed():
+    lg = customer_logic()
     state, ds = run(
         [
             identify(C, T0),
             cart_add(C, T0),
             unsubscribe(C, T0 + MINUTE),
             cart_add(C, T0 + 2 * MINUTE, "p2"),
-        ]
+        ],
+        lg=lg,
     )
-    assert ds[2].timer is None and ds[3].timer is None
-    assert state.journey is None and state.profile.unsubscribed
+    assert ds[2].timer is None and state.profile.unsubscribed
     assert [o["reason"] for o in ds[2].outcomes if o["kind"] == "cancelled"] == ["unsubscribed"]
+    # the later cart enters the journey; its step is suppressed when due, with the reason
+    due = T0 + 2 * MINUTE + ABANDON_AFTER
+    assert ds[3].timer == due
+    d = lg.on_timer(state, due)
+    assert d.triggers == [] and d.timer is None and state.run_of(CAMPAIGN) is None
+    assert [(o["kind"], o.get("reason"), o["event_time"]) for o in d.outcomes] == [
+        ("abandoned", None, due),
+        ("skipped", "unsubscribed", due),
+    ]
+    assert [(r["status"], r["reason"], r["step"], r["due_at"]) for _, r in d.rows] == [
+        ("suppressed", "unsubscribed", 1, due)
+    ]
+    assert state.profile.journey_status == "suppressed"
 
 
 def test_emptying_the_cart_cancels_and_clears_it():
     state, ds = run([identify(C, T0), cart_add(C, T0), cart_remove(C, T0 + MINUTE)])
-    assert ds[-1].timer is None and state.cart is None and state.journey is None
+    assert ds[-1].timer is None and state.cart is None and state.run_of("abandoned_cart") is None
 
 
 def test_reminder_without_email_is_skipped_with_a_reason_and_journey_continues():
@@ -208,7 +229,11 @@ def test_recovery_is_credited_to_the_last_reminder_within_the_window():
             "seconds_to_purchase": 3600.0,
         }
     ]
-    assert state.cart is None and state.journey is None and state.profile.last_reminder is None
+    assert (
+        state.cart is None
+        and state.run_of("abandoned_cart") is None
+        and state.profile.last_reminder is None
+    )
 
 
 def test_profile_snapshot_versions_strictly_increase():
@@ -229,14 +254,14 @@ def test_state_round_trips_through_its_json_form():
     lg.on_timer(state, T0 + ABANDON_AFTER)
     assert j.load_profile(j.dump_profile(state.profile)) == state.profile
     assert j.load_cart(j.dump_cart(state.cart)) == state.cart
-    assert j.load_journey(j.dump_journey(state.journey)) == state.journey
+    assert j.decode_state(j.encode_state(state)) == state
 
 
 def test_purchase_arriving_before_its_cart_event_still_prevents_the_reminder():
     # out of order within the bound: the purchase (T0+10m) is processed before the cart_add
     state, ds = run([identify(C, T0), purchase(C, T0 + 10 * MINUTE), cart_add(C, T0)])
     assert ds[-1].timer is None
-    assert state.cart is None and state.journey is None
+    assert state.cart is None and state.run_of("abandoned_cart") is None
 
 
 def test_an_older_purchase_does_not_block_a_newer_cart():
@@ -262,9 +287,12 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
                 )
 
         for e in events:
-            if fire_timers and state.journey is not None:
-                while state.journey is not None and state.journey.due_at <= e["timestamp"]:
-                    keep(lg.on_timer(state, state.journey.due_at))
+            if fire_timers and state.run_of("abandoned_cart") is not None:
+                while (
+                    state.run_of("abandoned_cart") is not None
+                    and state.run_of("abandoned_cart").due_at <= e["timestamp"]
+                ):
+                    keep(lg.on_timer(state, state.run_of("abandoned_cart").due_at))
             keep(lg.on_event(state, e, MIN_WATERMARK))
         return out, versions
 
@@ -286,19 +314,15 @@ def test_store_rows_do_not_depend_on_whether_a_step_fired_by_timer_or_before_an_
 
 
 def settings_logic(*schedule: tuple[int, str]) -> j.CustomerLogic:
-    return j.CustomerLogic(j.JourneySettings(campaign=CAMPAIGN, schedule=schedule))
+    return j.CustomerLogic(f.cart_settings(*schedule))
 
 
 OLD = ((ABANDON_AFTER, "abandoned_cart_1"), (STEP_2_AFTER, "abandoned_cart_2"))
 
 
 def restored(state: j.CustomerState) -> j.CustomerState:
-    """The state as a restore hands it over: through its JSON form."""
-    return j.CustomerState(
-        profile=j.load_profile(j.dump_profile(state.profile)),
-        cart=j.load_cart(j.dump_cart(state.cart)) if state.cart else None,
-        journey=j.load_journey(j.dump_journey(state.journey)) if state.journey else None,
-    )
+    """The state as a restore hands it over: through its encoded form."""
+    return j.decode_state(j.encode_state(state))
 
 
 def armed_under_old_schedule(*extra_events) -> j.CustomerState:
@@ -322,10 +346,10 @@ def rid(step: int) -> str:
 def test_unchanged_schedule_the_reschedule_check_changes_nothing():
     lg = settings_logic(*OLD)
     state = armed_under_old_schedule()
-    before = j.dump_journey(state.journey)
+    before = j.encode_state(state)
     d = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (d.triggers, d.outcomes, d.rows, d.timer) == ([], [], [], T0 + ABANDON_AFTER)
-    assert j.dump_journey(state.journey) == before
+    assert j.encode_state(state) == before
 
 
 def test_lengthened_step_the_old_timer_fires_nothing_and_moves_to_the_new_due_time():
@@ -353,7 +377,7 @@ def test_lengthened_step_the_reschedule_check_moves_the_timer_at_once():
     state = armed_under_old_schedule()
     d = lg.on_timer(state, j.RESCHEDULE_CHECK)
     assert (d.triggers, d.outcomes, d.timer) == ([], [], T0 + 2 * HOUR)
-    assert state.journey.due_at == T0 + 2 * HOUR
+    assert state.run_of("abandoned_cart").due_at == T0 + 2 * HOUR
 
 
 def test_shortened_step_the_reschedule_check_moves_the_timer_to_the_new_earlier_time():
@@ -415,7 +439,10 @@ def step_1_sent_under_old_schedule() -> j.CustomerState:
     lg = settings_logic(*OLD)
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=lg)
     assert requests([lg.on_timer(state, T0 + ABANDON_AFTER)])[0][0] == 1
-    assert state.journey.step == 2 and state.journey.due_at == T0 + STEP_2_AFTER
+    assert (
+        state.run_of("abandoned_cart").step == 2
+        and state.run_of("abandoned_cart").due_at == T0 + STEP_2_AFTER
+    )
     return restored(state)
 
 
@@ -427,7 +454,7 @@ def test_pending_step_2_shortened_below_the_sent_step_1_fires_at_once_and_once()
     assert lg.on_timer(state, j.RESCHEDULE_CHECK).timer == T0 + 45 * MINUTE
     d = lg.on_timer(state, T0 + 45 * MINUTE)
     assert requests([d]) == [(2, T0 + 45 * MINUTE, "abandoned_cart_2", rid(2))]
-    assert d.timer is None and state.journey is None
+    assert d.timer is None and state.run_of("abandoned_cart") is None
 
 
 def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sending():
@@ -438,13 +465,14 @@ def test_pending_step_removed_ends_the_journey_at_its_old_due_time_without_sendi
     before = lg.on_event(state, page_view(C, T0 + STEP_2_AFTER - 1), MIN_WATERMARK)
     assert before.outcomes == [] and before.timer == T0 + STEP_2_AFTER
     d = lg.on_timer(state, T0 + STEP_2_AFTER)
-    assert d.triggers == [] and d.timer is None and state.journey is None
+    assert d.triggers == [] and d.timer is None and state.run_of("abandoned_cart") is None
     assert d.outcomes == [
         {
             "kind": "completed",
             "customer_id": C,
             "event_time": T0 + STEP_2_AFTER,
             "cart_id": "cart-1",
+            "campaign": CAMPAIGN,
             "reason": "steps_removed",
             "step": 2,
         }
@@ -475,14 +503,14 @@ def test_step_added_applies_to_a_journey_still_pending():
         (2, T0 + STEP_2_AFTER, "abandoned_cart_2", rid(2)),
         (3, T0 + 3 * DAY, "abandoned_cart_2", rid(3)),
     ]
-    assert state.journey is None and state.profile.journey_status == "completed"
+    assert state.run_of("abandoned_cart") is None and state.profile.journey_status == "completed"
 
 
 def test_step_added_does_not_reopen_a_completed_journey():
     old = settings_logic((ABANDON_AFTER, "abandoned_cart_1"))
     state, _ = run([identify(C, T0), cart_add(C, T0)], lg=old)
     assert requests([old.on_timer(state, T0 + ABANDON_AFTER)])[0][0] == 1
-    assert state.journey is None
+    assert state.run_of("abandoned_cart") is None
     state = restored(state)
     new = settings_logic(*OLD)
     check = new.on_timer(state, j.RESCHEDULE_CHECK)

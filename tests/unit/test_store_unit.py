@@ -217,6 +217,9 @@ def test_convert_row_orders_values_like_the_table_columns():
         3.0,
         "EUR",
         ["p1", "p2"],
+        "marketing",
+        0,
+        None,
     )
     assert type(values[10]) is float
 
@@ -347,7 +350,7 @@ def test_split_sql_ignores_semicolons_in_strings_and_comments():
     ]
 
 
-def test_repository_migrations_are_numbered_1_to_5():
+def test_repository_migrations_are_numbered_1_to_7():
     migrations = discover_migrations(ROOT / "conf" / "clickhouse")
     assert [(m.version, m.name) for m in migrations] == [
         (1, "customer_profiles"),
@@ -355,6 +358,8 @@ def test_repository_migrations_are_numbered_1_to_5():
         (3, "cart_recoveries"),
         (4, "views"),
         (5, "email_request_products"),
+        (6, "campaign_guards"),
+        (7, "campaign_views"),
     ]
 
 

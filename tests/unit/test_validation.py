@@ -509,6 +509,38 @@ VALID_CASES = [
         normalized(event_id="un-1", event_type="unsubscribe", timestamp=SEEN_AT),
         id="unsubscribe_minimal_gets_empty_sections",
     ),
+    pytest.param(
+        {
+            "event_id": "hb-1",
+            "event_type": "hard_bounce",
+            "customer_id": "c-1",
+            "timestamp": "2026-01-05T08:00:00Z",
+            "properties": {"email": "ann@example.com", "code": "5.1.1"},
+        },
+        normalized(
+            event_id="hb-1",
+            event_type="hard_bounce",
+            timestamp=SEEN_AT,
+            properties={"email": "ann@example.com", "code": "5.1.1"},
+        ),
+        id="hard_bounce_keeps_its_properties",
+    ),
+    pytest.param(
+        {
+            "event_id": "sc-1",
+            "event_type": "spam_complaint",
+            "customer_id": "c-1",
+            "timestamp": "2026-01-05T08:00:00Z",
+            "properties": {"feedback_type": "abuse"},
+        },
+        normalized(
+            event_id="sc-1",
+            event_type="spam_complaint",
+            timestamp=SEEN_AT,
+            properties={"feedback_type": "abuse"},
+        ),
+        id="spam_complaint_keeps_its_properties",
+    ),
 ]
 
 

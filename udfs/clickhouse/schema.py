@@ -12,7 +12,13 @@ import orjson
 from udfs.clickhouse.errors import StoreError
 
 TABLES = ("customer_profiles", "email_requests", "cart_recoveries")
-VIEWS = ("customer_profiles_latest", "recovery_summary_by_step")
+VIEWS = (
+    "customer_profiles_latest",
+    "recovery_summary_by_step",
+    "campaign_decisions",
+    "campaign_summary",
+    "campaign_suppressions",
+)
 
 
 class _Bad(Exception):
@@ -123,6 +129,7 @@ def _col(name: str, ch_type: str) -> Column:
         "LowCardinality(String)": _string,
         "Float64": _float,
         "UInt8": _uint(8),
+        "UInt16": _uint(16),
         "UInt32": _uint(32),
         "UInt64": _uint(64),
         "Bool": _boolean,
@@ -173,6 +180,10 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         _col("cart_value", "Float64"),
         _col("currency", "String"),
         _col("product_ids", "Array(String)"),
+        # 006_campaign_guards.sql
+        _col("category", "LowCardinality(String)"),  # 'marketing' | 'transactional'
+        _col("deferrals", "UInt16"),  # times the step was deferred before this row
+        _col("deferred_until", f"Nullable({_TS})"),  # status 'deferred': due again at
     ),
     "cart_recoveries": (
         _col("customer_id", "String"),

@@ -212,7 +212,7 @@ class Guards:
 
     dedup_ttl_ms: int = 86_400_000
     dedup_max_ids: int = 500
-    cap_limit: int = 2  # marketing emails per customer per cap window; 0: no cap
+    cap_limit: int = 0  # marketing emails per customer per cap window; 0: no cap
     cap_window_ms: int = 86_400_000
     quiet_hours: QuietHours | None = None
     collision_gap_ms: int = 1_800_000
@@ -297,7 +297,9 @@ class _Reader:
             )
 
 
-def parse_campaigns(data: Any, event_types: Iterable[str], key: str = "campaigns") -> tuple[Campaign, ...]:
+def parse_campaigns(
+    data: Any, event_types: Iterable[str], key: str = "campaigns"
+) -> tuple[Campaign, ...]:
     """The ``campaigns`` mapping (name -> settings) into :class:`Campaign` values, in
     priority order (highest first, then by name). ``event_types``: the event types the
     schemas define, which triggers and exits may name."""
@@ -413,7 +415,11 @@ def _exit(data: Any, key: str, types: frozenset[str]) -> Exit:
         raise CampaignError(
             f"{r.at('event')}: unknown event type {event!r} (known: {', '.join(sorted(types))})"
         )
-    found = Exit(event=event, same=r.get("same", None), where=_conditions(r.items("where", []), r.at("where")))
+    found = Exit(
+        event=event,
+        same=r.get("same", None),
+        where=_conditions(r.items("where", []), r.at("where")),
+    )
     if found.same is not None and (not isinstance(found.same, str) or not found.same):
         raise CampaignError(f"{r.at('same')}: expected a property name, got {found.same!r}")
     r.done()

@@ -64,6 +64,7 @@ COUNTERS: Final = (
     "duplicate",
     "abandoned",
     "sent",
+    "deferred",
     "skipped",
     "cancelled",
     "completed",
@@ -76,7 +77,8 @@ LABELED: Final = {
     "events": ("event_type",),  # valid events by type
     "invalid": ("reason",),  # events sent to the DLQ by validation, by reason
     "requests": ("campaign", "step"),  # email requests emitted
-    "skipped": ("reason",),  # reminders not sent (suppressed), by reason
+    "deferred": ("reason",),  # steps deferred by a guard, by reason
+    "skipped": ("reason",),  # steps not sent (suppressed or skipped), by reason
     "cancelled": ("reason",),  # journeys ended before their last step, by reason
 }
 _LATENESS: Final = "_lateness"  # a reminder lateness sample in Step building (see _step)
@@ -141,9 +143,7 @@ class Slot:
         if state is None:
             state = self.state = journey.decode_state(self.blob)
             if self.first_timer is _UNKNOWN:
-                self.first_timer = self.timer = (
-                    state.journey.due_at if state.journey is not None else None
-                )
+                self.first_timer = self.timer = state.next_due()
         return state
 
     def timer_change(self) -> tuple[int | None, int | None] | None:
@@ -330,7 +330,7 @@ class CustomerCore:
         for outcome in d.outcomes:
             kind = outcome["kind"]
             counted.append(kind)
-            if kind in ("skipped", "cancelled"):
+            if kind in ("deferred", "skipped", "cancelled"):
                 counted.append((kind, outcome.get("reason") or "unknown"))
             outputs.append(contract.encode_outcome(outcome))
         store = None
@@ -360,7 +360,8 @@ class CustomerCore:
         counted: list[Counted],
     ) -> Routed:
         rid = trigger["request_id"]
-        row = next(r for t, r in rows if t == Table.REQUESTS and r["request_id"] == rid)
+        # the last row of the request: a step deferred and sent in one decision has two
+        row = next(r for t, r in reversed(rows) if t == Table.REQUESTS and r["request_id"] == rid)
         if isinstance(request, TemplateError):
             log.error(
                 "render failed: %s",
@@ -451,25 +452,30 @@ class CustomerCore:
             "event_time": timestamp,
             "reason": PROCESSING_ERROR,
         }
-        self._drop_journey(slot)
+        self._drop_journey(slot, timestamp)
         return Step(
             outputs=[self._dlq(description, invalid, now), contract.encode_outcome(outcome)]
         )
 
     @staticmethod
-    def _drop_journey(slot: Slot) -> None:
-        """After a failed timer: the same state without its journey, and no timer. A state
-        that cannot even be decoded is kept as it is (every event of the customer then goes
-        to the DLQ with ``processing_error``), only its timer goes."""
+    def _drop_journey(slot: Slot, timestamp: int) -> None:
+        """After a failed timer: the same state without the journeys that were due at the
+        timer (all of them when none was: the failure was not a step's), and the timer of
+        the rest. A state that cannot even be decoded is kept as it is (every event of the
+        customer then goes to the DLQ with ``processing_error``), only its timer goes."""
         slot.state = None  # the logic may have changed it: start again from the blob
         try:
             state: journey.CustomerState | None = slot.load()
         except Exception:  # noqa: BLE001 - undecodable: keep the bytes, drop the timer
             state = None
-        if state is not None and state.journey is not None:
-            state.journey = None
-            slot.blob = journey.encode_state(state)
-        slot.timer = None
+        if state is None:
+            slot.timer = None
+            return
+        state.journey = None
+        kept = [r for r in state.runs if r.due_at > timestamp]
+        state.runs = kept if len(kept) < len(state.runs) else []
+        slot.blob = journey.encode_state(state)
+        slot.timer = state.next_due()
 
     def _processing_error(self, exc: Exception, logged: str, doing: str, **ids: Any) -> Invalid:
         """Count and log ``exc`` by its type and code location, never its text (which may
