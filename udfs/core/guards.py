@@ -200,6 +200,8 @@ def remember_event(
     ids.append(event_id)
     times.append(ts)
     cutoff = max(times) - max(ttl_ms, 0)
+    if len(times) <= max(max_ids, 0) and min(times) >= cutoff:
+        return  # the common case: nothing expired, nothing over the bound (C-speed checks)
     keep = [i for i, t in enumerate(times) if t >= cutoff]
     excess = len(keep) - max(max_ids, 0)
     if excess > 0:

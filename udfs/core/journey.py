@@ -74,8 +74,9 @@ first brings each journey in line (:meth:`CustomerLogic._reschedule`):
 State per customer is bounded (docs/DESIGN.md#state-bound): one journey per campaign, at
 most ``MAX_SHOWN`` products per journey, ``guards.dedup_max_ids`` event ids,
 ``limits.recent_products`` viewed products, ``frequency_cap`` send times, the last
-``RECENT_PURCHASES`` purchases and ``BOUGHT_PRODUCTS`` bought product ids, and one entry
-time and one event time per campaign and event type.
+``RECENT_PURCHASES`` purchases and ``BOUGHT_PRODUCTS`` bought product ids,
+``MAX_CATEGORIES`` category counts, ``MAX_UNSUBSCRIBED_FROM`` campaigns unsubscribed from, and
+one entry time and one event time per campaign and event type.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ BOUGHT_PRODUCTS = 50
 MAX_SHOWN = 6  # products one email shows at most (viewed, cross-sell, order lines: 50)
 MAX_ORDER_LINES = 50
 MAX_UNSUBSCRIBED_FROM = 50  # campaigns one customer unsubscribed from, kept
+MAX_CATEGORIES = 50  # categories counted per customer (favourite_categories), kept
 # Event time of the timer io.inboxflow.flink.BatchCustomerOperator registers, on restored state, for
 # every customer with a pending journey (it fires with the first watermark); must match
 # BatchCustomerOperator.RESCHEDULE_CHECK. Firing it only brings the journeys in line with the
@@ -532,17 +534,18 @@ class CustomerLogic:
             return
         at = run.due_at
         category = c.step_category(run.step)
-        if c.about == ABOUT_CART and run.step == 1:
+        if c.about == ABOUT_CART and run.step == 1 and run.deferrals == 0:
+            # the cart counts as abandoned once, when step 1 first becomes due
             cart_value = state.cart.value if state.cart is not None else 0.0
             d.outcomes.append(
                 _outcome(ABANDONED, p.customer_id, at, cart_id=run.key, value=cart_value)
             )
+        items = self._items(state, run, c)
         suppressed = self._suppressed(p, c, category)
         if suppressed:
-            self._not_sent(state, run, c, d, STATUS_SUPPRESSED, suppressed, [])
+            self._not_sent(state, run, c, d, STATUS_SUPPRESSED, suppressed, items)
             self._finish(state, run, d, None, None)
             return
-        items = self._items(state, run, c)
         if not p.email:
             self._not_sent(state, run, c, d, STATUS_SUPPRESSED, NO_EMAIL, items)
             self._advance(state, run, c, d)
@@ -728,7 +731,7 @@ class CustomerLogic:
         if c.attribute_purchases:
             key = run.key if c.about == ABOUT_CART else None
             p.last_reminder = LastReminder(rid, run.step, key, run.due_at, c.name)
-        sent = {"step": run.step, "request_id": rid, "cart_id": run.key, "campaign": c.name}
+        sent = {"step": run.step, "request_id": rid, **self._about(run)}
         d.outcomes.append(_outcome(SENT, p.customer_id, run.due_at, **sent))
         d.rows.append(self._request_row(p, run, c, STATUS_SENT, "", items, currency))
 
@@ -751,8 +754,7 @@ class CustomerLogic:
             "step": run.step,
             "request_id": rid,
             "reason": reason,
-            "cart_id": run.key,
-            "campaign": c.name,
+            **self._about(run),
             "status": status,
             **extra,
         }
@@ -777,8 +779,7 @@ class CustomerLogic:
             "step": run.step,
             "request_id": rid,
             "reason": reason,
-            "cart_id": run.key,
-            "campaign": c.name,
+            **self._about(run),
             "until": until,
         }
         d.outcomes.append(_outcome(DEFERRED, p.customer_id, run.due_at, **deferred))
@@ -811,10 +812,17 @@ class CustomerLogic:
         if self._is_cart(run):
             p.journey_status = "completed" if kind is not None else "suppressed"
         if kind is not None:
-            extra: dict[str, Any] = {"cart_id": run.key, "campaign": run.campaign}
+            extra: dict[str, Any] = self._about(run)
             if reason is not None:
                 extra.update(reason=reason, step=run.step)
             d.outcomes.append(_outcome(kind, p.customer_id, run.due_at, **extra))
+
+    def _about(self, run: Run) -> dict[str, Any]:
+        """What an outcome says about the journey: its campaign, and ``cart_id`` (cart
+        journeys) or ``key`` (the campaign's key property, e.g. an order id; None: none)."""
+        if self._is_cart(run):
+            return {"cart_id": run.key, "campaign": run.campaign}
+        return {"cart_id": None, "key": run.key, "campaign": run.campaign}
 
     def _is_cart(self, run: Run) -> bool:
         c = self.by_name.get(run.campaign)
@@ -830,9 +838,8 @@ class CustomerLogic:
                 p.customer_id,
                 ts,
                 reason=reason,
-                cart_id=run.key,
                 step=run.step,
-                campaign=run.campaign,
+                **self._about(run),
             )
         )
 
@@ -882,8 +889,14 @@ class CustomerLogic:
                 continue
             if not all(cond.holds(event, p) for cond in c.trigger.where):
                 continue
+            # the cart code decided that this activity (re)starts the journey (a new cart,
+            # or newer activity); only a re-entry limit can refuse it
             running = state.run_of(c.name)
-            if running is None and not self._may_enter(p, c, cart.last_activity):
+            if (
+                running is None
+                and c.reentry != REENTER_RESTART
+                and not self._may_enter(p, c, cart.last_activity)
+            ):
                 continue
             self._enter(state, c, cart.last_activity, cart.cart_id)
             p.journey_status = "waiting_step_1"
@@ -1026,8 +1039,11 @@ class CustomerLogic:
             if campaign not in p.unsubscribed_from:
                 p.unsubscribed_from.append(campaign)
                 del p.unsubscribed_from[:-MAX_UNSUBSCRIBED_FROM]
+            # its journey ends only when its next step is marketing, as for an unsubscribe
+            # from everything (a pending transactional step, e.g. an order's thank-you,
+            # still goes; the marketing steps after it are suppressed when due)
             ending, reason = (
-                [r for r in state.runs if r.campaign == campaign],
+                [r for r in state.runs if r.campaign == campaign and self._next_is_marketing(r)],
                 CAMPAIGN_UNSUBSCRIBED,
             )
         else:
@@ -1160,7 +1176,12 @@ class CustomerLogic:
         # JSON value; an object or list raised TypeError (unhashable) and a number made the
         # profile unserializable (non-string key). Found by fuzzing (issue 9).
         if type(category) is str and category and kind in ("product_view", "cart_add", "purchase"):
-            p.category_counts[category] = p.category_counts.get(category, 0) + 1
+            counts = p.category_counts
+            counts[category] = counts.get(category, 0) + 1
+            # Bounded (every distinct category was kept: the state grew with each one): the
+            # lowest ranked other category goes (fewest counts, then the last name).
+            while len(counts) > MAX_CATEGORIES:
+                del counts[max((k for k in counts if k != category), key=lambda k: (-counts[k], k))]
 
     def _viewed(self, p: Profile, props: dict[str, Any], ts: int) -> None:
         """The product goes to the front of the customer's viewed products (bounded by
