@@ -95,6 +95,7 @@ WELCOME_SENT = {
     "step": 1,
     "request_id": WELCOME_RID,
     "cart_id": None,
+    "key": None,
     "campaign": "welcome",
 }
 DEFERRED = {
@@ -105,6 +106,7 @@ DEFERRED = {
     "request_id": BROWSE_RID,
     "reason": "quiet_hours",
     "cart_id": None,
+    "key": None,
     "campaign": "browse_abandonment",
     "until": utc("2026-01-06T08:00"),
 }
@@ -115,6 +117,7 @@ BROWSE_SENT = {
     "step": 1,
     "request_id": BROWSE_RID,
     "cart_id": None,
+    "key": None,
     "campaign": "browse_abandonment",
 }
 BROWSE_COMPLETED = {
@@ -122,6 +125,7 @@ BROWSE_COMPLETED = {
     "customer_id": N,
     "event_time": utc("2026-01-06T08:00"),
     "cart_id": None,
+    "key": None,
     "campaign": "browse_abandonment",
 }
 CART_URL = (
