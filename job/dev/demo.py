@@ -96,15 +96,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) -> None:
-    kinds = Counter(json.loads(r.value)["kind"] for r in outcomes)
+    decoded = [json.loads(r.value) for r in outcomes]
+    kinds = Counter(o["kind"] for o in decoded)
     reasons = Counter(json.loads(r.value)["reason"] for r in dlq)
     parsed = [json.loads(r.value) for r in requests]
-    steps = Counter(r["step"] for r in parsed)
-    skipped = Counter(
-        json.loads(r.value).get("reason")
-        for r in outcomes
-        if json.loads(r.value)["kind"] == "skipped"
-    )
+    sent = Counter((r["campaign"], r["step"]) for r in parsed)
+    deferred = Counter(o.get("reason") for o in decoded if o["kind"] == "deferred")
+    skipped = Counter(o.get("reason") for o in decoded if o["kind"] == "skipped")
     print("\n=== inboxflow demo summary ===")
     print(
         f"events in            {produced}  ({produced / job_seconds:,.0f} events/s over "
@@ -114,11 +112,12 @@ def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) ->
     print(f"late                 {kinds['late']}")
     print(f"duplicates dropped   {kinds['duplicate']}")
     print(f"carts abandoned      {kinds['abandoned']}")
-    for step in sorted(steps):
-        print(f"reminders step {step}     {steps[step]}")
-    print(f"reminders skipped    {sum(skipped.values())}  {dict(skipped)}")
+    for campaign, step in sorted(sent):
+        print(f"sent {campaign} step {step}".ljust(40) + f" {sent[campaign, step]}")
+    print(f"steps deferred       {sum(deferred.values())}  {dict(deferred.most_common())}")
+    print(f"steps not sent       {sum(skipped.values())}  {dict(skipped.most_common())}")
     print(f"journeys cancelled   {kinds['cancelled']}")
-    print(f"carts recovered      {kinds['recovered']}")
+    print(f"purchases recovered  {kinds['recovered']}")
     if parsed:
         example = next(
             (r for r in parsed if "<script>" in json.dumps(r["metadata"]["items"])), parsed[0]
@@ -126,8 +125,8 @@ def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) ->
         print("\n--- one rendered email request ---")
         print(
             f"to:       {example['to']}\nsubject:  {example['subject']}\n"
-            f"request:  {example['request_id']} (step {example['step']}, due "
-            f"{example['trigger_event_time']})\n"
+            f"request:  {example['request_id']} ({example['campaign']} step "
+            f"{example['step']}, due {example['trigger_event_time']})\n"
         )
         print(example["text"])
 
@@ -138,10 +137,10 @@ def print_store_summary(cfg) -> None:
     client = get_client(cfg.clickhouse.dsn)
     try:
         _, ((profiles,),) = client.query("SELECT count() FROM customer_profiles_latest")
-        cols, rows = client.query("SELECT * FROM recovery_summary_by_step ORDER BY step")
+        cols, rows = client.query("SELECT * FROM campaign_summary ORDER BY campaign")
     finally:
         client.close()
     print(f"\n--- ClickHouse ({cfg.clickhouse.dsn}) ---\ncustomer profiles    {profiles}")
-    print("recovery by step     " + " | ".join(cols))
+    print("by campaign          " + " | ".join(cols))
     for row in rows:
         print("                     " + " | ".join(str(v) for v in row))

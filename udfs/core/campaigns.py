@@ -385,7 +385,8 @@ def _trigger(data: Any, key: str, types: frozenset[str], about: str) -> Trigger:
     if not isinstance(events, list) or not events:
         raise CampaignError(f"{r.at('events')}: expected an event type or a list of them")
     for i, event in enumerate(events):
-        if event not in types:
+        # a str first: a list or mapping here is unhashable (TypeError, no key named)
+        if not isinstance(event, str) or event not in types:
             raise CampaignError(
                 f"{r.at('events')}[{i}]: unknown event type {event!r} (known: "
                 f"{', '.join(sorted(types))})"
@@ -430,7 +431,9 @@ def _step(data: Any, key: str) -> Step:
     r = _Reader(data, key)
     template = r.string("template")
     step = Step(
-        after_ms=r.duration("after", None) if "after" in data else 0,
+        # absent: at the entry; an empty value (``after:``, None) is an error, not a
+        # step without a time (it crashed the parser, or every entry, with a TypeError)
+        after_ms=parse_duration(r.get("after", "0s"), r.at("after")),
         template=template,
         show=r.string("show", SHOW_NONE, SHOWS),
         category=r.string("category", None, CATEGORIES),
