@@ -317,6 +317,12 @@ def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
     from udfs.core.campaigns import parse_clock
     from udfs.core.guards import zone_or_none
 
+    for name, value in (("start", q.start), ("end", q.end)):
+        if value.isdigit():  # YAML 1.1 reads an unquoted 21:00 as the number 1260
+            raise ConfigError(
+                f"guards.quiet_hours.{name}: expected a time of day in quotes, e.g. "
+                f'"21:00" (unquoted, YAML reads 21:00 as the number {value})'
+            )
     try:
         start = parse_clock(q.start, "guards.quiet_hours.start")
         end = parse_clock(q.end, "guards.quiet_hours.end")

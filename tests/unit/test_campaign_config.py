@@ -164,6 +164,12 @@ KNOWN_CAMPAIGN_KEYS = (
 
 BAD = [
     pytest.param(
+        welcome(exit=[{"event": "purchase", "same": "order_id"}]),
+        "campaigns.welcome.exit[0].same: the journey has no key to compare with (set the "
+        "campaign's key, e.g. key: order_id)",
+        id="exit_same_without_a_key",
+    ),
+    pytest.param(
         welcome(stepz=[]),
         f"unknown key campaigns.welcome.stepz (known keys here: {KNOWN_CAMPAIGN_KEYS})",
         id="unknown_campaign_key",
@@ -494,6 +500,12 @@ def test_a_relative_campaigns_file_resolves_against_the_config_file(tmp_path):
 @pytest.mark.parametrize(
     ("guards", "message"),
     [
+        pytest.param(
+            {"quiet_hours": {"start": 1260}},  # what YAML makes of an unquoted 21:00
+            'guards.quiet_hours.start: expected a time of day in quotes, e.g. "21:00" '
+            "(unquoted, YAML reads 21:00 as the number 1260)",
+            id="quiet_start_unquoted",
+        ),
         pytest.param(
             {"quiet_hours": {"start": "25:00"}},
             "guards.quiet_hours.start: expected a time of day HH:MM (00:00 to 23:59), got '25:00'",

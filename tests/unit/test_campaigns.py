@@ -500,6 +500,21 @@ def test_welcome_ends_at_a_purchase_before_step_2():
     assert c.timer is None
 
 
+def test_welcome_whose_exit_arrived_first_still_sends_the_step_due_before_the_exit():
+    """The purchase (Tue 10:00) is processed before the identify (Mon 10:00): in event time
+    welcome_1 went at Mon 10:00 and the purchase ended the journey before welcome_2, so
+    that is what happens, whatever the arrival order."""
+    in_order = Customer(logic(only=("welcome",)))
+    expected = in_order.story(identify(C, MON_1000), buy(C, TUE_1000, "o1"), NEXT_MON_1000)
+    c = Customer(logic(only=("welcome",)))
+    ds = c.on(buy(C, TUE_1000, "o1"), identify(C, MON_1000)) + c.until(NEXT_MON_1000)
+    assert sends(ds) == sends(expected) == [("welcome", 1, "welcome_1", MON_1000, [])]
+    assert outcomes(ds, "cancelled") == outcomes(expected, "cancelled")
+    assert outcomes(ds, "cancelled") == [("cancelled", "welcome", 2, "exit_purchase", TUE_1000)]
+    assert requests(ds) == requests(expected)
+    assert c.timer is None and c.state.runs == []
+
+
 def test_welcome_is_entered_once_and_only_by_an_identify_with_an_email():
     c = Customer(logic(only=("welcome",)))
     (no_email,) = c.on(identify(C, FRI_1000, email=None))

@@ -349,6 +349,12 @@ def _campaign(name: str, spec: Any, key: str, types: frozenset[str]) -> Campaign
     exits = tuple(
         _exit(e, f"{r.at('exit')}[{i}]", types) for i, e in enumerate(r.items("exit", []))
     )
+    for i, ex in enumerate(exits):
+        if ex.same is not None and about != ABOUT_CART and key_property is None:
+            raise CampaignError(
+                f"{r.at('exit')}[{i}].same: the journey has no key to compare with (set the "
+                f"campaign's key, e.g. key: order_id)"
+            )
     campaign = Campaign(
         name=name,
         enabled=r.boolean("enabled", True),

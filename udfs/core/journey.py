@@ -953,12 +953,25 @@ class CustomerLogic:
             run = self._enter(state, c, ts, key, items)
             currency = props.get("currency")
             run.currency = currency if type(currency) is str and currency else None
-            # an exit event that arrived first (out of order) but happened after the entry
-            for ex in c.exits:
-                at = p.last_at.get(ex.event)
-                if at is not None and at >= ts and ex.same is None and not ex.where:
-                    self._cancel(state, run, at, f"exit_{ex.event}", d)
-                    break
+            # An exit event that arrived first (out of order) but happened after the entry:
+            # as in event-time order, the steps due before it fire first (every other
+            # journey's steps due by then fired when that event was applied), then the
+            # journey ends at the exit's time. Only exits without `same` and `where` can be
+            # checked this way: the profile keeps the newest time per event type, not the
+            # events.
+            exits = [
+                (at, ex.event)
+                for ex in c.exits
+                if ex.same is None
+                and not ex.where
+                and (at := p.last_at.get(ex.event)) is not None
+                and at >= ts
+            ]
+            if exits:
+                at, exit_event = min(exits)
+                self._fire_due(state, at, d)
+                if run in state.runs:
+                    self._cancel(state, run, at, f"exit_{exit_event}", d)
 
     # event handlers ------------------------------------------------------------------------
     def _on_cart_add(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
@@ -1197,7 +1210,7 @@ class CustomerLogic:
         viewed = Viewed(
             pid,
             _text(props.get("name")),
-            float(price) if type(price) in (int, float) else None,
+            float(price) if isinstance(price, (int, float)) and type(price) is not bool else None,
             _text(props.get("image_url")),
             _text(props.get("category")),
             _text(props.get("currency")),
@@ -1275,7 +1288,9 @@ def _order_lines(props: dict[str, Any]) -> list[CartItem]:
             CartItem(
                 line["product_id"],
                 _text(line.get("name")),
-                float(price) if type(price) in (int, float) else 0.0,
+                float(price)
+                if isinstance(price, (int, float)) and type(price) is not bool
+                else 0.0,
                 qty if type(qty) is int and qty > 0 else 1,
                 _text(line.get("image_url")),
                 _text(line.get("category")),
