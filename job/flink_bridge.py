@@ -103,6 +103,18 @@ def process_on_jvm(
     return wrap(j_processed)
 
 
+def transform_on_jvm(
+    stream: DataStream, j_operator: Any, output_type: TypeInformation, name: str, uid: str
+) -> DataStream:
+    """``stream`` through the Java ``OneInputStreamOperator`` ``j_operator`` (Java's
+    ``DataStream.transform``), at the parallelism of ``stream``'s operator so that it chains
+    to it, as :func:`process_on_jvm` does for a function."""
+    j_stream = java_stream(stream)
+    j_transformed = j_stream.transform(name, output_type.get_java_type_info(), j_operator)
+    j_transformed.setParallelism(j_stream.getParallelism()).uid(uid)
+    return wrap(j_transformed)
+
+
 def key_by_first_field(
     stream: DataStream, key_type: TypeInformation, value_type: TypeInformation
 ) -> KeyedStream:
