@@ -261,7 +261,8 @@ def test_the_state_reads_the_plain_paths_pickled_form_and_keeps_its_layout() -> 
     # only ever appended): it is the positional MessagePack array below
     plain = msgspec.msgpack.decode(blob)
     assert plain[0][0] == "A" and plain[1][0] == "cart-a" and plain[2] is None
-    assert plain[3][0][:4] == [CAMPAIGN, T0 + 2 * MINUTE, "cart-a", 2]  # campaign, anchor, key, step
+    # the run: campaign, anchor (entry), key, next step
+    assert plain[3][0][:4] == [CAMPAIGN, T0 + 2 * MINUTE, "cart-a", 2]
 
 
 def test_a_state_written_before_campaigns_decodes_and_its_journey_carries_on() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests import factories as f
 from tests.factories import (
     CAMPAIGN,
     DAY,
@@ -18,7 +19,6 @@ from tests.factories import (
     purchase,
     unsubscribe,
 )
-from tests import factories as f
 from udfs.core import journey as j
 
 ABANDON_AFTER = HOUR

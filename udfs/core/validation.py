@@ -92,6 +92,7 @@ ENVELOPE_FILE: Final = "envelope.json"
 # Schema files in conf/schemas/ that describe something other than an input event type.
 NON_EVENT_SCHEMA_FILES: Final = frozenset({ENVELOPE_FILE, "email_request.json"})
 
+
 def event_types(schema_dir: Path | str) -> frozenset[str]:
     """The event types ``schema_dir`` defines (one ``<event_type>.json`` each)."""
     return frozenset(
