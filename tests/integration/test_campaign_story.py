@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.factories import query_cli, run_cli
 from tests.integration.conftest import run_bounded
 
 # --------------------------------------------------------------------------- the story
@@ -558,3 +560,135 @@ def test_exactly_the_expected_outcomes(outputs):
 
 def test_no_event_went_to_the_dlq(outputs):
     assert outputs["dlq"] == []
+
+
+# --------------------------------------------------------------------------- the store
+#
+# The same story at parallelism 2 with the ClickHouse writer on (embedded chdb in a tmp
+# directory, as tests/integration/test_store_pipeline.py runs it: the job's writer hosts the
+# engine, and every migration and query runs in a CLI process of its own, so this process
+# never opens the path). The campaign views (conf/clickhouse/007_campaign_views.sql) must
+# equal figures computed below from the literal EXPECTED_OUTCOMES alone.
+
+
+def final_decisions(outcomes: list[dict]) -> dict[str, dict]:
+    """request_id -> the email_requests row the step ends with, from the outcomes: every
+    ``sent``, ``skipped`` and ``deferred`` outcome is a row of its request, the last one (in
+    event time) wins, and a row carries the number of deferrals before it (006)."""
+    final: dict[str, dict] = {}
+    deferrals: dict[str, int] = defaultdict(int)
+    decisions = [o for o in outcomes if o["kind"] in ("sent", "skipped", "deferred")]
+    for o in sorted(decisions, key=lambda o: o["event_time"]):  # stable: list order on ties
+        rid = o["request_id"]
+        status = o["status"] if o["kind"] == "skipped" else o["kind"]
+        final[rid] = {
+            "request_id": rid,
+            "campaign": o["campaign"],
+            "step": o["step"],
+            "customer_id": o["customer_id"],
+            "status": status,
+            "reason": "" if status == "sent" else o["reason"],
+            "deferrals": deferrals[rid],
+        }
+        deferrals[rid] += o["kind"] == "deferred"
+    return final
+
+
+def campaign_figures(outcomes: list[dict]) -> dict[str, list[dict]]:
+    """The three campaign views, from the outcomes (see 007_campaign_views.sql)."""
+    final = final_decisions(outcomes)
+    ever_deferred = {o["request_id"] for o in outcomes if o["kind"] == "deferred"}
+    counts = ("sent", "deferred", "waiting", "suppressed", "skipped", "recoveries")
+    summary: dict[str, dict] = defaultdict(
+        lambda: dict.fromkeys(counts, 0) | {"revenue_recovered": 0.0}
+    )
+    decisions: dict[tuple, int] = defaultdict(int)
+    suppressions: dict[tuple, int] = defaultdict(int)
+    for rid, row in final.items():
+        figures = summary[row["campaign"]]
+        figures["sent"] += row["status"] == "sent"
+        figures["deferred"] += rid in ever_deferred
+        figures["waiting"] += row["status"] == "deferred"
+        figures["suppressed"] += row["status"] == "suppressed"
+        figures["skipped"] += row["status"] == "skipped"
+        decisions[row["campaign"], row["step"], row["status"], row["reason"]] += 1
+        if row["status"] in ("suppressed", "skipped"):
+            suppressions[row["campaign"], row["reason"]] += 1
+    # a recovery counts for the campaign of the request it credits (the last reminder sent)
+    for o in outcomes:
+        if o["kind"] == "recovered":
+            reminder = final.get(o["request_id"])
+            figures = summary["" if reminder is None else reminder["campaign"]]
+            figures["recoveries"] += 1
+            figures["revenue_recovered"] += o["value"]
+    return {
+        "campaign_summary": [{"campaign": c, **summary[c]} for c in sorted(summary)],
+        "campaign_decisions": [
+            dict(zip(("campaign", "step", "status", "reason", "requests"), (*k, n), strict=True))
+            for k, n in sorted(decisions.items())
+        ],
+        "campaign_suppressions": [
+            dict(zip(("campaign", "reason", "requests"), (*k, n), strict=True))
+            for k, n in sorted(suppressions.items())
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def stored_story(tmp_path_factory):
+    dsn = "chdb://" + str(tmp_path_factory.mktemp("chdb-story") / "clickhouse")
+    run_cli(dsn, "db", "migrate")
+    outputs = run_bounded(
+        [json.dumps(e) for e in STORY],
+        2,
+        store=True,
+        overrides={"clickhouse": {"enabled": True, "dsn": dsn}},
+    )
+    return dsn, outputs
+
+
+REQUEST_ROWS_SQL = """
+SELECT request_id, campaign, step, customer_id, status, reason, deferrals, count() AS copies
+FROM email_requests FINAL GROUP BY ALL ORDER BY request_id"""
+
+
+def test_the_campaign_views_match_the_expected_outcomes(stored_story):
+    dsn, outputs = stored_story
+    # the writer changes nothing the job emits
+    assert outputs["dlq"] == []
+    assert _sorted([v for _, v in outputs["outcomes"]]) == _sorted(EXPECTED_OUTCOMES)
+
+    want = campaign_figures(EXPECTED_OUTCOMES)
+    # a sanity anchor for the computation: the whole story, in numbers
+    assert want["campaign_summary"] == [
+        {"campaign": "abandoned_cart", "sent": 6, "deferred": 4, "waiting": 0, "suppressed": 1,
+         "skipped": 0, "recoveries": 0, "revenue_recovered": 0.0},
+        {"campaign": "browse_abandonment", "sent": 3, "deferred": 0, "waiting": 0,
+         "suppressed": 1, "skipped": 0, "recoveries": 1, "revenue_recovered": 30.0},
+        {"campaign": "post_purchase", "sent": 4, "deferred": 0, "waiting": 0, "suppressed": 2,
+         "skipped": 0, "recoveries": 0, "revenue_recovered": 0.0},
+        {"campaign": "welcome", "sent": 12, "deferred": 0, "waiting": 0, "suppressed": 1,
+         "skipped": 0, "recoveries": 0, "revenue_recovered": 0.0},
+    ]  # fmt: skip
+    for view, rows in want.items():
+        assert query_cli(dsn, f"SELECT * FROM {view}") == rows, view
+
+    # every decision is one row, the final one of its request
+    got = query_cli(dsn, REQUEST_ROWS_SQL)
+    assert [r.pop("copies") for r in got] == [1] * len(got)
+    assert got == sorted(final_decisions(EXPECTED_OUTCOMES).values(), key=lambda r: r["request_id"])
+    by_rid = {r["request_id"]: r for r in got}
+    # A's cart step 1: deferred by quiet hours, then sent
+    a_cart_1 = by_rid[rid("abandoned_cart", "A", "cart-A", J5 + "19:10", 1)]
+    assert (a_cart_1["status"], a_cart_1["reason"], a_cart_1["deferrals"]) == ("sent", "", 1)
+    # the steps suppressed for good keep their reason
+    still_suppressed = {
+        rid("browse_abandonment", "D", None, J5 + "09:30", 1): "unsubscribed",
+        rid("post_purchase", "D", "o-D1", J5 + "12:00", 2): "unsubscribed",
+        rid("abandoned_cart", "E", "cart-E", J5 + "14:10", 1): "hard_bounce",
+        rid("welcome", "E", None, J5 + "14:00", 2): "hard_bounce",
+        rid("post_purchase", "H", "o-H1", J6 + "10:00", 2): "spam_complaint",
+    }
+    assert {
+        r["request_id"]: r["reason"] for r in got if r["status"] == "suppressed"
+    } == still_suppressed
