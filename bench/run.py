@@ -29,7 +29,13 @@ Measurements (each run ``--runs`` times, median reported):
    lateness is back to normal (p95 of a 2 s sliding window of reminders at most the
    out-of-orderness bound + 1 s, for good); at the end the events topic is read back, so
    that a unit without its output is known to have been lost upstream of the job (its
-   records are not in the topic) or by the job or its sinks (they are).
+   records are not in the topic) or by the job or its sinks (they are);
+6. send rate: ``SEND_RATE_BURST`` synthetic email requests at once through the job's
+   send-rate limiter (``guards.send_rate`` = ``SEND_RATE``, parallelism
+   ``SEND_RATE_PARALLELISM``) on the mini-cluster (the bench's broker is not used): each
+   request is stamped with the wall clock as it arrives and as it leaves the limiter; the
+   most requests in any second (overall and once all had arrived), and the drain time and
+   rate against the configured rate.
 
 Every run is a child process (``--child``) in its own process group: chdb hosts one path
 per process (docs/DESIGN.md#chdb-lock) and a fresh JVM per run keeps runs independent; the group is
@@ -94,6 +100,7 @@ MEASUREMENTS = (
     "lateness",
     "freshness",
     "burst",
+    "send_rate",
     "cluster",
 )
 PASSTHROUGH_PARALLELISM = 1
@@ -111,6 +118,8 @@ BURST_STEADY_S, BURST_STEADY_S_QUICK = (20, 40), (12, 25)
 LATENESS_WINDOW_MS = 2000
 NORMAL_LATENESS_SLACK_MS = 1000  # "normal": sliding p95 <= out-of-orderness bound + 1 s
 BURST_DRAIN_TIMEOUT_S = 120  # after the clock: every unit's output must have arrived by then
+# "send rate": a burst through the limiter, far above its rate (about 5 s of draining)
+SEND_RATE, SEND_RATE_BURST, SEND_RATE_PARALLELISM = 100, 600, 2
 
 log = logging.getLogger("inboxflow.bench")
 
@@ -164,6 +173,23 @@ def adjusted_rate(count: float, seconds: float | None, fixed: float | None) -> f
     if seconds is None or fixed is None or seconds - fixed <= 0:
         return None
     return count / (seconds - fixed)
+
+
+def most_in_window(stamps: Sequence[int], window_ms: int = 1000) -> int:
+    """The most of ``stamps`` (ms) in any window ``[t, t + window_ms)``, t one of them."""
+    ordered = sorted(stamps)
+    j, most = 0, 0
+    for i, start in enumerate(ordered):
+        while j < len(ordered) and ordered[j] < start + window_ms:
+            j += 1
+        most = max(most, j - i)
+    return most
+
+
+def send_rate_bucket(rate: int, parallelism: int) -> float:
+    """What the limiter's subtasks pass at once together: each holds one second of its share
+    ``rate / parallelism``, at least 1 (io.inboxflow.flink.SendRateLimiter)."""
+    return parallelism * max(1.0, rate / parallelism)
 
 
 def partition_keys(partitions: int, prefix: str = "bench-clock-") -> list[str]:
@@ -875,7 +901,23 @@ def child_live(spec: dict) -> dict:
         work,
         {
             "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
-            "journey": {"abandon_after": LULL_DUE_AFTER if lull else ABANDON_AFTER, "steps": []},
+            # the cart campaign alone, step 1 only, no frequency cap or quiet hours
+            "campaigns": {
+                "abandoned_cart": {
+                    "steps": [
+                        {
+                            "after": LULL_DUE_AFTER if lull else ABANDON_AFTER,
+                            "template": "abandoned_cart_1",
+                            "show": "cart",
+                        }
+                    ]
+                },
+                **{
+                    c: {"enabled": False}
+                    for c in ("browse_abandonment", "welcome", "post_purchase")
+                },
+            },
+            "guards": {"frequency_cap": 0, "quiet_hours": {"start": "", "end": ""}},
         },
     )
     settings = _settings(LIVE_PARALLELISM, work, checkpoints=True)
@@ -1123,7 +1165,19 @@ def child_burst(spec: dict) -> dict:
         work,
         {
             "watermarks": {"out_of_orderness": OUT_OF_ORDERNESS},
-            "journey": {"abandon_after": ABANDON_AFTER, "steps": []},
+            # the cart campaign alone, step 1 only, no frequency cap or quiet hours
+            "campaigns": {
+                "abandoned_cart": {
+                    "steps": [
+                        {"after": ABANDON_AFTER, "template": "abandoned_cart_1", "show": "cart"}
+                    ]
+                },
+                **{
+                    c: {"enabled": False}
+                    for c in ("browse_abandonment", "welcome", "post_purchase")
+                },
+            },
+            "guards": {"frequency_cap": 0, "quiet_hours": {"start": "", "end": ""}},
         },
     )
     settings, rest_url = with_rest_endpoint(_settings(LIVE_PARALLELISM, work, checkpoints=True))
@@ -1383,6 +1437,106 @@ def child_burst(spec: dict) -> dict:
     return out
 
 
+def _send_rate_request(i: int) -> str:
+    """A synthetic email request: what the limiter reads (``request_id``,
+    ``trigger_event_time``) and about a kilobyte of body."""
+    return json.dumps(
+        {
+            "request_id": f"bench-send-rate-{i:06d}",
+            "customer_id": f"c-{i % 97}",
+            "subject": "Your cart is waiting",
+            "html": "<p>" + "x" * 1000 + "</p>",
+            "trigger_event_time": "2026-01-05T09:00:00.000Z",
+        }
+    )
+
+
+def child_send_rate(spec: dict) -> dict:
+    """``burst`` requests from a bounded collection, spread over ``parallelism`` subtasks
+    (round robin: request i goes to subtask (i + a random start) % parallelism), through
+    ``job.pipeline.limit_send_rate`` at ``rate``/s. Python maps chained right before and
+    after the limiter stamp each request with the wall clock as it arrives (a field
+    ``arrived_ms`` added to its JSON) and as it leaves (the limiter does not time itself).
+    Once every request has arrived, each subtask has spent its bucket (it deferred some), so
+    from then on any second holds at most the rate, +1 per subtask for a token refilled at a
+    window's edge. The input ends at once, so most of the
+    burst is released by the limiter's end-of-input drain, at the same rate as its timers
+    (``tests/integration/test_send_rate.py`` checks both)."""
+    from pyflink.common import Row, Types
+
+    from job.main import create_env
+    from job.pipeline import limit_send_rate
+    from udfs.flink.customer_function import KEYED_JSON
+
+    work = Path(spec["work_dir"])
+    rate, parallelism, burst = spec["rate"], spec["parallelism"], spec["burst"]
+    started = time.monotonic()
+    env = create_env(_settings(parallelism, work, checkpoints=False))
+    rows = [Row(f"c-{i % 97}", _send_rate_request(i)) for i in range(burst)]
+    spread = (
+        env.from_collection(rows, type_info=KEYED_JSON)
+        # the request's JSON ends with its closing brace: one more field before it
+        .map(
+            lambda r: Row(r[0], f'{r[1][:-1]}, "arrived_ms": {wall_ms()}}}'),
+            output_type=KEYED_JSON,
+        )
+        .set_parallelism(parallelism)
+    )
+    limited, deferred = limit_send_rate(spread, rate)
+    # (PyFlink 2.0.2's thread-mode runtime context cannot tell a map its subtask index: it
+    # calls the RuntimeContext method Flink 2.0 removed)
+    stamped_type = Types.ROW([Types.BOOLEAN(), Types.STRING(), Types.LONG()])
+    stamped = limited.map(lambda r: Row(True, r[1], wall_ms()), output_type=stamped_type)
+    waited = deferred.map(lambda r: Row(False, r[1], 0), output_type=stamped_type)
+    released: list[tuple[str, int]] = []
+    arrived: list[int] = []
+    deferred_ids: list[str] = []
+    with stamped.union(waited).execute_and_collect("inboxflow-bench-send-rate") as results:
+        for is_request, text, at in results:
+            if is_request:
+                request = json.loads(text)
+                released.append((request["request_id"], at))
+                arrived.append(request["arrived_ms"])
+            else:
+                deferred_ids.append(json.loads(text)["request_id"])
+    seconds = time.monotonic() - started
+    ids = [rid for rid, _ in released]
+    expected = [json.loads(_send_rate_request(i))["request_id"] for i in range(burst)]
+    # each subtask releases its share in the order it came: request i went to the subtask
+    # of i % parallelism, and ids sort as their i
+    position = {rid: i for i, rid in enumerate(expected)}
+    out_of_order = 0
+    for share in range(parallelism):
+        mine = [position[r] for r in ids if r in position and position[r] % parallelism == share]
+        out_of_order += sum(1 for a, b in zip(mine, mine[1:], strict=False) if b < a)
+    stamps = sorted(at for _, at in released)
+    bucket = send_rate_bucket(rate, parallelism)
+    last_arrival = max(arrived, default=0)
+    spent = [at for at in stamps if at >= last_arrival]  # every bucket spent by then
+    drain_s = (stamps[-1] - stamps[0]) / 1000 if stamps else None
+    return {
+        "send_rate": rate,
+        "parallelism": parallelism,
+        "burst": burst,
+        "released": len(released),
+        "lost": len(set(expected) - set(ids)),
+        "duplicates": len(ids) - len(set(ids)),
+        "out_of_order": out_of_order,
+        "deferred": len(deferred_ids),
+        "deferred_unique": len(set(deferred_ids)),
+        "bucket": bucket,
+        "max_per_s": most_in_window(stamps),
+        "max_per_s_after_bucket": most_in_window(spent),
+        # how long the burst took to arrive: tokens refill meanwhile
+        "arrival_seconds": (last_arrival - min(arrived)) / 1000 if arrived else None,
+        "drain_seconds": drain_s,
+        "expected_drain_seconds": max(0.0, burst - bucket) / rate,
+        # of the requests after the first bucketful, per second of the drain
+        "achieved_per_s": (len(stamps) - bucket) / drain_s if drain_s else None,
+        "seconds": seconds,
+    }
+
+
 def _duration_ms(text: str) -> int:
     from job.config import parse_duration
 
@@ -1414,6 +1568,7 @@ def child_main(spec_path: Path, out_path: Path) -> int:
             "passthrough": child_passthrough,
             "live": child_live,
             "burst": child_burst,
+            "send_rate": child_send_rate,
         }[spec["kind"]](spec)
     except BaseException:  # noqa: BLE001 - reported, then the process ends
         # Exit at once: a normal interpreter exit may wait on a stuck JVM's gateway.
@@ -1619,6 +1774,21 @@ def _runs(
                 },
                 timeout,
             )
+    if "send_rate" in plan.measurements:
+        for i in range(plan.runs):
+            yield (
+                "send_rate",
+                f"send_rate-{i + 1}",
+                {
+                    "kind": "send_rate",
+                    "store": False,
+                    "rate": SEND_RATE,
+                    "parallelism": SEND_RATE_PARALLELISM,
+                    "burst": SEND_RATE_BURST,
+                },
+                # start-up, the drain (about 5 s) and teardown
+                120 + SEND_RATE_BURST / SEND_RATE,
+            )
 
 
 def _cluster_runs(plan: Plan, bootstrap: str, work_root: Path) -> Iterator[tuple[str, str, dict]]:
@@ -1653,6 +1823,13 @@ def _cluster_runs(plan: Plan, bootstrap: str, work_root: Path) -> Iterator[tuple
 def _describe(result: dict) -> str:
     if "error" in result:
         return "failed"
+    if "send_rate" in result:
+        return (
+            f"{result['released']:,}/{result['burst']:,} released, "
+            f"{result['deferred']:,} deferred; at most {result['max_per_s_after_bucket']}/s "
+            f"once all arrived (limit {result['send_rate']}/s), drained in "
+            f"{result['drain_seconds'] or 0:.1f} s"
+        )
     if "accounting" in result:
         acc, burst = result["accounting"], result["phases"]["burst"]
         recovery = result["lateness_recovery_s"]["emitted"]
@@ -1930,7 +2107,48 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
                 if any(r["lateness_recovery_s"][how] is None for r in runs)
                 else median([r["lateness_recovery_s"][how] for r in runs]),
             }
+    runs = ok.get("send_rate", [])
+    if runs:
+        summary["send_rate"] = {
+            "runs": len(runs),
+            **{
+                key: median([r[key] for r in runs])
+                for key in (
+                    "send_rate",
+                    "parallelism",
+                    "burst",
+                    "released",
+                    "deferred",
+                    "bucket",
+                    "max_per_s",
+                    "max_per_s_after_bucket",
+                    "arrival_seconds",
+                    "drain_seconds",
+                    "expected_drain_seconds",
+                    "achieved_per_s",
+                )
+            },
+            # the worst run
+            **{key: max(r[key] for r in runs) for key in ("lost", "duplicates", "out_of_order")},
+        }
+        summary["send_rate"]["verdict"] = send_rate_verdict(summary["send_rate"])
     return summary
+
+
+def send_rate_verdict(s: dict[str, Any]) -> str:
+    """The send-rate row's verdict. "holds": nothing lost, doubled or reordered; no second
+    with more than a token bucket allows (the buckets + one second at the rate, +1 per
+    subtask for a token refilled at a window's edge); and the drain after the buckets no
+    faster than the rate (2 % for the clock). Once every request has arrived a second holds
+    about the rate, not at most the rate: a timer that fires late (a busy task thread, a GC
+    pause) releases the tokens that accrued meanwhile at once, as a token bucket does."""
+    if s["lost"] or s["duplicates"] or s["out_of_order"]:
+        return "LOST, DOUBLED OR REORDERED"
+    if s["max_per_s"] > s["bucket"] + s["send_rate"] + s["parallelism"]:
+        return "ABOVE THE BUCKET"
+    if (s["achieved_per_s"] or 0) > 1.02 * s["send_rate"]:
+        return "FASTER THAN THE RATE"
+    return "holds"
 
 
 def _throughput_text(s: dict[str, Any]) -> str:
@@ -2061,6 +2279,18 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"max {_ms(s['emitted']['max'])}, normal {recovery('emitted')} after the burst; "
             f"read by the bench p95 before {_ms(s['read']['p95_before'])}, max "
             f"{_ms(s['read']['max'])}, normal {recovery('read')} after"
+        )
+    s = summary.get("send_rate")
+    if s:
+        lines.append(
+            f"send rate, p{s['parallelism']:.0f}, limit {s['send_rate']:,.0f}/s, "
+            f"{s['burst']:,.0f} requests at once  {s['released']:,.0f} released (lost "
+            f"{s['lost']}, doubled {s['duplicates']}, out of order {s['out_of_order']}), "
+            f"{s['deferred']:,.0f} deferred; most in any second {s['max_per_s']:,.0f} "
+            f"(buckets {s['bucket']:,.0f} at once), {s['max_per_s_after_bucket']:,.0f} once "
+            f"all had arrived (in {s['arrival_seconds'] or 0:.2f} s); drained in "
+            f"{s['drain_seconds'] or 0:.2f} s (the rate allows {s['expected_drain_seconds']:.2f} "
+            f"s) = {_rate(s['achieved_per_s'], 'req/s')} after the buckets: {s['verdict']}"
         )
     return "\n".join(lines)
 

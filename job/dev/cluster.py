@@ -510,6 +510,7 @@ def measure_throughput(
     count (Flink's REST API, refreshed every ``metrics.fetcher.update-interval``) between
     10 % and 90 % of ``events``, so start-up and submission are not counted. ``topics``:
     the ``kafka.topics`` mapping (events, dlq, email_requests, outcomes)."""
+    from job.config import with_absolute_files
     from job.ops import free_port
 
     work_dir = Path(work_dir)
@@ -519,17 +520,20 @@ def measure_throughput(
     home = session_home(work_dir, "flink")
     cluster = Cluster(home=home, rest_port=free_port())
     config = work_dir / "job.yaml"
+    # the shipped campaigns and suppression list: their names resolve against conf/
     config.write_text(
         yaml.safe_dump(
-            {
-                "kafka": {
-                    "bootstrap_servers": bootstrap,
-                    "starting_offsets": "earliest",
-                    "group_id": f"bench-cluster-{os.getpid()}-{int(time.time())}",
-                    "topics": dict(topics),
-                },
-                "clickhouse": {"enabled": False},
-            }
+            with_absolute_files(
+                {
+                    "kafka": {
+                        "bootstrap_servers": bootstrap,
+                        "starting_offsets": "earliest",
+                        "group_id": f"bench-cluster-{os.getpid()}-{int(time.time())}",
+                        "topics": dict(topics),
+                    },
+                    "clickhouse": {"enabled": False},
+                }
+            )
         )
     )
     flink_conf = work_dir / "flink-conf.yaml"

@@ -26,7 +26,7 @@ import yaml
 from job.dev import cluster as flink_cluster
 from job.dev.broker import TansuBroker
 from job.ops import free_port
-from tests.factories import ROOT
+from tests.factories import ROOT, job_yaml
 
 SESSIONS = ROOT / "var" / "flink-sessions"
 
@@ -123,11 +123,12 @@ def broker() -> Iterator[TansuBroker]:
 
 def write_job_config(path: Path, cfg_overrides: dict) -> Path:
     """The shipped ``conf/job.yaml`` with ``cfg_overrides`` merged over it, as a file for
-    ``inboxflow submit --config``."""
+    ``inboxflow submit --config``; their ``campaigns`` (those of :func:`cart_only`) become
+    a campaigns file next to it."""
     from job.config import DEFAULT_CONFIG, _merge
 
     data = _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), cfg_overrides)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(job_yaml(data, path.parent), sort_keys=False))
     return path
 
 

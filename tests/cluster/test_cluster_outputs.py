@@ -20,7 +20,7 @@ from job.dev.broker import TansuBroker
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
 from tests.e2e import test_kafka_e2e as scenario
 from tests.e2e.conftest import OutputReader
-from tests.factories import CAMPAIGN, HOUR, T0, cart_add, raw
+from tests.factories import CAMPAIGN, HOUR, T0, cart_add, cart_only, raw
 from udfs.core.instant import iso_ms
 from udfs.core.journey import request_id
 
@@ -88,6 +88,7 @@ def run_scenario(cluster: TestCluster, broker: TansuBroker, tmp_path: Path) -> d
         tmp_path,
         f"cl-{uuid.uuid4().hex[:8]}",
         watermarks={"out_of_orderness": "5m", "idleness": "1s"},
+        **cart_only(),
     )
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
     reader = OutputReader(broker.bootstrap, [topics["requests"], topics["dlq"], topics["outcomes"]])

@@ -16,7 +16,7 @@ import yaml
 from job.dev.broker import TansuBroker
 from job.prometheus import endpoints, port_range, total
 from tests.cluster.conftest import TestCluster, job_on_fresh_topics, write_flink_conf
-from tests.factories import ROOT
+from tests.factories import ROOT, cart_only
 from tests.integration.test_metrics import (
     EXPECTED,
     WAIT_S,
@@ -33,7 +33,9 @@ def test_prometheus_endpoints_of_the_taskmanagers_report_exact_job_metrics(
 ) -> None:
     cluster.reshape(2, 1)
     tag = f"cm{uuid.uuid4().hex[:8]}"
-    topics, config = job_on_fresh_topics(broker, tmp_path, tag, watermarks={"idleness": "1s"})
+    topics, config = job_on_fresh_topics(
+        broker, tmp_path, tag, watermarks={"idleness": "1s"}, **cart_only()
+    )
     flink_conf = write_flink_conf(tmp_path / "flink-conf.yaml", tmp_path / "checkpoints")
     ports = port_range(
         str(yaml.safe_load((ROOT / "flink-conf.yaml").read_text())["metrics.reporter.prom.port"])

@@ -5,9 +5,10 @@ cluster-up``, ``make package``, ``inboxflow submit`` with the shipped ``conf/job
 then ``make cluster-down``. The commands are read from the README, so a change there is a
 change to what this test runs.
 
-The first job sends exactly the one reminder due in its input and commits its offsets; it
-is cancelled, and the plain ``flink run`` job (same consumer group) sends exactly the
-reminder of the new input and nothing of the old one.
+The first job sends exactly the emails due in its input (the shipped campaigns: the welcome
+email due at the identify event, then the cart reminder) and commits its offsets; it is
+cancelled, and the plain ``flink run`` job (same consumer group) sends exactly the emails of
+the new input and nothing of the old one.
 """
 
 from __future__ import annotations
@@ -90,13 +91,22 @@ def _sh(command: str, env: dict[str, str], timeout: float = 400) -> str:
 
 def _story(customer: str, clock_keys: list[str], start: int) -> list[tuple]:
     """A cart abandoned at ``start``, then a page view on each partition 1 h 1 min later:
-    the watermark passes the reminder's due time (``start`` + 1 h, bound 5 s)."""
+    the watermark passes the reminder's due time (``start`` + 1 h, bound 5 s). The identify
+    at ``start`` sends the welcome email (step 1 due at once)."""
     events = [
         identify(customer, start, email=f"{customer}@example.com", first_name="Pat"),
         cart_add(customer, start, cart_id=f"cart-{customer}"),
     ]
     events += [page_view(key, start + HOUR + MINUTE) for key in clock_keys]
     return [kafka_record(e) for e in events]
+
+
+def _emails(customer: str, start: int) -> list[tuple[str, str]]:
+    """(key, request id) of what the story of ``customer`` sends, in order."""
+    return [
+        (customer, request_id("welcome", customer, None, start, 1)),
+        (customer, request_id("abandoned_cart", customer, f"cart-{customer}", start, 1)),
+    ]
 
 
 def _wait_committed(bootstrap: str, ends: dict[int, int], alive) -> None:
@@ -140,12 +150,14 @@ def test_readme_cluster_commands_as_written(broker: TansuBroker):
         ends = end_offsets_from_deliveries(
             produce(broker.bootstrap, "events", _story("readme-a", clock, T0))
         )
-        reader.wait_for(lambda r: len(r.of("email.requests")) >= 1, "A's reminder", WAIT_S, alive)
+        reader.wait_for(
+            lambda r: len(r.of("email.requests")) >= 2, "A's welcome and reminder", WAIT_S, alive
+        )
         _wait_committed(broker.bootstrap, ends, alive)  # checkpoints every 10 s (shipped)
         cluster.cancel(job_id)
-        assert [(r.key, r.value["request_id"]) for r in reader.of("email.requests")] == [
-            ("readme-a", request_id("abandoned_cart", "readme-a", "cart-readme-a", T0, 1))
-        ]
+        assert [(r.key, r.value["request_id"]) for r in reader.of("email.requests")] == _emails(
+            "readme-a", T0
+        )
 
         out = _sh(flink_run.replace("8081", str(port)), env)
         (job_id,) = set(re.findall(r"JobID ([0-9a-f]{32})", out))
@@ -157,11 +169,13 @@ def test_readme_cluster_commands_as_written(broker: TansuBroker):
         } == {2}
         later = T0 + 2 * HOUR
         produce(broker.bootstrap, "events", _story("readme-b", clock, later))
-        reader.wait_for(lambda r: len(r.of("email.requests")) >= 2, "B's reminder", WAIT_S, alive)
-        reader.drain(5, alive)  # A's events, if read again, would send A's reminder again
+        reader.wait_for(
+            lambda r: len(r.of("email.requests")) >= 4, "B's welcome and reminder", WAIT_S, alive
+        )
+        reader.drain(5, alive)  # A's events, if read again, would send A's emails again
         assert [(r.key, r.value["request_id"]) for r in reader.of("email.requests")] == [
-            ("readme-a", request_id("abandoned_cart", "readme-a", "cart-readme-a", T0, 1)),
-            ("readme-b", request_id("abandoned_cart", "readme-b", "cart-readme-b", later, 1)),
+            *_emails("readme-a", T0),
+            *_emails("readme-b", later),
         ]
         cluster.cancel(job_id)
     except BaseException:

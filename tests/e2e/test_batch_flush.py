@@ -16,7 +16,7 @@ from pathlib import Path
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import produce
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
-from tests.factories import T0, kafka_record, page_view, teleport
+from tests.factories import T0, cart_only, kafka_record, page_view, teleport
 
 
 def test_checkpoint_barriers_alone_flush_the_batch(broker: TansuBroker, tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_checkpoint_barriers_alone_flush_the_batch(broker: TansuBroker, tmp_path
         broker,
         prefix,
         1,
-        {"processing": {"batch_events": 100_000, "batch_delay": "1h"}},
+        {"processing": {"batch_events": 100_000, "batch_delay": "1h"}, **cart_only()},
     )
     view = page_view("A", T0, event_id="pv-1")
     records = [

@@ -58,6 +58,7 @@ from tests.factories import (
     SECOND,
     T0,
     cart_add,
+    cart_only,
     identify,
     page_view,
     purchase,
@@ -238,10 +239,7 @@ def run_broker_fault(broker: TansuBroker, checkpoint_dir: Path) -> FaultRun:
         f"bf-{run}",
         {"topics": topics, "sink_properties": JOB_SINK_PROPERTIES},
         watermarks={"out_of_orderness": "1m", "idleness": "0s"},
-        journey={
-            "abandon_after": "10m",
-            "steps": [{"after": "30m", "template": "abandoned_cart_2"}],
-        },
+        **cart_only("10m", [{"after": "30m", "template": "abandoned_cart_2"}]),
     )
     cfg = load_config(env={}, overrides=sections)
     timed, expected_ids, _ = scenario()

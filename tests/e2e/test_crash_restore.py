@@ -33,7 +33,7 @@ from kafka import KafkaAdminClient, TopicPartition
 
 from job.dev.gen import generate
 from job.dev.kafka_io import create_topics, end_offsets_from_deliveries, produce
-from tests.factories import ROOT, T0, query_cli
+from tests.factories import ROOT, T0, cart_only, query_cli
 from udfs.clock import wall_ms
 
 pytestmark = pytest.mark.slow
@@ -87,6 +87,7 @@ class Run:
                 },
                 "processing": {"batch_events": 100_000, "batch_delay": "1h"},
                 "watermarks": {"idleness": "0s"},
+                **cart_only(),
             },
             "flink": {
                 "parallelism.default": "2",

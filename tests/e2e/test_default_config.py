@@ -4,10 +4,16 @@ checkpoints every 10 s, ClickHouse on the embedded engine under the working dire
 bootstrap comes from ``INBOXFLOW_KAFKA_BOOTSTRAP``. The broker is this module's own.
 
 Run 1 reads a new group's partitions from the start (``committed`` falls back to earliest),
-sends A's and C's reminders and commits the end offsets on a checkpoint; it is stopped with
-Ctrl-C. Run 2, same group, reads only what was produced after: it sends B's reminder and none
-of A's or C's again (a re-read of run 1's events would re-send both: run 2 starts without
+sends A's and C's emails and commits the end offsets on a checkpoint; it is stopped with
+Ctrl-C. Run 2, same group, reads only what was produced after: it sends B's emails and none
+of A's or C's again (a re-read of run 1's events would re-send them: run 2 starts without
 state and its clock events pass their due time again).
+
+The shipped campaigns are all on: every identify with an address starts the welcome
+campaign, whose step 1 (transactional) is due at once; its step 2 (3 days on) and the cart's
+step 2 (a day on) are never due here. The guards let everything through: the welcome is
+transactional, one marketing email per customer stays under the frequency cap, and every
+email is due between 08:00 and 21:00 UTC (the default time zone's quiet hours end at 08:00).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ EXPECTED_PARTITION = {A: 1, B: 1, C: 0, "shopper-1": 0, "shopper-0": 1}
 WAIT_S = 150  # start-up of a whole job on a loaded 2-core machine included
 COMMIT_S = 90  # checkpoints every 10 s (flink-conf.yaml)
 QUIET_S = 3
+WELCOME = "welcome"  # conf/campaigns.yaml
 
 
 def _clock(ts: int) -> list[dict]:
@@ -70,6 +77,7 @@ def _requests(reader: OutputReader, topic: str) -> list[tuple]:
     return sorted(
         (
             r.key,
+            r.value["campaign"],
             r.value["to"],
             r.value["step"],
             r.value["request_id"],
@@ -80,7 +88,22 @@ def _requests(reader: OutputReader, topic: str) -> list[tuple]:
 
 
 def _outcomes(reader: OutputReader, topic: str) -> list[tuple]:
-    return sorted((r.value["kind"], r.key, r.value.get("step")) for r in reader.of(topic))
+    return sorted(
+        (r.value["kind"], r.key, r.value.get("campaign"), r.value.get("step"))
+        for r in reader.of(topic)
+    )
+
+
+def _welcome(customer_id: str, to: str, identified: int) -> tuple:
+    """The welcome campaign's step 1: due at the identify event."""
+    return (
+        customer_id,
+        WELCOME,
+        to,
+        1,
+        request_id(WELCOME, customer_id, None, identified, 1),
+        identified,
+    )
 
 
 @pytest.mark.slow
@@ -99,8 +122,8 @@ def test_shipped_config_consumes_commits_and_continues_where_it_stopped(
     try:
         with CliRun(broker, tmp_path, log_name="run1.log") as run:
             reader.wait_for(
-                lambda r: len(r.of(topics.email_requests)) >= 2,
-                "A's and C's reminders",
+                lambda r: len(r.of(topics.email_requests)) >= 4,
+                "A's and C's welcome emails and reminders",
                 WAIT_S,
                 run,
             )
@@ -112,16 +135,27 @@ def test_shipped_config_consumes_commits_and_continues_where_it_stopped(
         ends = {**ends, **end_offsets_from_deliveries(deliveries)}
         with CliRun(broker, tmp_path, log_name="run2.log") as run:
             reader.wait_for(
-                lambda r: len(r.of(topics.email_requests)) >= 3, "B's reminder", WAIT_S, run
+                lambda r: len(r.of(topics.email_requests)) >= 6,
+                "B's welcome email and reminder",
+                WAIT_S,
+                run,
             )
             wait_for_commit(broker.bootstrap, "inboxflow", topics.events, ends, COMMIT_S, run)
             reader.drain(QUIET_S, run)
     finally:
         reader.close()
 
-    a_request = (A, "ann@example.com", 1, request_id(CAMPAIGN, A, "cart-a", T0, 1), T0 + HOUR)
+    a_request = (
+        A,
+        CAMPAIGN,
+        "ann@example.com",
+        1,
+        request_id(CAMPAIGN, A, "cart-a", T0, 1),
+        T0 + HOUR,
+    )
     c_request = (
         C,
+        CAMPAIGN,
         "cy@example.com",
         1,
         request_id(CAMPAIGN, C, "cart-c", T0 + 10 * 60_000, 1),
@@ -129,29 +163,47 @@ def test_shipped_config_consumes_commits_and_continues_where_it_stopped(
     )
     b_request = (
         B,
+        CAMPAIGN,
         "bob@example.com",
         1,
         request_id(CAMPAIGN, B, "cart-b", T0 + 3 * HOUR, 1),
         T0 + 4 * HOUR,
     )
+    welcomes = {
+        A: _welcome(A, "ann@example.com", T0),
+        B: _welcome(B, "bob@example.com", T0 + 3 * HOUR),
+        C: _welcome(C, "cy@example.com", T0),
+    }
+
+    def outcomes(*customers: str) -> list[tuple]:
+        return sorted(
+            (kind, c, campaign, step)
+            for c in customers
+            for kind, campaign, step in (
+                ("abandoned", None, None),
+                ("sent", CAMPAIGN, 1),
+                ("sent", WELCOME, 1),
+            )
+        )
+
     assert run_1 == (
-        sorted([a_request, c_request]),
-        sorted([("abandoned", A, None), ("sent", A, 1), ("abandoned", C, None), ("sent", C, 1)]),
+        sorted([a_request, c_request, welcomes[A], welcomes[C]]),
+        outcomes(A, C),
     )
     # run 2 added B's and nothing of run 1 again
-    assert _requests(reader, topics.email_requests) == sorted([a_request, b_request, c_request])
-    assert _outcomes(reader, topics.outcomes) == sorted(
-        [("abandoned", c, None) for c in (A, B, C)] + [("sent", c, 1) for c in (A, B, C)]
+    assert _requests(reader, topics.email_requests) == sorted(
+        [a_request, b_request, c_request, *welcomes.values()]
     )
+    assert _outcomes(reader, topics.outcomes) == outcomes(A, B, C)
     assert reader.of(topics.dlq) == []
 
     # the shipped ClickHouse writer ran too, on var/clickhouse under the working directory
     dsn = f"chdb://{tmp_path / 'var' / 'clickhouse'}"
     rows = query_cli(
-        dsn, "SELECT customer_id, step, status FROM email_requests FINAL ORDER BY customer_id"
+        dsn,
+        "SELECT customer_id, campaign, step, status FROM email_requests FINAL "
+        "ORDER BY customer_id, campaign",
     )
-    assert [(r["customer_id"], r["step"], r["status"]) for r in rows] == [
-        (A, 1, "sent"),
-        (B, 1, "sent"),
-        (C, 1, "sent"),
+    assert [(r["customer_id"], r["campaign"], r["step"], r["status"]) for r in rows] == [
+        (c, campaign, 1, "sent") for c in (A, B, C) for campaign in sorted((CAMPAIGN, WELCOME))
     ]

@@ -38,6 +38,7 @@ from tests.factories import (
     MIN_WATERMARK,
     MINUTE,
     cart_add,
+    cart_only,
     customer_core,
     identify,
     keys_by_partition,
@@ -120,7 +121,7 @@ def test_fuzzed_records_inside_the_story_change_nothing_and_stop_nothing(
         broker,
         f"fz-{run}",
         PARTITIONS,
-        {"watermarks": {"out_of_orderness": "5m", "idleness": "1s"}},
+        {"watermarks": {"out_of_orderness": "5m", "idleness": "1s"}, **cart_only()},
     )
     now = wall_ms()
     f = (now // MINUTE - 2 * 24 * 60) * MINUTE  # the window's start: two days ago

@@ -48,6 +48,7 @@ from tests.factories import (
     MINUTE,
     T0,
     cart_add,
+    cart_only,
     identify,
     kafka_record,
     negative_price,
@@ -153,7 +154,10 @@ def test_reminders_follow_event_time_not_kafka_time(broker: TansuBroker, tmp_pat
     create_topics(broker.bootstrap, {events: 2, dlq: 1, requests: 2, outcomes: 2})
     watermarks = {"out_of_orderness": "5m", "idleness": "1s"}
     cfg = load_config(
-        env={}, overrides=earliest_overrides(broker, f"e2e-{uuid.uuid4()}", watermarks=watermarks)
+        env={},
+        overrides=earliest_overrides(
+            broker, f"e2e-{uuid.uuid4()}", watermarks=watermarks, **cart_only()
+        ),
     )
     reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
     started_ms = wall_ms()
@@ -252,7 +256,7 @@ def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
         broker,
         f"wm-{uuid.uuid4().hex[:8]}",
         2,
-        {"watermarks": {"out_of_orderness": "5m", "idleness": "0s"}},
+        {"watermarks": {"out_of_orderness": "5m", "idleness": "0s"}, **cart_only()},
     )
     events, dlq, requests, outcomes = (topics[t] for t in ("events", "dlq", "requests", "outcomes"))
     ahead = [  # partition 0

@@ -23,7 +23,7 @@ from pyflink.datastream.functions import KeyedProcessFunction
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import produce
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
-from tests.factories import HOUR, MINUTE, T0, kafka_record, page_view
+from tests.factories import HOUR, MINUTE, T0, cart_only, kafka_record, page_view
 from udfs.core import journey as j
 
 CUSTOMER = "legacy-lea"
@@ -127,7 +127,7 @@ def test_a_savepoint_of_the_old_operator_restores_its_customers(
     broker: TansuBroker, tmp_path: Path
 ) -> None:
     savepoint = write_legacy_savepoint(broker, tmp_path)
-    cfg, topics = job_on_fresh_topics(broker, f"new-{uuid.uuid4().hex[:8]}", 1, {})
+    cfg, topics = job_on_fresh_topics(broker, f"new-{uuid.uuid4().hex[:8]}", 1, cart_only())
     # a clock event of someone else, far enough on to move the watermark past the due time
     produce(broker.bootstrap, topics["events"], [kafka_record(page_view("clock", DUE + MINUTE))])
     reader = OutputReader(broker.bootstrap, [topics["requests"]])

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-from job.config import DEFAULT_CONFIG, load_config
+from job.config import DEFAULT_CONFIG, _merge, load_config
 from job.dev.broker import TansuBroker
 from job.dev.kafka_io import create_topics, produce
 from job.replay import DRY_RUN_FILES, parse_timestamp
@@ -25,7 +26,9 @@ from tests.factories import (
     MINUTE,
     T0,
     cart_add,
+    cart_only,
     identify,
+    job_yaml,
     kafka_record,
     page_view,
 )
@@ -107,15 +110,11 @@ HISTORY = (
 
 
 def _changed_timing_config(path: Path) -> Path:
-    """The shipped conf/job.yaml with step 1 after 30 min (shipped: 1 h) and step 2 after 3 h
-    (shipped: 24 h)."""
-    text = DEFAULT_CONFIG.read_text()
-    assert text.count("abandon_after: 1h") == 1 and text.count("- after: 24h") == 1
-    path.write_text(
-        text.replace("abandon_after: 1h", "abandon_after: 30m").replace(
-            "- after: 24h", "- after: 3h"
-        )
-    )
+    """The shipped conf/job.yaml, the cart campaign alone (:func:`cart_only`) with step 1
+    after 30 min (shipped: 1 h) and step 2 after 3 h (shipped: 24 h); its campaigns file
+    next to it."""
+    data = _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), cart_only("30m", [{"after": "3h"}]))
+    path.write_text(yaml.safe_dump(job_yaml(data, path.parent), sort_keys=False))
     return path
 
 

@@ -39,7 +39,9 @@ from tests.factories import (
     ROOT,
     T0,
     cart_add,
+    cart_only,
     identify,
+    job_yaml,
     keys_by_partition,
     page_view,
     raw,
@@ -96,9 +98,10 @@ class Scenario:
         )
         self.flink_conf.write_text(yaml.safe_dump(conf))
 
-    def config(self, name: str, journey: dict) -> Path:
+    def config(self, name: str, cart: dict) -> Path:
         """conf/job.yaml on this test's topics, ClickHouse off, watermarks moved by clock
-        events only, ``journey`` merged on top."""
+        events only, ``cart`` (the overrides of :func:`cart_only`) merged on top; its
+        campaigns file next to it, in a directory of its own."""
         shipped = yaml.safe_load((ROOT / "conf" / "job.yaml").read_text())
         data = deep_merge(
             shipped,
@@ -116,11 +119,13 @@ class Scenario:
                 },
                 "watermarks": {"out_of_orderness": "1m", "idleness": "0s", "idle_advance": "0s"},
                 "clickhouse": {"enabled": False},
-                "journey": journey,
+                **cart,
             },
         )
-        path = self.tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(data))
+        directory = self.tmp / name
+        directory.mkdir()
+        path = directory / "job.yaml"
+        path.write_text(yaml.safe_dump(job_yaml(data, directory)))
         return path
 
     def produce(self, events: Iterable[dict | str]) -> None:
@@ -232,9 +237,7 @@ def test_sigkill_then_resume_fires_every_pending_reminder_exactly_once(
     all fire after ``inboxflow run --resume`` (p1), each exactly once; reminders sent before
     the crash are not sent again; one due after the last event's watermark never fires."""
     sc = Scenario(broker, tmp_path)
-    config = sc.config(
-        "job", {"abandon_after": "1h", "steps": [{"after": "3h", "template": "abandoned_cart_2"}]}
-    )
+    config = sc.config("job", cart_only("1h", [{"after": "3h", "template": "abandoned_cart_2"}]))
     keys = keys_by_partition(2, 5, f"{sc.prefix}-")  # [a, b, c, n, clock] per partition
     carts = {keys[p][i]: T0 + i * 20 * MINUTE for p in range(2) for i in range(3)}
     sc.produce(
@@ -360,14 +363,8 @@ class TimingChangeStory:
     Profiles carry over: every reminder goes to the address of the identify event that came
     before the stop, with the cart that was built before it."""
 
-    JOURNEY_A: ClassVar[dict] = {
-        "abandon_after": "1h",
-        "steps": [{"after": "3h", "template": "abandoned_cart_2"}],
-    }
-    JOURNEY_B: ClassVar[dict] = {
-        "abandon_after": "2h",
-        "steps": [{"after": "150m", "template": "abandoned_cart_2"}],
-    }
+    JOURNEY_A: ClassVar[dict] = cart_only("1h", [{"after": "3h", "template": "abandoned_cart_2"}])
+    JOURNEY_B: ClassVar[dict] = cart_only("2h", [{"after": "150m", "template": "abandoned_cart_2"}])
 
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc

@@ -30,6 +30,7 @@ from tests.factories import (
     SECOND,
     T0,
     cart_add,
+    cart_only,
     identify,
     kafka_record,
     keys_by_partition,
@@ -52,7 +53,7 @@ def job_config(
         broker,
         f"wm-{run}",
         partitions,
-        {"watermarks": watermarks, "journey": {"steps": [], "abandon_after": abandon_after}},
+        {"watermarks": watermarks, **cart_only(abandon_after, steps=[])},
     )
 
 

@@ -16,7 +16,18 @@ from job.dev.kafka_io import produce
 from job.ops import free_port
 from job.prometheus import by_label, scrape, total
 from tests.e2e.conftest import OutputReader, job_on_fresh_topics, running_job
-from tests.factories import HOUR, MINUTE, T0, cart_add, identify, page_view, purchase, raw, teleport
+from tests.factories import (
+    HOUR,
+    MINUTE,
+    T0,
+    cart_add,
+    cart_only,
+    identify,
+    page_view,
+    purchase,
+    raw,
+    teleport,
+)
 from udfs.clock import wall_ms
 
 WAIT_S = 120  # job start-up included; a loaded 2-core machine is slow
@@ -174,7 +185,9 @@ def check_json_logs(paths: list[Path], tag: str, ids: dict) -> None:
 @pytest.mark.slow
 def test_prometheus_endpoint_reports_exact_job_metrics(broker: TansuBroker, tmp_path: Path) -> None:
     tag = f"m{uuid.uuid4().hex[:8]}"
-    cfg, topics = job_on_fresh_topics(broker, tag, 2, {"watermarks": {"idleness": "1s"}})
+    cfg, topics = job_on_fresh_topics(
+        broker, tag, 2, {"watermarks": {"idleness": "1s"}, **cart_only()}
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     with running_job(

@@ -97,7 +97,7 @@ EXPECTED_DLQ = {
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["parallelism-1", "parallelism-2"])
 def outputs(request):
-    return run_bounded(scenario(), request.param)
+    return run_bounded(scenario(), request.param, overrides=f.cart_only())
 
 
 def test_process_mode_is_refused_with_the_setting_named():

@@ -258,6 +258,7 @@ def run_job(events: list[dict], parallelism: int, dsn: str) -> dict:
                 "flush_rows": 100_000,
             },
             "processing": {"batch_events": 100_000, "batch_delay": "1h"},
+            **f.cart_only(),
         },
     )
 
