@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import yaml
 
 # defined where the ClickHouse client reads it (udfs never imports job), re-exported here
 from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD as ENV_CLICKHOUSE_PASSWORD
+from udfs.core import campaigns as campaign_model
 from udfs.core.campaigns import Campaign, CampaignError, Guards, QuietHours
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,9 +31,6 @@ ENV_BOOTSTRAP = "INBOXFLOW_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "INBOXFLOW_CLICKHOUSE_DSN"
 ENV_REST = "INBOXFLOW_FLINK_REST"
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
@@ -41,14 +38,10 @@ class ConfigError(ValueError):
 
 def parse_duration(value: Any, key: str) -> int:
     """``"45m"`` -> 2_700_000 (ms). Bare numbers are rejected: a unit must be explicit."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _UNIT_MS[match.group(2)]
-    raise ConfigError(
-        f"{key}: bad duration {value!r} (expected a number with a unit: ms, s, m, h or d, "
-        f"e.g. '45m')"
-    )
+    try:
+        return campaign_model.parse_duration(value, key)
+    except CampaignError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def duration(default: str) -> Any:

@@ -747,20 +747,7 @@ class CustomerLogic:
         **extra: Any,
     ) -> None:
         """The step is suppressed or skipped: a ``skipped`` outcome and its request row."""
-        p = state.profile
-        assert p is not None
-        rid = self._rid(p, run)
-        skipped = {
-            "step": run.step,
-            "request_id": rid,
-            "reason": reason,
-            **self._about(run),
-            "status": status,
-            **extra,
-        }
-        d.outcomes.append(_outcome(SKIPPED, p.customer_id, run.due_at, **skipped))
-        currency = self._currency(state, run, c, items)
-        d.rows.append(self._request_row(p, run, c, status, reason, items, currency))
+        self._record(state, run, c, d, SKIPPED, status, reason, items, status=status, **extra)
 
     def _defer(
         self,
@@ -772,21 +759,36 @@ class CustomerLogic:
         reason: str,
         items: list[CartItem],
     ) -> None:
-        p = state.profile
-        assert p is not None and until > run.due_at
-        rid = self._rid(p, run)
-        deferred = {
-            "step": run.step,
-            "request_id": rid,
-            "reason": reason,
-            **self._about(run),
-            "until": until,
-        }
-        d.outcomes.append(_outcome(DEFERRED, p.customer_id, run.due_at, **deferred))
-        currency = self._currency(state, run, c, items)
-        d.rows.append(self._request_row(p, run, c, STATUS_DEFERRED, reason, items, currency, until))
+        assert until > run.due_at
+        self._record(state, run, c, d, DEFERRED, STATUS_DEFERRED, reason, items, until, until=until)
         run.deferrals += 1
         run.not_before = run.due_at = until
+
+    def _record(
+        self,
+        state: CustomerState,
+        run: Run,
+        c: Campaign,
+        d: Decision,
+        kind: str,
+        row_status: str,
+        reason: str,
+        items: list[CartItem],
+        deferred_until: int | None = None,
+        **extra: Any,
+    ) -> None:
+        """A decision that sends nothing (yet): its outcome ``kind`` and its request row
+        (``row_status``)."""
+        p = state.profile
+        assert p is not None
+        about = {"step": run.step, "request_id": self._rid(p, run), "reason": reason}
+        d.outcomes.append(
+            _outcome(kind, p.customer_id, run.due_at, **about, **self._about(run), **extra)
+        )
+        currency = self._currency(state, run, c, items)
+        d.rows.append(
+            self._request_row(p, run, c, row_status, reason, items, currency, deferred_until)
+        )
 
     def _advance(self, state: CustomerState, run: Run, c: Campaign, d: Decision) -> None:
         """The journey's next step, or its end after the last."""
