@@ -693,6 +693,43 @@ def test_quiet_hours_across_midnight_in_the_customers_time_zone():
     ]
 
 
+def test_a_journey_that_ends_while_its_step_is_deferred_leaves_no_row_waiting():
+    """Browse due 22:30 is deferred to 08:00; at 07:30 the customer adds to cart (an exit):
+    the step's row, which said deferred, is closed as skipped with the exit's reason, so
+    the table never shows it waiting. A deferred cart reminder restarted by newer cart
+    activity is closed the same way (reason restarted): the new entry has new request ids."""
+    lg = logic(only=("browse_abandonment",), guards=NO_CAP)
+    c = browse_at(lg, C, MON_2030)
+    ds = c.story(TUE_0700, add(C, TUE_0700 + 30 * MINUTE, "p2"))
+    assert requests(ds) == [
+        ("browse_abandonment", 1, "deferred", "quiet_hours", MON_2230, TUE_0800, 0),
+        ("browse_abandonment", 1, "skipped", "exit_cart_add", TUE_0800, None, 1),
+    ]
+    rows = [r for d in ds for t, r in d.rows if t == "email_requests"]
+    assert (
+        rows[0]["request_id"]
+        == rows[1]["request_id"]
+        == rid("browse_abandonment", None, MON_2030, 1)
+    )
+    assert outcomes(ds, "cancelled") == [
+        ("cancelled", "browse_abandonment", 1, "exit_cart_add", TUE_0700 + 30 * MINUTE)
+    ]
+    assert c.timer is None
+
+    cart = Customer(logic(only=("abandoned_cart",), guards=NO_CAP), cid="c-2")
+    ds = cart.story(
+        identify("c-2", MON_0800),
+        add("c-2", MON_2230 - HOUR, "p1"),
+        TUE_0700,
+        add("c-2", TUE_0700 + MINUTE, "p2"),
+    )
+    assert requests(ds) == [
+        ("abandoned_cart", 1, "deferred", "quiet_hours", MON_2230, TUE_0800, 0),
+        ("abandoned_cart", 1, "skipped", "restarted", TUE_0800, None, 1),
+    ]
+    assert cart.timer == TUE_0700 + MINUTE + HOUR
+
+
 def test_quiet_hours_across_the_spring_dst_change():
     """Night of 2026-03-28/29 in Berlin: 23:30 CET (22:30 UTC) waits for 08:00 CEST, which
     is 06:00 UTC: the night is an hour shorter."""

@@ -136,6 +136,7 @@ FREQUENCY_CAP: Final = "frequency_cap"
 CAMPAIGN_REMOVED: Final = "campaign_removed"
 CAMPAIGN_DISABLED: Final = "campaign_disabled"
 STEPS_REMOVED: Final = "steps_removed"
+RESTARTED: Final = "restarted"  # a new trigger restarted the journey
 
 RECENT_PURCHASES = 5
 BOUGHT_PRODUCTS = 50
@@ -527,9 +528,11 @@ class CustomerLogic:
         c = self.by_name.get(run.campaign)
         if c is None or not c.enabled:
             reason = CAMPAIGN_REMOVED if c is None else CAMPAIGN_DISABLED
+            self._close_deferred(p, run, reason, d)
             self._finish(state, run, d, CANCELLED, reason)
             return
         if run.step > len(c.steps):
+            self._close_deferred(p, run, STEPS_REMOVED, d)
             self._finish(state, run, d, COMPLETED, STEPS_REMOVED)
             return
         at = run.due_at
@@ -830,9 +833,42 @@ class CustomerLogic:
         c = self.by_name.get(run.campaign)
         return c.about == ABOUT_CART if c is not None else run.campaign == LEGACY_CAMPAIGN
 
+    def _close_deferred(self, p: Profile, run: Run, reason: str, d: Decision) -> None:
+        """A journey ends while its pending step is deferred: the step's request row, which
+        says ``deferred``, becomes ``skipped`` with the reason the journey ended (else the
+        table would show it waiting for ever)."""
+        if not run.deferrals:
+            return
+        c = self.by_name.get(run.campaign)
+        category = c.step_category(run.step) if c is not None and run.step <= len(c.steps) else ""
+        d.rows.append(
+            (
+                "email_requests",
+                {
+                    "request_id": self._rid(p, run),
+                    "campaign": run.campaign,
+                    "step": run.step,
+                    "customer_id": p.customer_id,
+                    "status": STATUS_SKIPPED,
+                    "reason": reason,
+                    "subject": "",
+                    "due_at": run.due_at,
+                    "emitted_at": None,
+                    "cart_id": run.key if self._is_cart(run) else None,
+                    "cart_value": 0.0,
+                    "currency": run.currency or "USD",
+                    "product_ids": [],
+                    "category": category,
+                    "deferrals": run.deferrals,
+                    "deferred_until": None,
+                },
+            )
+        )
+
     def _cancel(self, state: CustomerState, run: Run, ts: int, reason: str, d: Decision) -> None:
         p = state.profile
         assert p is not None
+        self._close_deferred(p, run, reason, d)
         state.runs.remove(run)
         d.outcomes.append(
             _outcome(
@@ -864,6 +900,7 @@ class CustomerLogic:
         c: Campaign,
         ts: int,
         key: str | None,
+        d: Decision,
         items: list[CartItem] | None = None,
     ) -> Run:
         p = state.profile
@@ -871,6 +908,8 @@ class CustomerLogic:
         old = state.run_of(c.name)
         since = ts
         if old is not None:
+            # restarted: a new entry, new request ids; a deferred step of the old one ends
+            self._close_deferred(p, old, RESTARTED, d)
             state.runs.remove(old)
             if old.key == key:
                 since = old.since
@@ -881,7 +920,7 @@ class CustomerLogic:
 
     # cart journeys -------------------------------------------------------------------------
 
-    def _arm(self, state: CustomerState, event: dict[str, Any]) -> None:
+    def _arm(self, state: CustomerState, event: dict[str, Any], d: Decision) -> None:
         """Cart activity: every cart campaign whose trigger takes this event (re)starts at
         the cart's last activity."""
         cart, p = state.cart, state.profile
@@ -900,7 +939,7 @@ class CustomerLogic:
                 and not self._may_enter(p, c, cart.last_activity)
             ):
                 continue
-            self._enter(state, c, cart.last_activity, cart.cart_id)
+            self._enter(state, c, cart.last_activity, cart.cart_id, d)
             p.journey_status = "waiting_step_1"
 
     def _end(
@@ -952,7 +991,7 @@ class CustomerLogic:
             key = props.get(c.key) if c.key else None
             key = key if type(key) is str else None
             items = _order_lines(props) if kind == "purchase" else None
-            run = self._enter(state, c, ts, key, items)
+            run = self._enter(state, c, ts, key, d, items)
             currency = props.get("currency")
             run.currency = currency if type(currency) is str and currency else None
             # An exit event that arrived first (out of order) but happened after the entry:
@@ -1116,7 +1155,7 @@ class CustomerLogic:
                 self._end(state, ts, "purchased", d, status="purchased")
                 return
         if newer:
-            self._arm(state, e)
+            self._arm(state, e, d)
 
     def _credit_recovery(self, p: Profile, e: dict[str, Any], d: Decision) -> None:
         lr, props, ts = p.last_reminder, e["properties"], e["timestamp"]
