@@ -650,18 +650,21 @@ class CustomerLogic:
         self,
         p: Profile,
         run: Run,
-        c: Campaign,
         status: str,
         reason: str,
         items: list[CartItem],
         currency: str,
         deferred_until: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        """The ``email_requests`` row of the run's pending step (its campaign may be gone:
+        then its category is empty)."""
+        c = self.by_name.get(run.campaign)
+        category = c.step_category(run.step) if c is not None and run.step <= len(c.steps) else ""
         return (
             "email_requests",
             {
                 "request_id": self._rid(p, run),
-                "campaign": c.name,
+                "campaign": run.campaign,
                 "step": run.step,
                 "customer_id": p.customer_id,
                 "status": status,
@@ -669,11 +672,11 @@ class CustomerLogic:
                 "subject": "",
                 "due_at": run.due_at,
                 "emitted_at": None,
-                "cart_id": run.key if c.about == ABOUT_CART else None,
+                "cart_id": run.key if self._is_cart(run) else None,
                 "cart_value": _value(items),
                 "currency": currency,
                 "product_ids": [i.product_id for i in items],
-                "category": c.step_category(run.step),
+                "category": category,
                 "deferrals": run.deferrals,
                 "deferred_until": deferred_until,
             },
@@ -736,7 +739,7 @@ class CustomerLogic:
             p.last_reminder = LastReminder(rid, run.step, key, run.due_at, c.name)
         sent = {"step": run.step, "request_id": rid, **self._about(run)}
         d.outcomes.append(_outcome(SENT, p.customer_id, run.due_at, **sent))
-        d.rows.append(self._request_row(p, run, c, STATUS_SENT, "", items, currency))
+        d.rows.append(self._request_row(p, run, STATUS_SENT, "", items, currency))
 
     def _not_sent(
         self,
@@ -790,7 +793,7 @@ class CustomerLogic:
         )
         currency = self._currency(state, run, c, items)
         d.rows.append(
-            self._request_row(p, run, c, row_status, reason, items, currency, deferred_until)
+            self._request_row(p, run, row_status, reason, items, currency, deferred_until)
         )
 
     def _advance(self, state: CustomerState, run: Run, c: Campaign, d: Decision) -> None:
@@ -837,33 +840,9 @@ class CustomerLogic:
         """A journey ends while its pending step is deferred: the step's request row, which
         says ``deferred``, becomes ``skipped`` with the reason the journey ended (else the
         table would show it waiting for ever)."""
-        if not run.deferrals:
-            return
-        c = self.by_name.get(run.campaign)
-        category = c.step_category(run.step) if c is not None and run.step <= len(c.steps) else ""
-        d.rows.append(
-            (
-                "email_requests",
-                {
-                    "request_id": self._rid(p, run),
-                    "campaign": run.campaign,
-                    "step": run.step,
-                    "customer_id": p.customer_id,
-                    "status": STATUS_SKIPPED,
-                    "reason": reason,
-                    "subject": "",
-                    "due_at": run.due_at,
-                    "emitted_at": None,
-                    "cart_id": run.key if self._is_cart(run) else None,
-                    "cart_value": 0.0,
-                    "currency": run.currency or "USD",
-                    "product_ids": [],
-                    "category": category,
-                    "deferrals": run.deferrals,
-                    "deferred_until": None,
-                },
-            )
-        )
+        if run.deferrals:
+            row = self._request_row(p, run, STATUS_SKIPPED, reason, [], run.currency or "USD")
+            d.rows.append(row)
 
     def _cancel(self, state: CustomerState, run: Run, ts: int, reason: str, d: Decision) -> None:
         p = state.profile
