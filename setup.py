@@ -8,6 +8,11 @@ setup(
     packages=find_packages(include=["job", "job.*", "udfs", "udfs.*"]),
     install_requires=[
         "apache-flink==2.0.2",
+        # locale-aware money, numbers and dates, and the translation catalogs of the templates
+        "babel==2.19.0",
+        # moves the templates' <style> rules into style="" attributes (email clients drop
+        # <style> blocks)
+        "css-inline==0.24.0",
         "kafka-python==3.0.12",
         "clickhouse-connect==1.12.0",
         "chdb==4.4.0",
@@ -23,7 +28,9 @@ setup(
                 # local S3 server for Tansu's s3:// storage (job/dev/s3_server.py, broker tests)
                 "moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5",
                 # the bench's burst producer (librdkafka)
-                "confluent-kafka==2.16.1"],
+                "confluent-kafka==2.16.1",
+                # the preview check in a real browser (Debian's chromium, no browser download)
+                "playwright==1.65.2"],
     },
     entry_points={"console_scripts": ["inboxflow=job.cli:main"]},
 )

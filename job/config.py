@@ -118,6 +118,47 @@ class GuardsConfig:
 @dataclass(frozen=True)
 class LinksConfig:
     cart_base_url: str = "https://shop.example.com/cart"
+    # a product's page: {product_id} is replaced (URL-encoded); UTM parameters are appended
+    product_url: str = "https://shop.example.com/products/{product_id}"
+    # the List-Unsubscribe target of every request (https: or mailto:); {customer_id} and
+    # {campaign} are replaced (URL-encoded)
+    unsubscribe_url: str = (
+        "https://shop.example.com/email/unsubscribe?customer={customer_id}&campaign={campaign}"
+    )
+
+
+@dataclass(frozen=True)
+class LocalesConfig:
+    """The languages emails are written in (README "Locales")."""
+
+    # used when the customer's locale is unknown or not supported; then "en"
+    default: str = "en"
+    # every template is checked at start-up in each of these
+    supported: tuple[str, ...] = ("en", "de")
+
+
+@dataclass(frozen=True)
+class RecommendationsConfig:
+    """Products an email recommends (a step's ``recommend: N``), from the customer's own
+    behaviour (docs/DESIGN.md#recommendations)."""
+
+    # product views within this much event time of each other form one session (co-viewed)
+    session_gap_ms: int = duration("30m")
+    # JSON list of products shown when nothing personal is known (relative to the config
+    # file's directory; "" = none)
+    fallback_file: str = "bestsellers.json"
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Product records joined to events in the stream (docs/DESIGN.md#catalog)."""
+
+    # JSON lines, one product record each, loaded at start (relative to the config file's
+    # directory; "" = none)
+    file: str = "catalog.jsonl"
+    # a compacted Kafka topic of product records keyed by product id ("" = none); a record
+    # with an empty value removes the product
+    topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,8 +203,13 @@ class JobConfig:
     processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
     guards: GuardsConfig = GuardsConfig()
+    locales: LocalesConfig = LocalesConfig()
+    recommendations: RecommendationsConfig = RecommendationsConfig()
+    catalog: CatalogConfig = CatalogConfig()
     # conf/campaigns.yaml by default, relative to the config file's directory
     campaigns_file: str = "campaigns.yaml"
+    # the directory of the config file: relative file names in it resolve against this
+    config_dir: Path = ROOT / "conf"
     # derived at load time (not YAML keys): the parsed campaigns and guards
     campaigns: tuple[Campaign, ...] = ()
     guard_settings: Guards = Guards()
@@ -236,7 +282,14 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-_PATH_FIELDS = {"schema_dir", "template_dir", "ddl_dir", "campaigns", "guard_settings"}
+_PATH_FIELDS = {
+    "schema_dir",
+    "template_dir",
+    "ddl_dir",
+    "campaigns",
+    "guard_settings",
+    "config_dir",
+}
 # keys of earlier versions, with where their setting lives now
 _MOVED = {
     "journey": "journey: moved to the campaign abandoned_cart in conf/campaigns.yaml",
@@ -285,6 +338,38 @@ def _validate(cfg: JobConfig) -> None:
     if not cfg.links.cart_base_url.startswith(("https://", "http://")):
         raise ConfigError(
             f"links.cart_base_url: expected an http(s) URL, got {cfg.links.cart_base_url!r}"
+        )
+    product_url = cfg.links.product_url
+    if not product_url.startswith(("https://", "http://")) or "{product_id}" not in product_url:
+        raise ConfigError(
+            "links.product_url: expected an http(s) URL holding {product_id}, got "
+            f"{product_url!r}"
+        )
+    if not cfg.links.unsubscribe_url.startswith(("https://", "http://", "mailto:")):
+        raise ConfigError(
+            "links.unsubscribe_url: expected an http(s) or mailto: URL, got "
+            f"{cfg.links.unsubscribe_url!r}"
+        )
+    _validate_locales(cfg.locales)
+    if cfg.recommendations.session_gap_ms <= 0:
+        raise ConfigError("recommendations.session_gap: must be positive")
+
+
+def _validate_locales(locales: LocalesConfig) -> None:
+    from udfs.core.l10n import normalize_locale
+
+    if not locales.supported:
+        raise ConfigError("locales.supported: expected at least one locale, e.g. [en]")
+    for i, name in enumerate(locales.supported):
+        if normalize_locale(name) != name:
+            raise ConfigError(
+                f"locales.supported[{i}]: expected a language code Babel knows, e.g. en or de, "
+                f"got {name!r}"
+            )
+    if locales.default not in locales.supported:
+        raise ConfigError(
+            f"locales.default: {locales.default!r} is not in locales.supported "
+            f"({', '.join(locales.supported)})"
         )
 
 
@@ -410,6 +495,7 @@ def load_config(
     cfg = dataclasses.replace(
         cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=_resolve_dsn(cfg.clickhouse.dsn))
     )
+    cfg = dataclasses.replace(cfg, config_dir=path.parent.resolve())
     _validate(cfg)
     cfg = _campaigns(cfg, path.parent, campaign_overrides)
     if check_template_files:
@@ -430,6 +516,16 @@ def with_absolute_files(data: Mapping[str, Any], base: Path | None = None) -> di
     if listed:
         guards["suppression_list"] = str(base / listed)
     out["guards"] = guards
+    recommendations = dict(out.get("recommendations") or {})
+    fallback = recommendations.get("fallback_file", RecommendationsConfig.fallback_file)
+    if fallback:
+        recommendations["fallback_file"] = str(base / fallback)
+    out["recommendations"] = recommendations
+    catalog = dict(out.get("catalog") or {})
+    file = catalog.get("file", CatalogConfig.file)
+    if file:
+        catalog["file"] = str(base / file)
+    out["catalog"] = catalog
     return out
 
 

@@ -28,6 +28,8 @@ SHOW_VIEWED: Final = "viewed"  # products viewed since the journey began, not in
 SHOW_ORDER: Final = "order"  # the lines of the order that triggered the journey
 SHOW_CROSS_SELL: Final = "cross_sell"  # viewed, not bought, in a category of that order
 SHOW_NONE: Final = "none"
+# products an email recommends at most (``steps[].recommend``)
+MAX_RECOMMEND: Final = 12
 SHOWS: Final = (SHOW_CART, SHOW_VIEWED, SHOW_ORDER, SHOW_CROSS_SELL, SHOW_NONE)
 
 # What a journey is about (``about``): ``cart`` journeys follow the customer's open cart (they
@@ -168,6 +170,7 @@ class Step:
     template: str
     show: str = SHOW_NONE
     category: str | None = None  # overrides the campaign's category for this step
+    recommend: int = 0  # products recommended at most (0: none)
 
 
 @dataclass(frozen=True)
@@ -443,7 +446,12 @@ def _step(data: Any, key: str) -> Step:
         template=template,
         show=r.string("show", SHOW_NONE, SHOWS),
         category=r.string("category", None, CATEGORIES),
+        recommend=r.integer("recommend", 0),
     )
+    if not 0 <= step.recommend <= MAX_RECOMMEND:
+        raise CampaignError(
+            f"{r.at('recommend')}: expected 0 to {MAX_RECOMMEND} products, got {step.recommend}"
+        )
     r.done()
     return step
 
