@@ -16,19 +16,20 @@ import tempfile
 from pathlib import Path
 
 
-def snapshot(directory: str | Path, pattern: str) -> dict[str, bytes]:
-    """Every file under ``directory`` matching ``pattern``: relative POSIX path -> content.
-    A missing directory or no matching file is an error that names the directory."""
+def snapshot(directory: str | Path, *patterns: str) -> dict[str, bytes]:
+    """Every file under ``directory`` matching one of ``patterns``: relative POSIX path ->
+    content. A missing directory or no matching file is an error that names the directory."""
     root = Path(directory)
     if not root.is_dir():
         raise ValueError(f"directory does not exist: {root}")
     files = {
         p.relative_to(root).as_posix(): p.read_bytes()
+        for pattern in patterns
         for p in sorted(root.rglob(pattern))
         if p.is_file()
     }
     if not files:
-        raise ValueError(f"no {pattern} files in {root}")
+        raise ValueError(f"no {' or '.join(patterns)} files in {root}")
     return files
 
 

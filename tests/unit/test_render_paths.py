@@ -28,9 +28,11 @@ from tests import fuzzing as fz
 from tests.factories import ROOT
 from tests.unit.test_render import make_trigger
 from udfs.core import render as r
-from udfs.core.render import ItemView, Renderer
+from udfs.core.l10n import format_money
+from udfs.core.render import ItemView, Renderer, RenderSettings
 
 TEMPLATES = ROOT / "templates"
+PRODUCT_URL = "https://shop.example.com/products/{product_id}"
 BASE_URL = "https://shop.example.com/cart"
 EMITTED_AT = 1767229200000
 
@@ -66,7 +68,7 @@ def reference_cart_url(
     """``cart_url`` before issue 13."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"cart base url must be an absolute http(s) url, got {base_url!r}")
+        raise ValueError(f"link base must be an absolute http(s) url, got {base_url!r}")
     params: list[tuple[str, str]] = []
     if cart_id:
         params.append(("cart_id", cart_id))
@@ -140,14 +142,15 @@ def test_cart_url_equals_the_urlencode_version(
     price=st.floats(allow_nan=False, allow_infinity=False)
     | st.integers(-(10**30), 10**30)
     | st.decimals(allow_nan=False, allow_infinity=False),
-    currency=st.sampled_from(("EUR", "USD", "jpy")),
+    currency=st.sampled_from(("EUR", "USD", "JPY", "XYZ", "jpy")),
+    locale=st.sampled_from(("en", "de")),
 )
-def test_a_rounded_unit_price_formats_as_format_money_formats_it(
-    price: float | int | Decimal, currency: str
+def test_a_rounded_unit_price_formats_as_babel_formats_the_rounded_price(
+    price: float | int | Decimal, currency: str, locale: str
 ) -> None:
     item = {"product_id": "p", "quantity": 1, "price": price}
-    expected = outcome(r.format_money, price, currency)
-    got = outcome(r._item_view, item, currency)
+    expected = outcome(lambda p, c: format_money(r._to_cents(p), c, locale), price, currency)
+    got = outcome(r._item_view, item, currency, locale, PRODUCT_URL, "c", 1)
     if got[0] == "ok":
         assert ("ok", got[1].unit_price) == expected
     else:
@@ -162,42 +165,49 @@ class StockRenderer(Renderer):
     template rendered with ``Template.render`` (which merges the globals into a new dict
     and builds its own context), the templates' globals the ChainMap Jinja2 made."""
 
-    def __init__(self, template_dir: Path, cart_base_url: str) -> None:
-        super().__init__(template_dir, cart_base_url)
-        env = self._env
-        self._env = ImmutableSandboxedEnvironment(
-            loader=env.loader,
-            autoescape=env.autoescape,
-            undefined=env.undefined,
-            finalize=env.finalize,
-            trim_blocks=env.trim_blocks,
-            lstrip_blocks=env.lstrip_blocks,
+    def _environment(self, locale: str) -> Any:
+        ours = super()._environment(locale)
+        env = ImmutableSandboxedEnvironment(
+            loader=ours.loader,
+            autoescape=ours.autoescape,
+            undefined=ours.undefined,
+            finalize=ours.finalize,
+            trim_blocks=ours.trim_blocks,
+            lstrip_blocks=ours.lstrip_blocks,
             auto_reload=False,
+            extensions=["jinja2.ext.i18n"],
         )
+        env.install_gettext_translations(  # type: ignore[attr-defined]
+            r.load_translations(self.template_dir, locale), newstyle=True
+        )
+        return env
 
-    def _templates(self, name: str) -> Any:
-        templates = super()._templates(name)
+    def _templates(self, name: str, locale: str) -> Any:
+        templates = super()._templates(name, locale)
         for template in (templates.subject, templates.html, templates.text):
-            template.globals = self._env.make_globals(None)
+            template.globals = self._envs[locale].make_globals(None)
         return templates
 
-    def _render(self, template: jinja2.Template, variables: dict[str, Any]) -> str:
+    def _render(self, locale: str, template: jinja2.Template, variables: dict[str, Any]) -> str:
         return template.render(variables)
 
 
 @pytest.fixture(scope="module")
 def renderers() -> tuple[Renderer, Renderer]:
-    return Renderer(TEMPLATES, BASE_URL), StockRenderer(TEMPLATES, BASE_URL)
+    return Renderer(RenderSettings(TEMPLATES, BASE_URL)), StockRenderer(
+        RenderSettings(TEMPLATES, BASE_URL)
+    )
 
 
 def test_the_stock_renderer_really_is_stock() -> None:
-    stock = StockRenderer(TEMPLATES, BASE_URL)
-    assert type(stock._env) is ImmutableSandboxedEnvironment
-    templates = stock._templates("abandoned_cart_1")
+    stock = StockRenderer(RenderSettings(TEMPLATES, BASE_URL))
+    assert type(stock._envs["en"]) is ImmutableSandboxedEnvironment
+    templates = stock._templates("abandoned_cart_1", "en")
     assert type(templates.html.globals) is not dict
-    ours = Renderer(TEMPLATES, BASE_URL)._templates("abandoned_cart_1")
+    ours = Renderer(RenderSettings(TEMPLATES, BASE_URL))._templates("abandoned_cart_1", "en")
     assert type(ours.html.globals) is dict
-    assert dict(ours.html.globals) == dict(templates.html.globals)
+    # the same names; the gettext functions are built per environment
+    assert dict(ours.html.globals).keys() == dict(templates.html.globals).keys()
 
 
 def assert_same(renderers: tuple[Renderer, Renderer], trigger: dict[str, Any]) -> Any:
@@ -334,7 +344,13 @@ def test_renderer_equals_the_stock_renderer_on_hostile_templates(
     trigger = base_trigger()
     trigger["template"] = "x_1"
     trigger["items"].append({"product_id": "p2", "quantity": 1, "price": 1.0})
-    assert_same((Renderer(directory, BASE_URL), StockRenderer(directory, BASE_URL)), trigger)
+    assert_same(
+        (
+            Renderer(RenderSettings(directory, BASE_URL)),
+            StockRenderer(RenderSettings(directory, BASE_URL)),
+        ),
+        trigger,
+    )
 
 
 def test_item_fields_are_what_the_shortcut_covers() -> None:
@@ -345,9 +361,10 @@ def test_item_fields_are_what_the_shortcut_covers() -> None:
 def test_variables_are_not_changed_by_rendering(renderers: tuple[Renderer, Renderer]) -> None:
     ours, _ = renderers
     context, _ = ours._context(base_trigger())
-    variables = {**ours._globals, **context, "subject": "Hi"}
+    locale = context["locale"]
+    variables = {**ours._globals[locale], **context, "subject": "Hi"}
     before = dict(variables)
-    templates = ours._templates("abandoned_cart_1")
+    templates = ours._templates("abandoned_cart_1", locale)
     for template in (templates.subject, templates.html, templates.text):
-        ours._render(template, variables)
+        ours._render(locale, template, variables)
     assert variables == before

@@ -40,7 +40,7 @@ from udfs.clickhouse.schema import json_ready
 from udfs.core import contract, journey
 from udfs.core.contract import PROCESSING_ERROR, Routed, Table, safe_dumps
 from udfs.core.instant import iso_ms
-from udfs.core.render import Renderer, TemplateError
+from udfs.core.render import Renderer, RenderSettings, TemplateError
 from udfs.core.validation import EventValidator, Invalid, dlq_record
 from udfs.logs import fields
 
@@ -96,8 +96,7 @@ class CoreSettings:
     """What a :class:`CustomerCore` is built from (``job.pipeline.core_settings``)."""
 
     journey: journey.JourneySettings
-    template_dir: Path
-    cart_base_url: str
+    render: RenderSettings
     store_shards: int  # 0: no profile store
     schema_dir: Path
     max_event_bytes: int
@@ -181,7 +180,7 @@ class CustomerCore:
             Path(settings.schema_dir), settings.max_event_bytes, settings.max_future_ms
         )
         self.logic = journey.CustomerLogic(settings.journey)
-        self.renderer = Renderer(Path(settings.template_dir), settings.cart_base_url)
+        self.renderer = Renderer(settings.render)
         self.store_shards = settings.store_shards  # 0: no profile store
         self.max_event_bytes = settings.max_event_bytes
         self.counts = dict.fromkeys(COUNTERS, 0)

@@ -116,7 +116,8 @@ class CustomerFunction(KeyedProcessFunction):
         # the files themselves, not their paths (udfs/paths.py); the core gets the paths of
         # their copy on the TaskManager
         self.schema_files = paths.snapshot(settings.schema_dir, "*.json")
-        self.template_files = paths.snapshot(settings.template_dir, "*.j2")
+        # the templates and their translations (locale/<lang>/LC_MESSAGES/messages.po)
+        self.template_files = paths.snapshot(settings.render.template_dir, "*.j2", "*.po")
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -125,7 +126,7 @@ class CustomerFunction(KeyedProcessFunction):
         self.core = CustomerCore(
             replace(
                 self.settings,
-                template_dir=self._files / "templates",
+                render=replace(self.settings.render, template_dir=self._files / "templates"),
                 schema_dir=self._files / "schemas",
             )
         )
