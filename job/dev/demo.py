@@ -118,17 +118,33 @@ def print_summary(produced: int, job_seconds: float, requests, dlq, outcomes) ->
     print(f"steps not sent       {sum(skipped.values())}  {dict(skipped.most_common())}")
     print(f"journeys cancelled   {kinds['cancelled']}")
     print(f"purchases recovered  {kinds['recovered']}")
-    if parsed:
-        example = next(
-            (r for r in parsed if "<script>" in json.dumps(r["metadata"]["items"])), parsed[0]
-        )
-        print("\n--- one rendered email request ---")
+    by_locale = Counter(r["locale"] for r in parsed)
+    print(f"emails by language   {dict(by_locale.most_common())}")
+    for locale, language in (("en", "English"), ("de", "German")):
+        example = pick_example(parsed, locale)
+        if example is None:
+            print(f"\n--- no {language} email in this run ---")
+            continue
+        print(f"\n--- one {language} email request ---")
         print(
             f"to:       {example['to']}\nsubject:  {example['subject']}\n"
             f"request:  {example['request_id']} ({example['campaign']} step "
             f"{example['step']}, due {example['trigger_event_time']})\n"
+            f"List-Unsubscribe: <{example['metadata']['list_unsubscribe']}>\n"
         )
         print(example["text"])
+
+
+def pick_example(requests: list[dict], locale: str) -> dict | None:
+    """A request in ``locale`` that shows the most: a cart email with products and
+    recommendations when there is one (the hostile product name of gen's stream when it
+    went out in this language), else any in that language."""
+    mine = [r for r in requests if r["locale"] == locale]
+    if not mine:
+        return None
+    hostile = [r for r in mine if "<script>" in json.dumps(r["metadata"]["items"])]
+    rich = [r for r in mine if r["metadata"]["items"] and r["metadata"]["recommended"]]
+    return (hostile or rich or mine)[0]
 
 
 def print_store_summary(cfg) -> None:

@@ -628,15 +628,24 @@ def test_a_request_is_only_sent_to_an_address_of_the_published_shape(email, sent
 
 def test_a_zero_price_never_prints_with_a_minus_sign():
     """``"price": -0.0`` is valid (``"minimum": 0``) and the email showed "EUR -0.00" as
-    unit and line price."""
-    from udfs.core.render import format_money
+    unit and line price (issue 9); the amounts reach Babel through the same rounding."""
+    from udfs.core.l10n import format_money
+    from udfs.core.render import _to_cents
 
-    assert [format_money(x, "EUR") for x in (-0.0, -0.004, 0.0, 0.005, -1.5)] == [
-        "EUR 0.00",
-        "EUR 0.00",
-        "EUR 0.00",
-        "EUR 0.01",
-        "EUR -1.50",
+    amounts = (-0.0, -0.004, 0.0, 0.005, -1.5)
+    assert [format_money(_to_cents(x), "EUR", "en") for x in amounts] == [
+        "€0.00",
+        "€0.00",
+        "€0.00",
+        "€0.01",
+        "-€1.50",
+    ]
+    assert [format_money(x, "EUR", "de") for x in amounts] == [
+        "0,00\xa0€",
+        "0,00\xa0€",
+        "0,00\xa0€",
+        "0,01\xa0€",
+        "-1,50\xa0€",
     ]
     harness = Harness(CART_CORE)
     who = fz.plain_event("identify", customer="c-z")

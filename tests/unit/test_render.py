@@ -12,7 +12,8 @@ import pytest
 from jinja2.sandbox import SecurityError
 
 from tests.factories import EMAIL_REQUEST_SCHEMA, ROOT
-from udfs.core.render import Renderer, TemplateError, cart_url, format_money
+from udfs.core.l10n import format_money
+from udfs.core.render import Renderer, RenderSettings, TemplateError, _to_cents, cart_url
 
 TEMPLATES = ROOT / "templates"
 SCHEMA = json.loads(EMAIL_REQUEST_SCHEMA.read_text())
@@ -81,7 +82,7 @@ def item(
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(TEMPLATES, BASE_URL)
+    return Renderer(RenderSettings(TEMPLATES, BASE_URL))
 
 
 def template_copy(tmp_path: Path) -> Path:
@@ -135,24 +136,27 @@ def test_html_escapes_untrusted_product_name(renderer):
 
 def test_text_body_keeps_raw_product_name(renderer):
     request = renderer.render(make_trigger(), EMITTED_AT)
-    assert f"- {SHOE_NAME}\n  2 x EUR 59.90 = EUR 119.80\n" in request["text"]
+    assert f"- {SHOE_NAME}\n  2 x €59.90 = €119.80\n" in request["text"]
     assert "&lt;" not in request["text"]
-    assert "Red &lt;b&gt;Shoe&lt;/b&gt;" in request["html"]
-    assert SHOE_NAME not in request["html"]
+    assert ">Red &lt;b&gt;Shoe&lt;/b&gt;</a>" in request["html"]
+    # the only raw copy is the image's alt text: "<" needs no escaping in an attribute value
+    # (HTML5), and the inliner writes it as it is; a quote would be escaped
+    assert request["html"].count(SHOE_NAME) == 1
+    assert f'alt="{SHOE_NAME}"' in request["html"]
 
 
 def test_greeting_and_prices_exact(renderer):
     request = renderer.render(make_trigger(), EMITTED_AT)
     html, text = request["html"], request["text"]
-    assert "Hi Alice,</p>" in html
-    assert text.startswith("Hi Alice,\n")
-    assert ">EUR 59.90</td>" in html
-    assert ">EUR 119.80</td>" in html
+    assert ">Hi Alice,</p>" in html
+    assert text.startswith("You left something in your cart\n\nHi Alice,\n")
+    assert "white-space: nowrap;\">€59.90</td>" in html
+    assert "white-space: nowrap;\">€119.80</td>" in html
     assert (
-        '<td align="right" style="padding:12px 0;font-weight:bold;white-space:nowrap;">'
-        "EUR 119.80</td>" in html
+        '<td class="sum sum-last num" align="right" style="white-space: nowrap;padding: 12px 0;'
+        'font-weight: bold;">€119.80</td>' in html
     )
-    assert "\nTotal: EUR 119.80\n" in text
+    assert "\nTotal: €119.80\n" in text
     assert "Your cart (2 items):\n" in text
 
 
@@ -162,21 +166,21 @@ def test_line_prices_and_total_for_several_items(renderer):
         make_trigger(items=items, cart_value=1248.0, currency="usd"), EMITTED_AT
     )
     text = request["text"]
-    assert "- Socks\n  3 x USD 4.50 = USD 13.50\n" in text
-    assert "- Hat\n  1 x USD 1,234.50 = USD 1,234.50\n" in text
-    assert "\nTotal: USD 1,248.00\n" in text
+    assert "- Socks\n  3 x $4.50 = $13.50\n" in text
+    assert "- Hat\n  1 x $1,234.50 = $1,234.50\n" in text
+    assert "\nTotal: $1,248.00\n" in text
     assert request["metadata"]["currency"] == "USD"
 
 
 def test_format_money_rounds_half_up_on_decimal_value():
-    assert format_money(0.125, "EUR") == "EUR 0.13"
-    assert (
-        format_money(2.675, "EUR") == "EUR 2.68"
-    )  # float 2.675 is 2.67499...; the shown value wins
-    assert format_money(0, "EUR") == "EUR 0.00"
-    assert format_money(1_000_000, "JPY") == "JPY 1,000,000.00"
+    assert format_money(0.125, "EUR", "en") == "€0.13"
+    # float 2.675 is 2.67499...; the shown value wins
+    assert format_money(2.675, "EUR", "de") == "2,68\xa0€"
+    assert format_money(0, "EUR", "en") == "€0.00"
+    assert format_money(1_000_000, "JPY", "en") == "¥1,000,000"  # no decimals for yen
+    assert format_money(1_000_000.5, "JPY", "de") == "1.000.001\xa0¥"
     with pytest.raises(ValueError, match="finite"):
-        format_money(float("nan"), "EUR")
+        _to_cents(float("nan"))
 
 
 def test_fallbacks_for_missing_name_currency_locale_first_name(renderer):
@@ -188,25 +192,26 @@ def test_fallbacks_for_missing_name_currency_locale_first_name(renderer):
         cart_value=10.0,
     )
     request = renderer.render(trigger, EMITTED_AT)
-    assert request["text"].startswith("Hi there,\n")
-    assert "Hi there,</p>" in request["html"]
-    assert "- sku-77\n  1 x USD 10.00 = USD 10.00\n" in request["text"]
+    assert "\n\nHi there,\n" in request["text"]
+    assert ">Hi there,</p>" in request["html"]
+    assert "- sku-77\n  1 x $10.00 = $10.00\n" in request["text"]
     assert request["locale"] == "en"
     assert '<html lang="en">' in request["html"]
     assert request["metadata"]["currency"] == "USD"
     assert request["metadata"]["items"] == [item("sku-77", None, 10.0, 1)]
 
 
-def test_locale_passed_through(renderer):
+def test_a_locale_not_supported_by_the_renderer_falls_back_to_english(renderer):
+    """This renderer supports English only (RenderSettings' default): de-DE falls back."""
     request = renderer.render(make_trigger(), EMITTED_AT)
-    assert request["locale"] == "de-DE"
-    assert '<html lang="de-DE">' in request["html"]
+    assert request["locale"] == "en"
+    assert '<html lang="en">' in request["html"]
 
 
 def test_cart_url_exact_in_metadata_html_and_text(renderer):
     request = renderer.render(make_trigger(), EMITTED_AT)
     assert request["metadata"]["cart_url"] == CART_URL_STEP1
-    assert f'<a href="{CART_URL_STEP1.replace("&", "&amp;")}"' in request["html"]
+    assert f'href="{CART_URL_STEP1.replace("&", "&amp;")}"' in request["html"]
     assert ">Return to your cart</a>" in request["html"]
     assert f"Return to your cart:\n{CART_URL_STEP1}\n" in request["text"]
 
@@ -245,7 +250,7 @@ def test_image_only_for_http_urls(renderer):
     ]
     html = renderer.render(make_trigger(items=items, cart_value=4.0), EMITTED_AT)["html"]
     assert html.count("<img ") == 1
-    assert '<img src="https://cdn.example.com/a.jpg?x=1&amp;y=2" alt="Shown"' in html
+    assert 'src="https://cdn.example.com/a.jpg?x=1&amp;y=2" alt="Shown"' in html
     assert "javascript:" not in html
     assert "data:image" not in html
 
@@ -263,7 +268,7 @@ def test_request_fields_and_metadata_exact(renderer):
         "step": 1,
         "customer_id": "c-42",
         "to": "alice@example.com",
-        "locale": "de-DE",
+        "locale": "en",
         "trigger_event_time": "2026-01-01T01:00:00.000Z",
         "emitted_at": "2026-01-01T01:00:01.234Z",
         "metadata": {
@@ -276,6 +281,12 @@ def test_request_fields_and_metadata_exact(renderer):
             "cart_url": CART_URL_STEP1,
             "armed_at_ms": ARMED_AT,
             "due_at_ms": DUE_AT,
+            "list_unsubscribe": (
+                "https://shop.example.com/email/unsubscribe?customer=c-42&campaign=abandoned_cart"
+            ),
+            "list_unsubscribe_post": "List-Unsubscribe=One-Click",
+            "recommended": [],
+            "recommendations_source": "none",
         },
     }
     assert request["metadata"]["items"][0] is not trigger["items"][0]
@@ -333,7 +344,10 @@ def test_render_is_deterministic_and_does_not_mutate_trigger(renderer):
     before = copy.deepcopy(trigger)
     first = renderer.render(trigger, EMITTED_AT)
     assert renderer.render(trigger, EMITTED_AT) == first
-    assert Renderer(TEMPLATES, BASE_URL).render(copy.deepcopy(trigger), EMITTED_AT) == first
+    assert (
+        Renderer(RenderSettings(TEMPLATES, BASE_URL)).render(copy.deepcopy(trigger), EMITTED_AT)
+        == first
+    )
     assert trigger == before
 
 
@@ -358,7 +372,7 @@ def test_missing_templates_reports_missing_file(tmp_path, caplog):
     directory = template_copy(tmp_path)
     (directory / "abandoned_cart_2.txt.j2").unlink()
     (directory / "abandoned_cart_1.html.j2").write_text("{% if %}")
-    renderer = Renderer(directory, BASE_URL)
+    renderer = Renderer(RenderSettings(directory, BASE_URL))
     assert renderer.missing_templates(
         ["abandoned_cart_1", "abandoned_cart_2", "winback_1", "../etc"]
     ) == [
@@ -397,7 +411,7 @@ def write_templates(
 )
 def test_sandbox_blocks_escape(tmp_path, subject, html):
     write_templates(tmp_path / "t", "evil_1", subject, html)
-    renderer = Renderer(tmp_path / "t", BASE_URL)
+    renderer = Renderer(RenderSettings(tmp_path / "t", BASE_URL))
     with pytest.raises(TemplateError, match="sandbox violation") as info:
         renderer.render(make_trigger(template="evil_1"), EMITTED_AT)
     assert isinstance(info.value.__cause__, SecurityError)
@@ -406,7 +420,7 @@ def test_sandbox_blocks_escape(tmp_path, subject, html):
 def test_undefined_variable_and_none_fail_loudly(tmp_path):
     write_templates(tmp_path / "t", "typo_1", "Hi {{ frist_name }}")
     write_templates(tmp_path / "t", "none_1", "ok", text="{{ items[0].category }}")
-    renderer = Renderer(tmp_path / "t", BASE_URL)
+    renderer = Renderer(RenderSettings(tmp_path / "t", BASE_URL))
     with pytest.raises(TemplateError, match="'frist_name' is undefined"):
         renderer.render(make_trigger(template="typo_1"), EMITTED_AT)
     with pytest.raises(TemplateError, match="template printed a None value"):
@@ -419,4 +433,6 @@ def test_undefined_variable_and_none_fail_loudly(tmp_path):
 def test_empty_subject_is_an_error(tmp_path):
     write_templates(tmp_path / "t", "blank_1", "  \n ")
     with pytest.raises(TemplateError, match="subject rendered empty"):
-        Renderer(tmp_path / "t", BASE_URL).render(make_trigger(template="blank_1"), EMITTED_AT)
+        Renderer(RenderSettings(tmp_path / "t", BASE_URL)).render(
+            make_trigger(template="blank_1"), EMITTED_AT
+        )

@@ -209,7 +209,9 @@ def test_unknown_currency_and_missing_image_and_name_degrade_explicitly(template
         ),
         T_DUE,
     )
-    assert '<p style="color: #123456;">p-9 5.00&nbsp;XYZ</p>' in request["html"]  # name -> id, no <img>
+    assert (
+        '<p style="color: #123456;">p-9 5.00&nbsp;XYZ</p>' in request["html"]
+    )  # name -> id, no <img>
     assert "<img" not in request["html"]
 
 
