@@ -23,6 +23,10 @@ from udfs.clickhouse.dsn import ENV_CLICKHOUSE_PASSWORD as ENV_CLICKHOUSE_PASSWO
 from udfs.core import campaigns as campaign_model
 from udfs.core.campaigns import Campaign, CampaignError, Guards, QuietHours
 
+if typing.TYPE_CHECKING:
+    from udfs.core.render import RenderSettings
+from udfs.core.recommend import Product
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "job.yaml"
 
@@ -213,6 +217,8 @@ class JobConfig:
     # derived at load time (not YAML keys): the parsed campaigns and guards
     campaigns: tuple[Campaign, ...] = ()
     guard_settings: Guards = Guards()
+    # the products of recommendations.fallback_file (udfs.core.recommend.load_products)
+    fallback_products: tuple[Product, ...] = ()
     schema_dir: Path = ROOT / "conf" / "schemas"
     template_dir: Path = ROOT / "templates"
     ddl_dir: Path = ROOT / "conf" / "clickhouse"
@@ -288,6 +294,7 @@ _PATH_FIELDS = {
     "ddl_dir",
     "campaigns",
     "guard_settings",
+    "fallback_products",
     "config_dir",
 }
 # keys of earlier versions, with where their setting lives now
@@ -373,11 +380,31 @@ def _validate_locales(locales: LocalesConfig) -> None:
         )
 
 
-def check_templates(cfg: JobConfig) -> None:
-    """Stops start-up when a template a campaign names is missing or does not compile."""
-    from udfs.core.render import Renderer
+def render_settings(cfg: JobConfig) -> RenderSettings:
+    """What the job's renderer is built from."""
+    from udfs.core.render import RenderSettings
 
-    renderer = Renderer(cfg.template_dir, cfg.links.cart_base_url)
+    return RenderSettings(
+        template_dir=cfg.template_dir,
+        cart_base_url=cfg.links.cart_base_url,
+        product_url=cfg.links.product_url,
+        unsubscribe_url=cfg.links.unsubscribe_url,
+        locales=cfg.locales.supported,
+        default_locale=cfg.locales.default,
+        default_timezone=cfg.guards.quiet_hours.default_timezone or "UTC",
+    )
+
+
+def check_templates(cfg: JobConfig) -> None:
+    """Stops start-up when a template a campaign names is missing, does not compile, does
+    not render for a sample customer in every supported locale, or has a string without a
+    translation (:meth:`udfs.core.render.Renderer.check`); the message names the file."""
+    from udfs.core.render import Renderer, TemplateError
+
+    try:
+        renderer = Renderer(render_settings(cfg))
+    except TemplateError as exc:
+        raise ConfigError(f"templates: {exc}") from None
     for campaign in cfg.campaigns:
         for i, step in enumerate(campaign.steps):
             if renderer.missing_templates([step.template]):
@@ -387,6 +414,15 @@ def check_templates(cfg: JobConfig) -> None:
                     f"{step.template}.subject.j2, {step.template}.html.j2, "
                     f"{step.template}.txt.j2)"
                 )
+    steps = [
+        (campaign.name, step.template, i + 1)
+        for campaign in cfg.campaigns
+        for i, step in enumerate(campaign.steps)
+    ]
+    try:
+        renderer.check(steps)
+    except TemplateError as exc:
+        raise ConfigError(f"templates: {exc}") from None
 
 
 def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
@@ -463,6 +499,20 @@ def _campaigns(cfg: JobConfig, base: Path, overrides: Mapping[str, Any] | None) 
     return dataclasses.replace(cfg, campaigns=campaigns, guard_settings=guards)
 
 
+def _fallback_products(cfg: JobConfig, base: Path) -> JobConfig:
+    """Reads recommendations.fallback_file ("" = none) into ``fallback_products``."""
+    from udfs.core.recommend import load_products
+
+    name = cfg.recommendations.fallback_file
+    if not name:
+        return cfg
+    try:
+        products = load_products(base / name)
+    except ValueError as exc:
+        raise ConfigError(f"recommendations.fallback_file: {exc}") from None
+    return dataclasses.replace(cfg, fallback_products=products)
+
+
 def load_config(
     path: Path | str | None = None,
     env: Mapping[str, str] | None = None,
@@ -498,6 +548,7 @@ def load_config(
     cfg = dataclasses.replace(cfg, config_dir=path.parent.resolve())
     _validate(cfg)
     cfg = _campaigns(cfg, path.parent, campaign_overrides)
+    cfg = _fallback_products(cfg, path.parent)
     if check_template_files:
         check_templates(cfg)
     return cfg

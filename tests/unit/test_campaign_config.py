@@ -64,7 +64,7 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             key="order_id",
             trigger=Trigger(events=("purchase",)),
             steps=(
-                Step(0, "post_purchase_1", "order"),
+                Step(0, "post_purchase_1", "order", recommend=3),
                 Step(7 * DAY, "post_purchase_2", "cross_sell", "marketing"),
             ),
             reentry="restart",
@@ -77,7 +77,7 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             trigger=Trigger(events=("identify",), where=(Condition("traits.email", "exists"),)),
             steps=(
                 Step(0, "welcome_1", "none", "transactional"),
-                Step(3 * DAY, "welcome_2"),
+                Step(3 * DAY, "welcome_2", recommend=4),
             ),
             exits=(Exit("purchase"),),
             reentry="never",
@@ -90,8 +90,8 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             about="cart",
             trigger=Trigger(events=("cart_add", "cart_remove", "checkout_start")),
             steps=(
-                Step(HOUR, "abandoned_cart_1", "cart"),
-                Step(DAY, "abandoned_cart_2", "cart"),
+                Step(HOUR, "abandoned_cart_1", "cart", recommend=3),
+                Step(DAY, "abandoned_cart_2", "cart", recommend=3),
             ),
             reentry="restart",
             stale_after_ms=DAY,
@@ -176,9 +176,34 @@ BAD = [
     ),
     pytest.param(
         welcome(steps=[{"after": "0s", "template": "welcome_1", "shw": "cart"}]),
-        "unknown key campaigns.welcome.steps[0].shw (known keys here: after, category, show, "
-        "template)",
+        "unknown key campaigns.welcome.steps[0].shw (known keys here: after, category, "
+        "recommend, show, template)",
         id="unknown_step_key",
+    ),
+    pytest.param(
+        welcome(steps=[{"template": "welcome_1", "recommend": -1}]),
+        "campaigns.welcome.steps[0].recommend: expected 0 to 12 products, got -1",
+        id="recommend_negative",
+    ),
+    pytest.param(
+        welcome(steps=[{"template": "welcome_1", "recommend": 13}]),
+        "campaigns.welcome.steps[0].recommend: expected 0 to 12 products, got 13",
+        id="recommend_too_many",
+    ),
+    pytest.param(
+        welcome(steps=[{"template": "welcome_1", "recommend": "3"}]),
+        "campaigns.welcome.steps[0].recommend: expected an integer, got '3'",
+        id="recommend_not_an_integer",
+    ),
+    pytest.param(
+        welcome(steps=[{"template": "welcome_1", "recommend": 2.5}]),
+        "campaigns.welcome.steps[0].recommend: expected an integer, got 2.5",
+        id="recommend_a_fraction",
+    ),
+    pytest.param(
+        welcome(steps=[{"template": "welcome_1", "recommend": True}]),
+        "campaigns.welcome.steps[0].recommend: expected an integer, got True",
+        id="recommend_a_boolean",
     ),
     pytest.param(
         welcome(trigger={"event": "identify", "events": "identify"}),

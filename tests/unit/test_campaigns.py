@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from job.config import load_config
@@ -204,7 +205,9 @@ def complaint(cid: str, ts: int) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _settings(key: str) -> j.JourneySettings:
-    return journey_settings(load_config(env={}, overrides=json.loads(key)))
+    # the templates are the renderer's concern (tests/unit/test_render*.py): not checked here
+    cfg = load_config(env={}, overrides=json.loads(key))
+    return journey_settings(cfg)
 
 
 def settings(
@@ -431,6 +434,21 @@ def test_browse_abandonment_shows_the_products_viewed_since_the_entry_newest_fir
     assert requests(due) == [("browse_abandonment", 1, "sent", "", MON_1100, None, 0)]
     assert outcomes(due, "completed") == [("completed", "browse_abandonment", None, None, MON_1100)]
     assert c.timer is None
+
+
+def test_a_viewed_product_without_a_price_reaches_the_email_without_one():
+    """The view carried no price: the trigger says None (the email prints none), not the
+    0.0 the row's value counts."""
+    c = Customer(logic(only=("browse_abandonment",)))
+    no_price = view(C, MON_0930, "p2")
+    del no_price["properties"]["price"]
+    c.on(identify(C, FRI_1000), view(C, MON_0900, "p1", price=10.0), no_price)
+    (trigger,) = c.until(MON_1100)[0].triggers
+    assert [(i["product_id"], i["price"]) for i in trigger["items"]] == [
+        ("p2", None),
+        ("p1", 10.0),
+    ]
+    assert trigger["cart_value"] == 10.0
 
 
 def test_browse_abandonment_ends_at_a_cart_add():
@@ -1284,3 +1302,132 @@ def test_state_stays_bounded():
     )
     size = len(j.encode_state(c.state))
     assert size < bound, (size, bound)
+
+
+# --------------------------------------------------------------------------- recommendations
+
+
+def recommending() -> Customer:
+    """A customer with a cart (p1) whose abandoned_cart steps recommend 3 products: a
+    Sunday session (p4 garden, p5 books) and a Monday one (p1 kitchen, p2 toys, p3 books, p6
+    books, bought on Sunday); favourite categories books (3), kitchen (2), garden (1, before
+    toys by name)."""
+    c = Customer(logic(only=("abandoned_cart",), guards=NO_GUARDS))
+    c.story(
+        identify(C, FRI_1000),
+        view(C, SUN_1000, "p4", category="garden"),
+        view(C, SUN_1000 + 5 * MINUTE, "p5", category="books", price=12.5),
+        buy(C, SUN_1200, "o0", [line("p6", 5.0, "books")]),
+        view(C, MON_0900, "p1", category="kitchen"),
+        view(C, MON_0930, "p2", category="toys"),  # 30 minutes: still the same session
+        view(C, MON_0945, "p3", category="books", price=30.0),
+        view(C, MON_0950, "p6", category="books"),  # bought: never recommended
+        add(C, MON_1000, "p1"),  # step 1 due at 11:00
+    )
+    return c
+
+
+def product(pid: str, category: str, price: float = 20.0) -> dict[str, Any]:
+    return {
+        "product_id": pid,
+        "name": f"Product {pid}",
+        "price": price,
+        "currency": "EUR",
+        "image_url": None,
+        "category": category,
+    }
+
+
+def test_abandoned_cart_recommends_co_viewed_then_favourite_category_products():
+    c = recommending()
+    due = c.until(MON_1100)
+    assert sends(due) == [("abandoned_cart", 1, "abandoned_cart_1", MON_1100, ["p1"])]
+    (trigger,) = due[0].triggers
+    # p2 and p3 were viewed in the session of the cart's p1 (newest first); then the books
+    # (the favourite category) of Sunday; never p1 (in the cart) nor p6 (bought)
+    assert trigger["recommendations"] == [
+        product("p3", "books", 30.0),
+        product("p2", "toys"),
+        product("p5", "books", 12.5),
+    ]
+    assert trigger["recommendations_source"] == "personal"
+    # the request row names what the email shows, not what it recommends
+    (row,) = [r for d in due for t, r in d.rows if t == "email_requests"]
+    assert row["product_ids"] == ["p1"]
+
+
+def test_a_step_without_recommend_carries_an_empty_block():
+    c = Customer(logic(only=("welcome",), guards=NO_GUARDS))
+    (trigger,) = [t for d in c.story(identify(C, FRI_1000), FRI_1000) for t in d.triggers]
+    assert (trigger["template"], trigger["recommendations"]) == ("welcome_1", [])
+    assert trigger["recommendations_source"] == "none"
+
+
+def test_with_nothing_personal_the_bestsellers_are_recommended():
+    c = Customer(logic(only=("abandoned_cart",), guards=NO_GUARDS))
+    c.on(identify(C, FRI_1000), add(C, MON_1000, "p-0002"))
+    (trigger,) = c.until(MON_1100)[0].triggers
+    bestsellers = json.loads((ROOT / "conf" / "bestsellers.json").read_text())
+    # the cart's p-0002 is a bestseller too: left out
+    expected = [p for p in bestsellers if p["product_id"] != "p-0002"][:3]
+    assert [p["product_id"] for p in expected] == ["p-0001", "p-0003", "p-0004"]
+    assert trigger["recommendations"] == expected
+    assert trigger["recommendations_source"] == "fallback"
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def test_preview_is_the_trigger_the_step_would_send_and_changes_nothing():
+    c = recommending()
+    lg = c.lg
+    before = j.encode_state(c.state)
+    preview = j.preview_trigger(lg.s, c.state, "abandoned_cart", 1, MON_1030)
+    assert j.encode_state(c.state) == before
+    (sent,) = c.until(MON_1100)[0].triggers
+    assert preview == sent
+    assert preview["request_id"] == rid("abandoned_cart", "cart-1", MON_1000, 1)
+
+
+def test_preview_of_a_later_step_and_of_a_campaign_the_customer_is_not_in():
+    c = recommending()
+    before = j.encode_state(c.state)
+    step_2 = j.preview_trigger(c.lg.s, c.state, "abandoned_cart", 2, MON_1030)
+    assert (step_2["step"], step_2["template"], step_2["due_at"]) == (
+        2,
+        "abandoned_cart_2",
+        MON_1000 + DAY,
+    )
+    assert step_2["request_id"] == rid("abandoned_cart", "cart-1", MON_1000, 2)
+    # welcome (disabled here, never entered): a journey entered now, step 2 three days on;
+    # no product shown, so the favourite categories lead (books, kitchen: p1 is in the cart,
+    # garden), then the others
+    welcome = j.preview_trigger(c.lg.s, c.state, "welcome", 2, MON_1200)
+    assert {k: welcome[k] for k in ("request_id", "armed_at", "due_at", "items", "category")} == {
+        "request_id": rid("welcome", None, MON_1200, 2),
+        "armed_at": MON_1200,
+        "due_at": MON_1200 + 3 * DAY,
+        "items": [],
+        "category": "marketing",
+    }
+    assert [p["product_id"] for p in welcome["recommendations"]] == ["p3", "p5", "p4", "p2"]
+    # an order step with no order: no lines
+    order = j.preview_trigger(c.lg.s, c.state, "post_purchase", 1, MON_1200)
+    assert (order["items"], order["category"], order["cart_id"]) == ([], "transactional", None)
+    assert j.encode_state(c.state) == before
+
+
+def test_preview_refuses_an_unknown_campaign_a_step_out_of_range_and_no_address():
+    c = recommending()
+    s = c.lg.s
+    with pytest.raises(ValueError, match=r"unknown campaign 'nope' \(campaigns: abandoned_cart,"):
+        j.preview_trigger(s, c.state, "nope", 1, MON_1200)
+    for step in (0, 3):
+        with pytest.raises(ValueError, match=f"'abandoned_cart' has steps 1 to 2: no step {step}"):
+            j.preview_trigger(s, c.state, "abandoned_cart", step, MON_1200)
+    anonymous = Customer(c.lg, "c-2")
+    anonymous.on(add("c-2", MON_1000, "p1"))
+    with pytest.raises(ValueError, match="customer has no email address: add an identify"):
+        j.preview_trigger(s, anonymous.state, "abandoned_cart", 1, MON_1200)
+    with pytest.raises(ValueError, match="customer has no email address"):
+        j.preview_trigger(s, j.CustomerState(), "abandoned_cart", 1, MON_1200)

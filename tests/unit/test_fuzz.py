@@ -543,6 +543,7 @@ def test_traits_that_are_not_strings_never_reach_the_profile(event_type):
         "locale": {"é": 10**30, "": []},
         "timezone": True,
     }
+    doc.get("context", {}).pop("locale", None)  # a string context.locale fills the profile
     assert harness.feed(json.dumps(doc)) == ("processed", None)  # harness checks the rows
     profile = j.decode_state(harness.state["c-t"]).profile
     assert (profile.email, profile.first_name, profile.locale, profile.timezone) == (

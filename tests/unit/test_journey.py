@@ -538,3 +538,36 @@ def test_a_cart_change_after_a_timing_change_rearms_under_the_new_schedule():
     state = armed_under_old_schedule()
     d = lg.on_event(state, cart_add(C, T0 + 10 * MINUTE, "p2"), MIN_WATERMARK)
     assert d.timer == T0 + 10 * MINUTE + 2 * HOUR
+
+
+def with_context(event: dict, **context) -> dict:
+    event["context"] = context
+    return event
+
+
+def test_the_events_context_locale_applies_until_a_trait_names_one():
+    lg = customer_logic()
+    state, _ = run([with_context(page_view(C, T0), locale="de-AT")], lg=lg)
+    assert state.profile.locale == "de-AT"  # kept as sent: the renderer normalizes it
+    run([with_context(page_view(C, T0 + 1), locale="fr")], state, lg)
+    assert state.profile.locale == "de-AT"  # the profile has one: context does not change it
+    run([f.ev("identify", C, T0 + 2, traits={"locale": "en-GB"})], state, lg)
+    assert state.profile.locale == "en-GB"  # a trait does
+    run([with_context(page_view(C, T0 + 3), locale="de")], state, lg)
+    assert state.profile.locale == "en-GB"
+
+
+def test_a_trait_locale_wins_over_the_same_events_context_and_non_strings_are_ignored():
+    lg = customer_logic()
+    event = with_context(f.ev("identify", C, T0, traits={"locale": "pt-BR"}), locale="es")
+    state, _ = run([event], lg=lg)
+    assert state.profile.locale == "pt-BR"
+    state, _ = run(
+        [
+            with_context(page_view("c-2", T0), locale=7),
+            with_context(page_view("c-2", T0 + 1), locale=""),
+            with_context(page_view("c-2", T0 + 2), locale=["de"]),
+        ],
+        lg=lg,
+    )
+    assert state.profile.locale is None

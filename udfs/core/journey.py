@@ -90,6 +90,7 @@ import msgspec
 import orjson
 
 from udfs.core import guards as g
+from udfs.core import recommend as rec
 from udfs.core.campaigns import (
     ABOUT_CART,
     MARKETING,
@@ -103,6 +104,7 @@ from udfs.core.campaigns import (
     Campaign,
     Guards,
 )
+from udfs.core.recommend import Product
 
 # Outcome kinds, also the names of the job's counters.
 LATE = "late"
@@ -171,6 +173,10 @@ class JourneySettings:
     recent_products: int = 10
     favourite_categories: int = 3
     attribution_window_ms: int = 7 * 86_400_000
+    # recommendations (a step's ``recommend``): views this close form one session, and the
+    # products recommended when nothing personal is known
+    session_gap_ms: int = 30 * 60_000
+    fallback_products: tuple[Product, ...] = ()
 
 
 class CartItem(msgspec.Struct, array_like=True, gc=False):
@@ -707,29 +713,10 @@ class CustomerLogic:
     ) -> None:
         p = state.profile
         assert p is not None and p.email
-        rid = self._rid(p, run)
         currency = self._currency(state, run, c, items)
-        d.triggers.append(
-            {
-                "request_id": rid,
-                "campaign": c.name,
-                "step": run.step,
-                "template": c.steps[run.step - 1].template,
-                "customer_id": p.customer_id,
-                "to": p.email,
-                "first_name": p.first_name,
-                "locale": p.locale,
-                "timezone": p.timezone,
-                "cart_id": run.key if c.about == ABOUT_CART else None,
-                "items": [msgspec.structs.asdict(i) for i in items],
-                "cart_value": _value(items),
-                "currency": currency,
-                "armed_at": run.anchor,
-                "due_at": run.due_at,
-                "reason": "cart_abandoned" if c.about == ABOUT_CART else c.name,
-                "category": category,
-            }
-        )
+        trigger = self._trigger(state, run, c, category, items, currency)
+        d.triggers.append(trigger)
+        rid = trigger["request_id"]
         p.emails_sent += 1
         if category == MARKETING:
             g.remember_send(p.sends, run.due_at, self.guards.cap_limit, self.guards.cap_window_ms)
@@ -740,6 +727,63 @@ class CustomerLogic:
         sent = {"step": run.step, "request_id": rid, **self._about(run)}
         d.outcomes.append(_outcome(SENT, p.customer_id, run.due_at, **sent))
         d.rows.append(self._request_row(p, run, STATUS_SENT, "", items, currency))
+
+    def _trigger(
+        self,
+        state: CustomerState,
+        run: Run,
+        c: Campaign,
+        category: str,
+        items: list[CartItem],
+        currency: str,
+    ) -> dict[str, Any]:
+        """The trigger handed to the renderer for the run's pending step (changes nothing:
+        :meth:`_send` and :func:`preview_trigger` both build it here)."""
+        p = state.profile
+        assert p is not None and p.email
+        k = c.steps[run.step - 1].recommend
+        if k:
+            cart = state.cart
+            recommendations, source = rec.recommend(
+                p,
+                [i.product_id for i in cart.items] if cart is not None else (),
+                [i.product_id for i in items],
+                k,
+                self.s.session_gap_ms,
+                self.favourite_categories(p),
+                self.s.fallback_products,
+            )
+        else:
+            recommendations, source = [], rec.NONE
+        shown = [msgspec.structs.asdict(i) for i in items]
+        if c.steps[run.step - 1].show in (SHOW_VIEWED, SHOW_CROSS_SELL):
+            # a viewed product whose price was never known: None, not the 0.0 the item
+            # carries for the row's value (the email prints no price, not "€0.00")
+            unknown = {v.product_id for v in p.viewed if v.price is None}
+            for item in shown:
+                if item["product_id"] in unknown:
+                    item["price"] = None
+        return {
+            "request_id": self._rid(p, run),
+            "campaign": c.name,
+            "step": run.step,
+            "template": c.steps[run.step - 1].template,
+            "customer_id": p.customer_id,
+            "to": p.email,
+            "first_name": p.first_name,
+            "locale": p.locale,
+            "timezone": p.timezone,
+            "cart_id": run.key if c.about == ABOUT_CART else None,
+            "items": shown,
+            "cart_value": _value(items),
+            "currency": currency,
+            "armed_at": run.anchor,
+            "due_at": run.due_at,
+            "reason": "cart_abandoned" if c.about == ABOUT_CART else c.name,
+            "category": category,
+            "recommendations": recommendations,
+            "recommendations_source": source,
+        }
 
     def _not_sent(
         self,
@@ -1192,6 +1236,13 @@ class CustomerLogic:
                 if key == "email" and value != p.email:
                     p.bounced = False  # a new address: the old one's bounce does not apply
                 setattr(p, key, value)
+        if p.locale is None:
+            # the event's context.locale (e.g. the browser's) until a trait names one: the
+            # trait wins; normalized by the renderer (udfs.core.l10n.normalize_locale)
+            context = e.get("context")
+            locale = context.get("locale") if isinstance(context, dict) else None
+            if type(locale) is str and locale:
+                p.locale = locale
         if kind == "purchase":
             p.order_count += 1
             p.revenue_total = round(p.revenue_total + float(props.get("revenue", 0.0)), 2)
@@ -1280,6 +1331,44 @@ class CustomerLogic:
             "updated_at": updated_at,
             "version": p.version,
         }
+
+
+def preview_trigger(
+    settings: JourneySettings, state: CustomerState, campaign: str, step: int, now_ms: int
+) -> dict[str, Any]:
+    """The trigger :meth:`CustomerLogic._send` would hand the renderer for step ``step``
+    (1-based) of ``campaign`` for this customer, guards aside (``inboxflow preview``).
+
+    The customer's journey of that campaign gives the entry, key, order lines and currency
+    when there is one (the step's due time: entry + the step's offset, or the time it was
+    deferred to when it is the pending step); else a journey entered at ``now_ms``: keyed by
+    the open cart's id (cart campaigns; else no key), showing what the step shows then (the
+    current cart; an order step without a journey shows no lines; viewed products since
+    ``now_ms``: none). ``state`` is not changed. Raises ValueError for an unknown campaign, a
+    step out of range, or a customer without an email address."""
+    logic = CustomerLogic(settings)
+    c = logic.by_name.get(campaign)
+    if c is None:
+        known = ", ".join(sorted(logic.by_name)) or "none"
+        raise ValueError(f"unknown campaign {campaign!r} (campaigns: {known})")
+    if not 1 <= step <= len(c.steps):
+        raise ValueError(f"campaign {campaign!r} has steps 1 to {len(c.steps)}: no step {step}")
+    if state.profile is None or not state.profile.email:
+        raise ValueError("customer has no email address: add an identify event with traits.email")
+    copy = _DECODER.decode(_ENCODER.encode(state))  # a deep copy: nothing below touches state
+    logic._upgrade(copy)
+    run = copy.run_of(campaign)
+    if run is None:
+        cart = copy.cart
+        key = cart.cart_id if c.about == ABOUT_CART and cart is not None else None
+        run = Run(c.name, now_ms, key, step, now_ms + c.offset(step), now_ms)
+    else:
+        due = run.anchor + c.offset(step)
+        run.due_at = max(due, run.not_before) if run.step == step else due
+        run.step = step
+    items = logic._items(copy, run, c)
+    currency = logic._currency(copy, run, c, items)
+    return logic._trigger(copy, run, c, c.step_category(step), items, currency)
 
 
 def _outcome(kind: str, customer_id: str, ts: int, **extra: Any) -> dict[str, Any]:

@@ -141,8 +141,8 @@ class ItemView:
     product_id: str
     name: str  # the item's name, or its product id when the name is missing
     quantity: int
-    unit_price: str  # "€59.90" / "59,90 €"
-    line_price: str  # rounded unit price x quantity
+    unit_price: str  # "€59.90" / "59,90 €"; "" when the price is unknown
+    line_price: str  # rounded unit price x quantity; "" when the price is unknown
     image_url: str | None  # only http(s) URLs, anything else (javascript:, data:) dropped
     category: str | None
     image_alt: str = ""  # the name: alt text of the image
@@ -678,16 +678,22 @@ def _item_view(
     quantity = item.get("quantity")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise ValueError(f"item {product_id!r} quantity must be an int >= 1")
-    unit = _to_cents(item.get("price"))
+    price = item.get("price")
     name = _name(item.get("name"), product_id)
     category = item.get("category")
+    if price is None:  # a viewed product whose price was never known: print none
+        unit_price = line_price = ""
+    else:
+        unit = _to_cents(price)
+        unit_price = l10n.format_money(unit, currency, locale)
+        # Line price from the rounded unit price: what the customer sees adds up.
+        line_price = l10n.format_money(unit * quantity, currency, locale)
     return ItemView(
         product_id=product_id,
         name=name,
         quantity=quantity,
-        unit_price=l10n.format_money(unit, currency, locale),
-        # Line price from the rounded unit price: what the customer sees adds up.
-        line_price=l10n.format_money(unit * quantity, currency, locale),
+        unit_price=unit_price,
+        line_price=line_price,
         image_url=safe_image_url(item.get("image_url")),
         category=category if isinstance(category, str) else None,
         image_alt=name,
