@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JARS   := lib/.jars-stamp
 
-.PHONY: install demo test test-fast fuzz bench lint clean package cluster-up cluster-down cluster-status
+.PHONY: install demo test test-fast fuzz bench lint clean package cluster-up cluster-down cluster-status chromium
 
 install: $(STAMP) $(JARS)
 
@@ -23,8 +23,25 @@ demo: install
 	$(BIN)/inboxflow demo
 
 # The lint and type floor first (`make lint`), then every test.
-test: install lint
+test: install lint chromium
 	$(BIN)/python -m pytest -q tests
+
+# Debian's chromium for the headless-browser test of `inboxflow preview`
+# (tests/e2e/test_preview_browser.py, which fails without it): installed with apt when
+# missing, as root or through sudo (apt-get update only when the plain install fails).
+CHROMIUM ?= /usr/bin/chromium
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then as_root=; \
+	  elif command -v sudo >/dev/null 2>&1; then as_root=sudo; \
+	  else echo "make test needs Debian's chromium ($(CHROMIUM)): run 'apt-get install -y chromium' as root (no sudo here)" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium: apt-get install -y chromium"; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	    || { $$as_root apt-get update -q && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	    || { echo "could not install chromium with apt-get (see above)" >&2; exit 1; }; \
+	  test -x $(CHROMIUM) || { echo "chromium is installed but $(CHROMIUM) is missing" >&2; exit 1; }; \
+	fi
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -8,7 +8,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from job import db, main, ops, submit
+    from job import db, main, ops, preview, submit
     from job.dev import demo, gen
 
     parser = argparse.ArgumentParser(
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     db.register(sub)
     ops.register(sub)
+    preview.register(sub)
     submit.register_submit(sub)
     return parser
 

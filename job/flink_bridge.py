@@ -115,6 +115,26 @@ def transform_on_jvm(
     return wrap(j_transformed)
 
 
+def connect_on_jvm(
+    first: DataStream,
+    second: DataStream,
+    j_operator: Any,
+    output_type: TypeInformation,
+    name: str,
+    uid: str,
+) -> DataStream:
+    """``first`` connected with ``second`` through the Java ``TwoInputStreamOperator``
+    ``j_operator`` (Java's ``ConnectedStreams.transform``), at the parallelism of ``first``'s
+    operator: a forward edge from ``first``, so each of its subtasks keeps its order.
+    ``second`` keeps its own partitioning (e.g. ``broadcast()``)."""
+    j_first = java_stream(first)
+    j_joined = j_first.connect(java_stream(second)).transform(
+        name, output_type.get_java_type_info(), j_operator
+    )
+    j_joined.setParallelism(j_first.getParallelism()).uid(uid)
+    return wrap(j_joined)
+
+
 def key_by_first_field(
     stream: DataStream, key_type: TypeInformation, value_type: TypeInformation
 ) -> KeyedStream:

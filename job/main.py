@@ -170,6 +170,29 @@ def kafka_source(
     return builder.build()
 
 
+def catalog_source(cfg: JobConfig):
+    """Reads ``catalog.topic`` (product records keyed by product id, compacted) whole, from
+    its earliest offset on every start without a restore (a restore resumes where the
+    checkpoint was, the catalog operator's state holding what came before), and never
+    stops: ``Row(product_id, json or None)`` (``io.inboxflow.flink.CatalogDeserializer``; a
+    None value is a tombstone). Its offsets are committed under ``<group_id>.catalog``."""
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
+        .set_topics(cfg.catalog.topic)
+        .set_group_id(f"{cfg.kafka.group_id}.catalog")
+        .set_starting_offsets(
+            KafkaOffsetsInitializer(helper_classes().StartingOffsets.named("earliest"))
+        )
+    )
+    flink_bridge.set_deserializer(builder, helper_classes().CatalogDeserializer())
+    for key, value in cfg.kafka.source_properties.items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
 def _explicit_offsets(topic: str, offsets: dict[int, int]):
     """``KafkaOffsetsInitializer.offsets`` expects the shaded kafka-clients of the SQL fat
     jar, and py4j hands the JVM Integer offsets where Long ones are needed; a helper class in
@@ -205,7 +228,17 @@ def build_kafka_job(
         "kafka-events",
         type_info=KEYED_EVENT,
     ).uid("kafka-events")
-    out = build(cfg, raw, store=store, enveloped=True)
+    catalog = None
+    if cfg.catalog.topic:  # the catalog never holds back event time: no watermarks
+        from udfs.flink.customer_function import KEYED_JSON
+
+        catalog = env.from_source(
+            catalog_source(cfg),
+            WatermarkStrategy.no_watermarks(),
+            "kafka-catalog",
+            type_info=KEYED_JSON,
+        ).uid("kafka-catalog")
+    out = build(cfg, raw, store=store, enveloped=True, catalog=catalog)
     if dry_run_dir is not None:
         from job.replay import DRY_RUN_FILES, jsonl_sink
 
@@ -405,6 +438,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config)
+        from job.catalog import file_records
+
+        file_records(cfg)  # a bad catalog line stops the run here, like a config error
     except ConfigError as exc:
         print(f"inboxflow: config error: {exc}", file=sys.stderr)
         return 2

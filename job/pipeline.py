@@ -12,7 +12,7 @@ from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedStream
 
 from job import flink_bridge
-from job.config import ConfigError, JobConfig
+from job.config import ConfigError, JobConfig, render_settings
 from job.jvm import helper_classes
 from udfs.core.contract import Kind
 from udfs.core.customer import CoreSettings
@@ -44,6 +44,8 @@ def journey_settings(cfg: JobConfig) -> JourneySettings:
         recent_products=cfg.limits.recent_products,
         favourite_categories=cfg.limits.favourite_categories,
         attribution_window_ms=cfg.clickhouse.attribution_window_ms,
+        session_gap_ms=cfg.recommendations.session_gap_ms,
+        fallback_products=cfg.fallback_products,
     )
 
 
@@ -51,8 +53,7 @@ def core_settings(cfg: JobConfig, store: bool) -> CoreSettings:
     """What the customer function's core is built from; ``store``: it emits ClickHouse rows."""
     return CoreSettings(
         journey=journey_settings(cfg),
-        template_dir=cfg.template_dir,
-        cart_base_url=cfg.links.cart_base_url,
+        render=render_settings(cfg),
         store_shards=cfg.clickhouse.shards if store else 0,
         schema_dir=cfg.schema_dir,
         max_event_bytes=cfg.limits.max_event_bytes,
@@ -80,6 +81,13 @@ def event_time_strategy(cfg: JobConfig):
 
 
 def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) -> KeyedStream:
+    """:func:`timed_events` keyed by customer (no catalog join)."""
+    return flink_bridge.key_by_first_field(
+        timed_events(cfg, raw, enveloped), Types.STRING(), RAW_EVENT
+    )
+
+
+def timed_events(cfg: JobConfig, raw: DataStream, enveloped: bool = False) -> DataStream:
     """Key and event time for each event, read on the JVM without a Python operator.
 
     ``enveloped``: ``raw`` already holds ``KEYED_EVENT`` envelopes stamped with event time
@@ -109,7 +117,47 @@ def keyed_by_customer(cfg: JobConfig, raw: DataStream, enveloped: bool = False) 
             .name("event-time")
             .uid("event-time")
         )
-    return flink_bridge.key_by_first_field(timed, Types.STRING(), RAW_EVENT)
+    return timed
+
+
+def join_catalog(
+    cfg: JobConfig,
+    events: DataStream,
+    catalog: DataStream | None = None,
+    catalog_first: bool = False,
+) -> tuple[DataStream, DataStream | None]:
+    """``events`` (``KEYED_EVENT`` envelopes stamped with event time) through
+    ``io.inboxflow.flink.CatalogJoin`` (docs/DESIGN.md#catalog): each event's raw JSON gets
+    the current name, image, category, url and price of the products it names, from
+    ``catalog.file`` (read here) and then ``catalog`` (``KEYED_JSON`` product records,
+    ``Row(product_id, json or None)``, broadcast to every subtask; None: no stream). At the
+    parallelism of ``events`` (forward: each partition's order is kept); without a stream it
+    is a one-input operator chained to the source. ``catalog_first``: ``catalog`` is bounded
+    and is read whole before any event (tests, a snapshot).
+
+    Returns the events and the dead-letter records of refused catalog records (None without
+    a stream); with neither a file nor a stream, ``events`` as they are and None."""
+    from job.catalog import file_records
+
+    records = file_records(cfg)
+    if catalog is None and not records:
+        return events, None
+    classes = helper_classes()
+    j_records = "\n".join(records)  # one string: one call through the gateway
+    max_bytes = cfg.limits.max_event_bytes
+    if catalog is None:
+        joined = flink_bridge.transform_on_jvm(
+            events, classes.CatalogJoin(j_records, max_bytes), KEYED_EVENT, "catalog", "catalog"
+        )
+        return joined, None
+    join = classes.CatalogJoin
+    operator = (
+        join.catalogFirst(j_records, max_bytes) if catalog_first else join(j_records, max_bytes)
+    )
+    joined = flink_bridge.connect_on_jvm(
+        events, catalog.broadcast(), operator, KEYED_EVENT, name="catalog", uid="catalog"
+    )
+    return joined, flink_bridge.side_output(joined, classes.CatalogJoin.REJECTED)
 
 
 PROCESS_MODE_REFUSED = (
@@ -155,16 +203,28 @@ def limit_send_rate(requests: DataStream, send_rate: int) -> tuple[DataStream, D
 
 
 def build(
-    cfg: JobConfig, raw: DataStream, *, store: bool | None = None, enveloped: bool = False
+    cfg: JobConfig,
+    raw: DataStream,
+    *,
+    store: bool | None = None,
+    enveloped: bool = False,
+    catalog: DataStream | None = None,
+    catalog_first: bool = False,
 ) -> Outputs:
     """``raw``: raw event strings whose stream timestamps do not matter (event time is
     assigned here from each event's ``timestamp``, docs/DESIGN.md#event-time), or with
-    ``enveloped`` ``KEYED_EVENT`` envelopes already stamped with event time at the source."""
+    ``enveloped`` ``KEYED_EVENT`` envelopes already stamped with event time at the source.
+    ``catalog``: a stream of product records (``KEYED_JSON``, :func:`join_catalog`) joined to
+    the events with ``catalog.file``'s; ``catalog_first``: it is bounded and is read whole
+    before any event (tests)."""
     flink_bridge.check_version()
     store = cfg.clickhouse.enabled if store is None else store
+    events, catalog_rejected = join_catalog(
+        cfg, timed_events(cfg, raw, enveloped), catalog, catalog_first
+    )
     customers = (
         process_customers(
-            keyed_by_customer(cfg, raw, enveloped),
+            flink_bridge.key_by_first_field(events, Types.STRING(), RAW_EVENT),
             CustomerFunction(
                 core_settings(cfg, store),
                 log_level=cfg.logging.level,
@@ -186,6 +246,8 @@ def build(
         return flink_bridge.side_output(routed, router.tag(kind.value))
 
     dlq = side(Kind.DLQ)
+    if catalog_rejected is not None:
+        dlq = dlq.union(catalog_rejected)
     if store:
         from udfs.flink.writer_function import WriterFunction
 

@@ -155,6 +155,28 @@ def build_catalog(size: int = CATALOG_SIZE) -> tuple[Product, ...]:
 
 
 CATALOG = build_catalog()
+
+
+def catalog_record(product: Product) -> dict[str, Any]:
+    """``product`` as a catalog record (conf/schemas/catalog/product.json), with the price
+    and currency the generated events carry."""
+    return {
+        "product_id": product.product_id,
+        "name": product.name,
+        "category": product.category,
+        "price": product.price,
+        "currency": CURRENCY,
+        "image_url": product.image_url,
+        "url": product.url,
+    }
+
+
+def catalog_jsonl(products: Iterable[Product] = CATALOG) -> str:
+    """The catalog file of ``products``, one record per line: what ``conf/catalog.jsonl``
+    holds (``inboxflow gen --catalog --out conf/catalog.jsonl`` writes it)."""
+    return "".join(_ENCODER.encode(catalog_record(p)) + "\n" for p in products)
+
+
 # Zipf-like popularity by rank.
 _POPULARITY = tuple(1.0 / (rank + 1) ** 0.8 for rank in range(CATALOG_SIZE))
 _CUM_POPULARITY = tuple(itertools.accumulate(_POPULARITY))
@@ -769,6 +791,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", help="write values one per line to this file ('-' = stdout)")
     p.add_argument(
+        "--catalog",
+        action="store_true",
+        help="write the product catalog the events are drawn from instead, one record per "
+        "line, to --out (default stdout): `inboxflow gen --catalog --out conf/catalog.jsonl`",
+    )
+    p.add_argument(
         "--bootstrap",
         default=os.environ.get(ENV_BOOTSTRAP),
         help=f"Kafka bootstrap HOST:PORT (default ${ENV_BOOTSTRAP})",
@@ -824,6 +852,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if getattr(args, "catalog", False):
+        text = catalog_jsonl()
+        if args.out and args.out != "-":
+            with open(args.out, "w", encoding="utf-8") as file:
+                file.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
     if args.out:
         records = _records(args)
         if args.rate:

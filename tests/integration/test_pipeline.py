@@ -190,5 +190,5 @@ def test_requests_match_their_schema_and_escape_product_names(outputs):
         ("p2", 2, 5.0),
     ]  # p2 added twice (two event ids)
     assert a1["metadata"]["cart_value"] == 35.0
-    assert "EUR 35.00" in a1["html"] and "EUR 35.00" in a1["text"]
+    assert "€35.00" in a1["html"] and "€35.00" in a1["text"]
     assert "cart_id=cart-A" in a1["metadata"]["cart_url"]

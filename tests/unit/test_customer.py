@@ -278,3 +278,41 @@ def test_reschedule_check_that_raises_drops_the_journey_without_raising(
         "timer_iso": "reschedule check after a restore",
         "customer_id": "A",
     }
+
+
+def test_a_template_that_raises_at_send_time_suppresses_the_step_and_the_journey_goes_on(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A template error in a branch the start-up samples did not reach (here: a division by
+    zero for one customer's name) never sends a broken email and never stops the job: the
+    step is recorded as suppressed (render_failed), step 2 stays scheduled."""
+    import shutil
+    from dataclasses import replace
+
+    from tests.factories import core_settings
+
+    settings = core_settings()
+    templates = shutil.copytree(settings.render.template_dir, tmp_path / "templates")
+    html = templates / "abandoned_cart_1.html.j2"
+    html.write_text('{% if first_name == "Ann" %}{{ 1 // 0 }}{% endif %}' + html.read_text())
+    core = CustomerCore(replace(settings, render=replace(settings.render, template_dir=templates)))
+    state = abandoned(core)
+
+    with caplog.at_level(logging.ERROR):
+        step, after = fire(core, state, T0 + HOUR)
+    assert [o[0] for o in step.outputs if o[0] in (Kind.REQUEST, Kind.DLQ)] == []
+    skipped = [
+        contract.decode_outcome(o).value
+        for o in step.outputs
+        if o[0] == Kind.OUTCOME and contract.decode_outcome(o).value["kind"] == "skipped"
+    ]
+    assert [(o["reason"], o["step"]) for o in skipped] == [("render_failed", 1)]
+    (store,) = [contract.decode_store(o) for o in stores(step)]
+    rows = [json.loads(r.row_json) for r in store.rows if r.table == "email_requests"]
+    assert [(r["step"], r["status"], r["reason"]) for r in rows] == [
+        (1, "suppressed", "render_failed")
+    ]
+    pending = j.decode_state(after).run_of("abandoned_cart")
+    assert pending is not None and pending.step == 2  # the journey goes on
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("render failed")]
+    assert "ZeroDivisionError" in record.getMessage() and SECRET not in record.getMessage()

@@ -41,8 +41,13 @@ def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path
     cfg = load_config(env={}, overrides={})
     schemas = shutil.copytree(cfg.schema_dir, tmp_path / "schemas")
     templates = shutil.copytree(cfg.template_dir, tmp_path / "templates")
+    settings = core_settings(cfg, store=False)
     function = CustomerFunction(
-        replace(core_settings(cfg, store=False), schema_dir=schemas, template_dir=templates)
+        replace(
+            settings,
+            schema_dir=schemas,
+            render=replace(settings.render, template_dir=templates),
+        )
     )
     shipped = pickle.dumps(function)
     shutil.rmtree(schemas)
@@ -50,11 +55,13 @@ def test_the_function_works_after_its_source_directories_are_gone(tmp_path: Path
     copy = pickle.loads(shipped)
     unpacked = copy.unpack_files()
     try:
-        assert sorted(p.name for p in (unpacked / "schemas").iterdir()) == sorted(
-            p.name for p in Path(cfg.schema_dir).glob("*.json")
-        )
-        assert (unpacked / "templates" / "abandoned_cart_1.html.j2").read_bytes() == (
-            Path(cfg.template_dir) / "abandoned_cart_1.html.j2"
-        ).read_bytes()
+        unpacked_schemas = unpacked / "schemas"
+        assert sorted(
+            p.relative_to(unpacked_schemas) for p in unpacked_schemas.rglob("*.json")
+        ) == (sorted(p.relative_to(cfg.schema_dir) for p in Path(cfg.schema_dir).rglob("*.json")))
+        for name in ("abandoned_cart_1.html.j2", "locale/de/LC_MESSAGES/messages.po"):
+            assert (unpacked / "templates" / name).read_bytes() == (
+                Path(cfg.template_dir) / name
+            ).read_bytes()
     finally:
         shutil.rmtree(unpacked)
