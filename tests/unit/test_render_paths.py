@@ -194,9 +194,9 @@ class StockRenderer(Renderer):
 
 @pytest.fixture(scope="module")
 def renderers() -> tuple[Renderer, Renderer]:
-    return Renderer(RenderSettings(TEMPLATES, BASE_URL)), StockRenderer(
-        RenderSettings(TEMPLATES, BASE_URL)
-    )
+    # both languages: the German renders go through the translations (and our gettext)
+    settings = RenderSettings(TEMPLATES, BASE_URL, locales=("en", "de"))
+    return Renderer(settings), StockRenderer(settings)
 
 
 def test_the_stock_renderer_really_is_stock() -> None:
@@ -272,6 +272,18 @@ def st_trigger(draw: Any) -> dict[str, Any]:
             )
         items.append(item)
     trigger["items"] = items
+    if d.chance(50):  # recommendations of any shape: a bad one is left out, never fatal
+        trigger["recommendations"] = [
+            {
+                "product_id": draw(st.sampled_from(fz.PRODUCTS) | st_text()),
+                "name": text(),
+                "price": draw(st.none() | st.floats(0, 1e6) | st.sampled_from(ODD_VALUES)),
+                "currency": draw(st.sampled_from(("EUR", "usd", "XYZ", None)) | st_text()),
+                "image_url": text(),
+            }
+            for _ in range(draw(st.integers(0, 3)))
+        ]
+        trigger["recommendations_source"] = draw(st.sampled_from(("personal", "fallback", None)))
     trigger["cart_value"] = (
         draw(st.floats(0, 1e9)) if d.chance(95) else draw(st.sampled_from(ODD_VALUES))
     )

@@ -71,6 +71,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 from udfs.core import l10n
 from udfs.core.guards import zone_or_none
@@ -173,6 +174,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     internal attribute of a function/type/frame, not a mutating method of a list/dict/set),
     all of which pass for a field holding a str, int or None; the shortcut returns the same
     value without them. Everything else goes through the sandbox unchanged."""
+
+    #: Functions of our own that templates call (the gettext functions): called directly,
+    #: as ``Context.call`` would call a ``pass_context`` function, without the sandbox's and
+    #: the context's checks (a render calls them ~25 times: those checks were 40% of it).
+    trusted: frozenset[Any] = frozenset()
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if __obj in __self.trusted:
+            # what Context.call drops before the call (the functions only read autoescape,
+            # which the loop's and block's derived contexts share)
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            return __obj(__context, *args, **kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -312,6 +327,44 @@ def load_translations(template_dir: Path, locale: str) -> NullTranslations:
     return Translations(buffer)
 
 
+def _new_style_gettext(translations: NullTranslations) -> dict[str, Any]:
+    """``gettext`` and ``ngettext`` as ``jinja2.ext`` makes them for new-style gettext
+    (``_make_new_gettext``: the translation, ``Markup`` when autoescaping, then always
+    ``%`` with the variables), with each translation looked up once."""
+    singular: dict[str, str] = {}
+    plural: dict[tuple[str, str, int], str] = {}
+
+    @jinja2.pass_context
+    def gettext(__context: jinja2.runtime.Context, __string: str, **variables: Any) -> str:
+        rv = singular.get(__string)
+        if rv is None:
+            rv = singular[__string] = translations.gettext(__string)
+        if __context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables
+
+    @jinja2.pass_context
+    def ngettext(
+        __context: jinja2.runtime.Context,
+        __singular: str,
+        __plural: str,
+        __num: int,
+        **variables: Any,
+    ) -> str:
+        variables.setdefault("num", __num)
+        key = (__singular, __plural, __num)
+        rv = plural.get(key)
+        if rv is None:
+            rv = translations.ngettext(__singular, __plural, __num)
+            if len(plural) < 10_000:  # counts are small numbers; bounded all the same
+                plural[key] = rv
+        if __context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables
+
+    return {"gettext": gettext, "ngettext": ngettext}
+
+
 def translated_ids(template_dir: Path, locale: str) -> frozenset[str]:
     """The msgids (singular) with a non-empty, non-fuzzy translation in the locale's
     catalog (empty for English without a catalog)."""
@@ -378,9 +431,13 @@ class Renderer:
             auto_reload=False,  # no stat() per render; our own cache holds them anyway
             extensions=["jinja2.ext.i18n"],
         )
-        env.install_gettext_translations(  # type: ignore[attr-defined]
-            load_translations(self.template_dir, locale), newstyle=True
-        )
+        translations = load_translations(self.template_dir, locale)
+        env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+        # The same new-style functions with the lookups cached and without the second trip
+        # through the sandbox's call per string (a render made ~25 of them: 40% of its time)
+        functions = _new_style_gettext(translations)
+        env.globals.update(functions)
+        env.trusted = frozenset(functions.values())
         return env
 
     # -- templates -------------------------------------------------------------------
