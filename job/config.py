@@ -401,8 +401,20 @@ def check_templates(cfg: JobConfig) -> None:
     translation (:meth:`udfs.core.render.Renderer.check`); the message names the file."""
     from udfs.core.render import Renderer, TemplateError
 
+    settings = render_settings(cfg)
+    steps = [
+        (campaign.name, step.template, i + 1)
+        for campaign in cfg.campaigns
+        for i, step in enumerate(campaign.steps)
+    ]
+    # The same templates (name, size and mtime of every file) checked with the same settings
+    # and steps pass again: a process that loads the config many times (the tests, a
+    # restart) checks once.
+    seen = (settings, tuple(steps), _files_stamp(Path(settings.template_dir)))
+    if seen in _CHECKED:
+        return
     try:
-        renderer = Renderer(render_settings(cfg))
+        renderer = Renderer(settings)
     except TemplateError as exc:
         raise ConfigError(f"templates: {exc}") from None
     for campaign in cfg.campaigns:
@@ -414,15 +426,24 @@ def check_templates(cfg: JobConfig) -> None:
                     f"{step.template}.subject.j2, {step.template}.html.j2, "
                     f"{step.template}.txt.j2)"
                 )
-    steps = [
-        (campaign.name, step.template, i + 1)
-        for campaign in cfg.campaigns
-        for i, step in enumerate(campaign.steps)
-    ]
     try:
         renderer.check(steps)
     except TemplateError as exc:
         raise ConfigError(f"templates: {exc}") from None
+    _CHECKED.add(seen)
+
+
+_CHECKED: set[tuple[Any, ...]] = set()
+
+
+def _files_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    if not directory.is_dir():
+        return ()
+    return tuple(
+        (p.relative_to(directory).as_posix(), p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    )
 
 
 def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
