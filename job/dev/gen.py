@@ -432,15 +432,7 @@ def _plan_session(sim: _CustomerSim, rng: random.Random) -> list[_Action]:
         viewed.append(product)
         add(
             "product_view",
-            {
-                "product_id": product.product_id,
-                "name": product.name,
-                "category": product.category,
-                "price": product.price,
-                "currency": CURRENCY,
-                "image_url": product.image_url,
-                "url": product.url,
-            },
+            catalog_record(product),  # a view carries what the catalog knows
             page(f"/p/{product.product_id}", product.name),
         )
 
