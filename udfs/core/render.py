@@ -65,8 +65,9 @@ from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-import css_inline
 import jinja2
+import jinja2.ext
+import jinja2.nodes
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -75,6 +76,7 @@ from markupsafe import Markup
 
 from udfs.core import l10n
 from udfs.core.guards import zone_or_none
+from udfs.core.inline_css import StyleInliner, style_blocks
 from udfs.core.instant import iso_ms
 
 log = logging.getLogger(__name__)
@@ -103,8 +105,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 _WHITESPACE = re.compile(r"\s")
 # What a plain email address must not hold: white space, U+FEFF, C0 controls.
 _NOT_IN_ADDRESS = re.compile(r"[\s\ufeff\x00-\x1f]")
-# The rendered HTML's <style> rules become style="" attributes; nothing is fetched.
-_INLINER: Final = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 class TemplateError(ValueError):
@@ -196,6 +196,56 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         ):
             return getattr(obj, attribute)
         return super().getattr(obj, attribute)
+
+
+class _CompiledI18n(jinja2.ext.InternationalizationExtension):
+    """Jinja2's i18n extension, with a ``{% trans %}`` block that has no variables, no
+    plural and no context translated when the template is compiled: its text is the same
+    for every email of the environment's locale (what new-style gettext would return at each
+    render: the translation, ``%`` with no variables, unescaped). Blocks with variables or a
+    plural are left to the gettext functions at render time. Most of a render's ~25
+    translated strings are such fixed paragraphs."""
+
+    def _make_node(
+        self,
+        singular: str,
+        plural: str | None,
+        context: str | None,
+        variables: dict[str, jinja2.nodes.Expr],
+        plural_expr: jinja2.nodes.Expr | None,
+        vars_referenced: bool,
+        num_called_num: bool,
+    ) -> jinja2.nodes.Output:
+        translations = getattr(self.environment, "translations", None)
+        newstyle = getattr(self.environment, "newstyle_gettext", False)
+        if translations is not None and newstyle and plural is None and context is None:
+            if not variables and not vars_referenced:
+                try:
+                    text = translations.gettext(singular) % {}
+                except (TypeError, ValueError, KeyError):
+                    pass  # left to render time, which raises the same error
+                else:
+                    return jinja2.nodes.Output([jinja2.nodes.TemplateData(text)])
+        return super()._make_node(
+            singular, plural, context, variables, plural_expr, vars_referenced, num_called_num
+        )
+
+
+class _InliningLoader(jinja2.BaseLoader):
+    """``inner``'s sources, the HTML ones with the templates' CSS in ``style`` attributes
+    (:mod:`udfs.core.inline_css`)."""
+
+    def __init__(self, inner: jinja2.BaseLoader, inliner: StyleInliner) -> None:
+        self.inner = inner
+        self.inliner = inliner
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Any]:
+        source, filename, uptodate = self.inner.get_source(environment, template)
+        if template.endswith(".html.j2"):
+            source = self.inliner.apply(source, template)
+        return source, filename, uptodate
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,20 +457,33 @@ class Renderer:
         if zone is None:
             raise TemplateError(f"unknown default time zone {settings.default_timezone!r}")
         self.default_zone: ZoneInfo = zone
+        css = "\n".join(
+            block
+            for path in sorted(self.template_dir.rglob("*.html.j2"))
+            for block in style_blocks(path.read_text())
+        )
+        try:
+            self._inliner = StyleInliner(css)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(str(exc)) from exc
         self._envs = {locale: self._environment(locale) for locale in self.locales}
         # What Template.render puts under the variables: templates are loaded without
         # globals of their own and the environments' are not changed after this.
         self._globals = {locale: dict(env.globals) for locale, env in self._envs.items()}
         self._compiled: dict[tuple[str, str], _TemplateSet] = {}
 
-    def _environment(self, locale: str) -> _Sandbox:
+    def _loader(self, locale: str) -> jinja2.BaseLoader:
+        """The locale's template files (its own first), the HTML ones with the CSS inlined."""
         loaders: list[jinja2.BaseLoader] = []
         own = self.template_dir / locale
         if own.is_dir():  # files of this locale replace the shared ones of the same name
             loaders.append(jinja2.FileSystemLoader(str(own)))
         loaders.append(jinja2.FileSystemLoader(str(self.template_dir)))
+        return _InliningLoader(jinja2.ChoiceLoader(loaders), self._inliner)
+
+    def _environment(self, locale: str) -> _Sandbox:
         env = _Sandbox(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=self._loader(locale),
             autoescape=jinja2.select_autoescape(
                 enabled_extensions=("html.j2",), default_for_string=False, default=False
             ),
@@ -429,9 +492,10 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,  # no stat() per render; our own cache holds them anyway
-            extensions=["jinja2.ext.i18n"],
+            extensions=[_CompiledI18n],
         )
         translations = load_translations(self.template_dir, locale)
+        env.translations = translations  # type: ignore[attr-defined]  # read by _CompiledI18n
         env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
         # The same new-style functions with the lookups cached and without the second trip
         # through the sandbox's call per string (a render made ~25 of them: 40% of its time)
@@ -475,6 +539,8 @@ class Renderer:
                 raise TemplateError(
                     f"syntax error in {exc.name or file_name} line {exc.lineno}: {exc.message}"
                 ) from exc
+            except jinja2.TemplateError as exc:  # the loader's: CSS it cannot inline
+                raise TemplateError(str(exc)) from exc
         for template in loaded:
             # Its globals are the environment's, as a ChainMap that each render copies into
             # a set, key by key in Python; a plain dict of the same items (the environment's
@@ -598,10 +664,6 @@ class Renderer:
             raise fail("subject rendered empty")
         if not html.strip() or not text.strip():
             raise fail("body rendered empty")
-        try:
-            html = _INLINER.inline(html)
-        except ValueError as exc:  # css_inline.InlineError: a broken <style> rule
-            raise fail(f"css inlining failed: {exc}") from exc
 
         return {
             "request_id": request_id,
