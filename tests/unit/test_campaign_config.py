@@ -64,7 +64,7 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             key="order_id",
             trigger=Trigger(events=("purchase",)),
             steps=(
-                Step(0, "post_purchase_1", "order", recommend=3),
+                Step(0, "post_purchase_1", "order"),
                 Step(7 * DAY, "post_purchase_2", "cross_sell", "marketing"),
             ),
             reentry="restart",
@@ -90,7 +90,7 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             about="cart",
             trigger=Trigger(events=("cart_add", "cart_remove", "checkout_start")),
             steps=(
-                Step(HOUR, "abandoned_cart_1", "cart", recommend=3),
+                Step(HOUR, "abandoned_cart_1", "cart"),
                 Step(DAY, "abandoned_cart_2", "cart", recommend=3),
             ),
             reentry="restart",
@@ -102,7 +102,7 @@ def test_the_shipped_files_load_four_campaigns_in_priority_order():
             category="marketing",
             priority=10,
             trigger=Trigger(events=("product_view",), min_category_views=1),
-            steps=(Step(2 * HOUR, "browse_abandonment_1", "viewed"),),
+            steps=(Step(2 * HOUR, "browse_abandonment_1", "viewed", recommend=3),),
             exits=(Exit("cart_add"), Exit("purchase")),
             reentry=7 * DAY,
             stale_after_ms=12 * HOUR,
@@ -150,7 +150,7 @@ def test_overrides_merge_over_the_campaigns_file_and_equal_priorities_go_by_name
     browse = cfg.campaigns[2]
     assert (browse.stale_after_ms, browse.steps, browse.reentry) == (
         6 * HOUR,
-        (Step(2 * HOUR, "browse_abandonment_1", "viewed"),),
+        (Step(2 * HOUR, "browse_abandonment_1", "viewed", recommend=3),),
         7 * DAY,
     )
 

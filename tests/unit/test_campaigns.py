@@ -1307,12 +1307,23 @@ def test_state_stays_bounded():
 # --------------------------------------------------------------------------- recommendations
 
 
+# abandoned_cart with step 1 recommending 3 products too (shipped: step 2 only)
+RECOMMENDING_CART = {
+    "abandoned_cart": {
+        "steps": [
+            {"after": "1h", "template": "abandoned_cart_1", "show": "cart", "recommend": 3},
+            {"after": "24h", "template": "abandoned_cart_2", "show": "cart", "recommend": 3},
+        ]
+    }
+}
+
+
 def recommending() -> Customer:
     """A customer with a cart (p1) whose abandoned_cart steps recommend 3 products: a
     Sunday session (p4 garden, p5 books) and a Monday one (p1 kitchen, p2 toys, p3 books, p6
     books, bought on Sunday); favourite categories books (3), kitchen (2), garden (1, before
     toys by name)."""
-    c = Customer(logic(only=("abandoned_cart",), guards=NO_GUARDS))
+    c = Customer(logic(only=("abandoned_cart",), campaigns=RECOMMENDING_CART, guards=NO_GUARDS))
     c.story(
         identify(C, FRI_1000),
         view(C, SUN_1000, "p4", category="garden"),
@@ -1364,7 +1375,7 @@ def test_a_step_without_recommend_carries_an_empty_block():
 
 
 def test_with_nothing_personal_the_bestsellers_are_recommended():
-    c = Customer(logic(only=("abandoned_cart",), guards=NO_GUARDS))
+    c = Customer(logic(only=("abandoned_cart",), campaigns=RECOMMENDING_CART, guards=NO_GUARDS))
     c.on(identify(C, FRI_1000), add(C, MON_1000, "p-0002"))
     (trigger,) = c.until(MON_1100)[0].triggers
     bestsellers = json.loads((ROOT / "conf" / "bestsellers.json").read_text())
