@@ -403,7 +403,7 @@ def check_templates(cfg: JobConfig) -> None:
 
     settings = render_settings(cfg)
     steps = [
-        (campaign.name, step.template, i + 1)
+        (campaign.name, step.template, i + 1, step.recommend)
         for campaign in cfg.campaigns
         for i, step in enumerate(campaign.steps)
     ]

@@ -1307,11 +1307,12 @@ def test_state_stays_bounded():
 # --------------------------------------------------------------------------- recommendations
 
 
-# abandoned_cart with step 1 recommending 3 products too (shipped: step 2 only)
+# abandoned_cart with step 1 recommending 3 products too (shipped: step 2 only), in the
+# step 2 email, which shows them (abandoned_cart_1 does not: start-up would refuse it)
 RECOMMENDING_CART = {
     "abandoned_cart": {
         "steps": [
-            {"after": "1h", "template": "abandoned_cart_1", "show": "cart", "recommend": 3},
+            {"after": "1h", "template": "abandoned_cart_2", "show": "cart", "recommend": 3},
             {"after": "24h", "template": "abandoned_cart_2", "show": "cart", "recommend": 3},
         ]
     }
@@ -1352,7 +1353,7 @@ def product(pid: str, category: str, price: float = 20.0) -> dict[str, Any]:
 def test_abandoned_cart_recommends_co_viewed_then_favourite_category_products():
     c = recommending()
     due = c.until(MON_1100)
-    assert sends(due) == [("abandoned_cart", 1, "abandoned_cart_1", MON_1100, ["p1"])]
+    assert sends(due) == [("abandoned_cart", 1, "abandoned_cart_2", MON_1100, ["p1"])]
     (trigger,) = due[0].triggers
     # p2 and p3 were viewed in the session of the cart's p1 (newest first); then the books
     # (the favourite category) of Sunday; never p1 (in the cart) nor p6 (bought)

@@ -263,20 +263,20 @@ def test_a_template_that_raises_while_rendering_is_a_template_error(tmp_path: Pa
 
 
 def test_the_check_passes_for_complete_templates(templates: Path) -> None:
-    renderer(templates).check([("cart", "cart_1", 1)])
+    renderer(templates).check([("cart", "cart_1", 1, 0)])
 
 
 def test_the_check_names_a_missing_translation(templates: Path) -> None:
     (templates / "cart_1.txt.j2").write_text(TEXT + '{{ _("Free shipping") }}\n')
     with pytest.raises(TemplateError, match=r"cart_1.txt.j2: de: 'Free shipping'"):
-        renderer(templates).check([("cart", "cart_1", 1)])
+        renderer(templates).check([("cart", "cart_1", 1, 0)])
 
 
 def test_a_fuzzy_translation_counts_as_missing(tmp_path: Path) -> None:
     fuzzy = DE_PO.replace('msgid "Total"', '#, fuzzy\nmsgid "Total"')
     root = write_templates(tmp_path / "t", po=fuzzy)
     with pytest.raises(TemplateError, match=r"cart_1.html.j2: de: 'Total'"):
-        renderer(root).check([("cart", "cart_1", 1)])
+        renderer(root).check([("cart", "cart_1", 1, 0)])
 
 
 def test_a_supported_locale_without_a_catalog_stops_start_up(tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_the_check_names_the_file_with_an_undefined_variable(templates: Path) ->
         HTML.replace("</body>", "{% include '_footer.html.j2' %}</body>")
     )
     with pytest.raises(TemplateError) as caught:
-        renderer(templates).check([("cart", "cart_1", 1)])
+        renderer(templates).check([("cart", "cart_1", 1, 0)])
     message = str(caught.value)
     assert message.startswith("template _footer.html.j2 (campaign cart, step 1, locale en")
     assert "'shop_name' is undefined" in message
@@ -300,7 +300,7 @@ def test_the_check_names_the_file_with_an_undefined_variable(templates: Path) ->
 def test_the_check_names_the_file_with_a_syntax_error(templates: Path) -> None:
     (templates / "cart_1.subject.j2").write_text("{% if total %}unclosed")
     with pytest.raises(TemplateError, match=r"cart_1.subject.j2"):
-        renderer(templates).check([("cart", "cart_1", 1)])
+        renderer(templates).check([("cart", "cart_1", 1, 0)])
 
 
 def test_the_samples_cover_first_name_items_and_recommendations() -> None:
@@ -328,3 +328,29 @@ def test_a_broken_template_stops_the_job_at_start_up_naming_the_file(tmp_path: P
     assert str(caught.value).startswith("templates: template welcome_1.html.j2 (campaign welcome")
     assert "'customer' is undefined" in str(caught.value)
     check_templates(cfg)  # the shipped templates pass
+
+
+def test_a_step_that_recommends_must_show_the_recommendations(templates: Path) -> None:
+    """The test's html shows the recommendations, its text part does not: a step with
+    recommend: 3 stops start-up (the products would be chosen and never shown)."""
+    with pytest.raises(TemplateError, match=r"the step recommends 3 products but the email"):
+        renderer(templates).check([("cart", "cart_1", 1, 3)])
+    (templates / "cart_1.txt.j2").write_text(
+        TEXT + "\n{% for product in recommendations %}{{ product.name }}\n{% endfor %}"
+    )
+    renderer(templates).check([("cart", "cart_1", 1, 3)])
+
+
+def test_the_shipped_steps_that_recommend_show_them() -> None:
+    from job.config import check_templates, load_config
+
+    cfg = load_config(env={}, check_template_files=False)
+    recommending = {
+        (c.name, i + 1): s.recommend for c in cfg.campaigns for i, s in enumerate(c.steps)
+    }
+    assert {k: v for k, v in recommending.items() if v} == {
+        ("abandoned_cart", 2): 3,
+        ("browse_abandonment", 1): 3,
+        ("welcome", 2): 4,
+    }
+    check_templates(cfg)

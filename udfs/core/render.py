@@ -577,11 +577,12 @@ class Renderer:
                     problems.append(f"{relative}: syntax error line {exc.lineno}: {exc.message}")
         return problems
 
-    def check(self, steps: Iterable[tuple[str, str, int]]) -> None:
-        """Start-up check of ``(campaign, template, step)`` in every locale: the files
-        compile, every string has a translation, and each renders with every sample
+    def check(self, steps: Iterable[tuple[str, str, int, int]]) -> None:
+        """Start-up check of ``(campaign, template, step, recommend)`` in every locale: the
+        files compile, every string has a translation, and each renders with every sample
         customer of :func:`sample_triggers` (undefined variables, None printed, an empty
-        subject or body). Raises :class:`TemplateError` naming the file and locale."""
+        subject or body); a step that recommends products (``recommend`` > 0) must show
+        them. Raises :class:`TemplateError` naming the file and locale."""
         problems = self.untranslated()
         if problems:
             raise TemplateError(
@@ -589,17 +590,27 @@ class Renderer:
                 + "; ".join(problems[:10])
                 + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
             )
-        for campaign, template, step in steps:
+        for campaign, template, step, recommend in steps:
             for locale in self.locales:
                 for label, trigger in sample_triggers(campaign, template, step, locale):
                     try:
-                        self.render(trigger, trigger["due_at"])
+                        request = self.render(trigger, trigger["due_at"])
                     except TemplateError as exc:
                         where = self._failing_file(exc.__cause__) or f"{template}.*.j2"
                         raise TemplateError(
                             f"template {where} (campaign {campaign}, step {step}, locale "
                             f"{locale}, sample {label}): {exc}"
                         ) from exc
+                    shown = [p.get("name") for p in trigger["recommendations"] if p.get("name")]
+                    if recommend and any(
+                        name not in request[part] for name in shown for part in ("html", "text")
+                    ):
+                        raise TemplateError(
+                            f"template {template}.html.j2 / .txt.j2 (campaign {campaign}, step "
+                            f"{step}, locale {locale}): the step recommends {recommend} "
+                            "products but the email does not show them (add the "
+                            "recommendations block, or set the step's recommend: 0)"
+                        )
 
     def _failing_file(self, exc: BaseException | None) -> str | None:
         """The template file an error was raised in: its name for a syntax error, else the
