@@ -68,6 +68,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -357,24 +358,36 @@ def _refuse_none(value: Any) -> Any:
     return value
 
 
-def load_translations(template_dir: Path, locale: str) -> NullTranslations:
-    """The locale's translations (``locale/<lang>/LC_MESSAGES/messages.po`` under
-    ``template_dir``; fuzzy entries are not used); English needs none. A missing or broken
-    catalog of another locale is a :class:`TemplateError` naming the file."""
+def read_catalog(template_dir: Path, locale: str) -> Catalog | None:
+    """The locale's catalog (``locale/<lang>/LC_MESSAGES/messages.po`` under
+    ``template_dir``), read once; None for English without one (the source language needs
+    none). A missing or broken catalog of another locale is a :class:`TemplateError` naming
+    the file."""
     path = template_dir / CATALOG_PATH.format(locale=locale)
     if not path.is_file():
         if locale == DEFAULT_LOCALE:
-            return NullTranslations()
+            return None
         raise TemplateError(f"no translations for locale {locale!r}: {path} is missing")
     try:
         with path.open("rb") as handle:
-            catalog = read_po(handle, locale=locale, abort_invalid=True)
+            return read_po(handle, locale=locale, abort_invalid=True)
     except Exception as exc:  # Babel raises several kinds; all mean "broken"
         raise TemplateError(f"{path}: not a valid .po file: {exc}") from exc
+
+
+def translations_of(catalog: Catalog | None) -> NullTranslations:
+    """The gettext translations of ``catalog`` (fuzzy entries are not used)."""
+    if catalog is None:
+        return NullTranslations()
     buffer = io.BytesIO()
     write_mo(buffer, catalog, use_fuzzy=False)
     buffer.seek(0)
     return Translations(buffer)
+
+
+def load_translations(template_dir: Path, locale: str) -> NullTranslations:
+    """The locale's translations: :func:`translations_of` :func:`read_catalog`."""
+    return translations_of(read_catalog(template_dir, locale))
 
 
 def _new_style_gettext(translations: NullTranslations) -> dict[str, Any]:
@@ -415,14 +428,8 @@ def _new_style_gettext(translations: NullTranslations) -> dict[str, Any]:
     return {"gettext": gettext, "ngettext": ngettext}
 
 
-def translated_ids(template_dir: Path, locale: str) -> frozenset[str]:
-    """The msgids (singular) with a non-empty, non-fuzzy translation in the locale's
-    catalog (empty for English without a catalog)."""
-    path = template_dir / CATALOG_PATH.format(locale=locale)
-    if not path.is_file():
-        return frozenset()
-    with path.open("rb") as handle:
-        catalog = read_po(handle, locale=locale)
+def translated_ids(catalog: Catalog) -> frozenset[str]:
+    """The msgids (singular) with a non-empty, non-fuzzy translation in ``catalog``."""
     done: set[str] = set()
     for message in catalog:
         if not message.id or message.fuzzy:
@@ -466,6 +473,10 @@ class Renderer:
             self._inliner = StyleInliner(css)
         except jinja2.TemplateError as exc:
             raise TemplateError(str(exc)) from exc
+        # each .po file read once: the environments' translations and the check's msgids
+        self._catalogs = {
+            locale: read_catalog(self.template_dir, locale) for locale in self.locales
+        }
         self._envs = {locale: self._environment(locale) for locale in self.locales}
         # What Template.render puts under the variables: templates are loaded without
         # globals of their own and the environments' are not changed after this.
@@ -494,7 +505,7 @@ class Renderer:
             auto_reload=False,  # no stat() per render; our own cache holds them anyway
             extensions=[_CompiledI18n],
         )
-        translations = load_translations(self.template_dir, locale)
+        translations = translations_of(self._catalogs[locale])
         env.translations = translations  # type: ignore[attr-defined]  # read by _CompiledI18n
         env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
         # The same new-style functions with the lookups cached and without the second trip
@@ -556,12 +567,10 @@ class Renderer:
         ``"<file>: <locale>: <msgid>"`` (English needs no catalog)."""
         problems = []
         for locale in self.locales:
-            if (
-                locale == DEFAULT_LOCALE
-                and not (self.template_dir / CATALOG_PATH.format(locale=locale)).is_file()
-            ):
+            catalog = self._catalogs[locale]
+            if catalog is None:  # English without a catalog: the source text
                 continue
-            done = translated_ids(self.template_dir, locale)
+            done = translated_ids(catalog)
             env = self._envs[locale]
             for path in sorted(self.template_dir.rglob("*.j2")):
                 relative = path.relative_to(self.template_dir)
