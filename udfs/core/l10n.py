@@ -75,7 +75,7 @@ def _known_currencies() -> frozenset[str]:
     return frozenset(babel_numbers.list_currencies())
 
 
-def _quantized(amount: float | int | Decimal, places: int) -> Decimal:
+def round_half_up(amount: float | int | Decimal, places: int) -> Decimal:
     """Half-up rounding on the decimal representation (0.125 -> 0.13; binary float rounding
     and Babel's half-even rounding would give 0.12); a zero keeps no sign."""
     value = Decimal(str(amount)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
@@ -91,10 +91,10 @@ def format_money(amount: float | int | Decimal, currency: str, locale: str) -> s
     if is_known_currency(currency):
         digits = babel_numbers.get_currency_precision(currency)
         return babel_numbers.format_currency(
-            _quantized(amount, digits), currency, locale=locale, decimal_quantization=True
+            round_half_up(amount, digits), currency, locale=locale, decimal_quantization=True
         )
     number = babel_numbers.format_decimal(
-        _quantized(amount, 2), format="#,##0.00", locale=locale, decimal_quantization=True
+        round_half_up(amount, 2), format="#,##0.00", locale=locale, decimal_quantization=True
     )
     if isinstance(currency, str) and _CURRENCY_CODE.fullmatch(currency):
         return f"{number}{_NBSP}{currency}"

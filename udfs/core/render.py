@@ -58,7 +58,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from gettext import NullTranslations
 from pathlib import Path
 from typing import Any, Final
@@ -97,7 +97,6 @@ CATALOG_PATH = "locale/{locale}/LC_MESSAGES/messages.po"
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
-_CENTS = Decimal("0.01")
 # C0/C1 control characters other than whitespace (str.split() handles whitespace,
 # including \r, \n, \u2028 and \u2029): removed from subjects to keep headers clean.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -321,13 +320,11 @@ def _to_cents(amount: object) -> Decimal:  # any value: checked here, TypeError 
     if isinstance(amount, float) and not math.isfinite(amount):
         raise ValueError(f"amount must be finite, got {amount!r}")
     try:
-        # str() first: Decimal(59.9) would carry the binary float error into the result.
-        cents = Decimal(str(amount)).quantize(_CENTS, rounding=ROUND_HALF_UP)
+        # no sign on a zero: a price of -0.0 (which the schemas' "minimum": 0 admits) printed
+        # as "EUR -0.00", and so did -0.004. Found by fuzzing (issue 9).
+        return l10n.round_half_up(amount, 2)
     except InvalidOperation as exc:
         raise ValueError(f"amount cannot be formatted: {amount!r}") from exc
-    # A zero keeps its sign: a price of -0.0 (which the schemas' "minimum": 0 admits) printed
-    # as "EUR -0.00", and so did -0.004. Found by fuzzing (issue 9).
-    return cents.copy_abs() if cents.is_zero() else cents
 
 
 def one_line(text: str) -> str:
