@@ -68,16 +68,6 @@ class Product:
     image_url: str | None = None
     category: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "product_id": self.product_id,
-            "name": self.name,
-            "price": self.price,
-            "currency": self.currency,
-            "image_url": self.image_url,
-            "category": self.category,
-        }
-
 
 class _Viewed(Protocol):
     product_id: str
@@ -154,17 +144,7 @@ def recommend(
             co += tier
         co += others
         if co:
-            return [
-                {
-                    "product_id": v.product_id,
-                    "name": v.name,
-                    "price": v.price,
-                    "currency": v.currency,
-                    "image_url": v.image_url,
-                    "category": v.category,
-                }
-                for v in co[:k]
-            ], PERSONAL
+            return [_as_dict(v) for v in co[:k]], PERSONAL
     if not fallback:
         return [], NONE
     # favourite categories first (each in file order), then the others in file order
@@ -185,7 +165,19 @@ def recommend(
     picked += rest
     if not picked:
         return [], NONE
-    return [p.as_dict() for p in picked[:k]], FALLBACK
+    return [_as_dict(p) for p in picked[:k]], FALLBACK
+
+
+def _as_dict(p: _Viewed | Product) -> dict[str, Any]:
+    """A recommended product as the trigger carries it (a viewed or a fallback product)."""
+    return {
+        "product_id": p.product_id,
+        "name": p.name,
+        "price": p.price,
+        "currency": p.currency,
+        "image_url": p.image_url,
+        "category": p.category,
+    }
 
 
 _PRODUCT_ID: Final = operator.attrgetter("product_id")
