@@ -439,11 +439,12 @@ _CHECKED: set[tuple[Any, ...]] = set()
 def _files_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     if not directory.is_dir():
         return ()
-    return tuple(
-        (p.relative_to(directory).as_posix(), p.stat().st_mtime_ns, p.stat().st_size)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    )
+    stamp = []
+    for p in sorted(directory.rglob("*")):
+        if p.is_file():
+            stat = p.stat()  # one stat per file
+            stamp.append((p.relative_to(directory).as_posix(), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamp)
 
 
 def _quiet_hours(q: QuietHoursConfig) -> QuietHours | None:
