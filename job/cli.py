@@ -9,6 +9,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from job import db, main, ops, preview, submit
+    from job.collector import server as collector
     from job.dev import demo, gen
 
     parser = argparse.ArgumentParser(
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(sub)
     ops.register(sub)
     preview.register(sub)
+    collector.register(sub)
     submit.register_submit(sub)
     return parser
 

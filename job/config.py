@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -198,6 +199,65 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """Token buckets of the collector: ``rate`` requests per second on average, bursts of
+    up to ``burst`` (0 = no limit)."""
+
+    rate: int = 0
+    burst: int = 0
+
+
+@dataclass(frozen=True)
+class StripeConfig:
+    # the endpoint's signing secret (whsec_...); INBOXFLOW_STRIPE_WEBHOOK_SECRET wins; "" = off
+    secret: str = ""
+    tolerance_ms: int = duration("5m")
+    # the Checkout Session / PaymentIntent metadata key holding the inboxflow customer id
+    metadata_key: str = "customer_id"
+
+
+@dataclass(frozen=True)
+class ShopifyConfig:
+    # the app's client secret; INBOXFLOW_SHOPIFY_WEBHOOK_SECRET wins; "" = off
+    secret: str = ""
+    tolerance_ms: int = duration("24h")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    stripe: StripeConfig = StripeConfig()
+    shopify: ShopifyConfig = ShopifyConfig()
+    # JSON object: provider identities ("stripe:cus_..", "shopify:123", "email:a@b.c") to
+    # customer ids (relative to the config file's directory; "" = none)
+    customer_map: str = ""
+    # delivery ids remembered to answer a replayed webhook without producing it again
+    replay_cache: int = 100_000
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """``inboxflow collect``: HTTP in, validated events on ``kafka.topics.events``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    # source name -> write key; INBOXFLOW_WRITE_KEYS="web=KEY,ios=KEY" replaces them
+    write_keys: Mapping[str, str] = field(default_factory=dict)
+    # origins allowed to call /v1/events from a browser (CORS), e.g. https://shop.example.com
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 500
+    # a request body must arrive within this long (slow clients get 408)
+    body_timeout_ms: int = duration("10s")
+    # the broker must acknowledge (acks=all) within this long, else 503
+    produce_timeout_ms: int = duration("10s")
+    rate_limit_key: RateLimitConfig = RateLimitConfig(rate=1000, burst=2000)
+    rate_limit_ip: RateLimitConfig = RateLimitConfig(rate=50, burst=100)
+    # librdkafka producer settings added to (or replacing) the collector's own
+    producer_properties: Mapping[str, str] = field(default_factory=dict)
+    webhooks: WebhooksConfig = WebhooksConfig()
+
+
+@dataclass(frozen=True)
 class JobConfig:
     kafka: KafkaConfig
     watermarks: WatermarkConfig
@@ -210,6 +270,7 @@ class JobConfig:
     locales: LocalesConfig = LocalesConfig()
     recommendations: RecommendationsConfig = RecommendationsConfig()
     catalog: CatalogConfig = CatalogConfig()
+    collector: CollectorConfig = CollectorConfig()
     # conf/campaigns.yaml by default, relative to the config file's directory
     campaigns_file: str = "campaigns.yaml"
     # the directory of the config file: relative file names in it resolve against this
@@ -360,6 +421,32 @@ def _validate(cfg: JobConfig) -> None:
     _validate_locales(cfg.locales)
     if cfg.recommendations.session_gap_ms <= 0:
         raise ConfigError("recommendations.session_gap: must be positive")
+    _validate_collector(cfg.collector)
+
+
+def _validate_collector(c: CollectorConfig) -> None:
+    if not 0 < c.port < 65536:
+        raise ConfigError(f"collector.port: expected 1 to 65535, got {c.port!r}")
+    for key, value in (
+        ("collector.max_body_bytes", c.max_body_bytes),
+        ("collector.max_batch", c.max_batch),
+        ("collector.body_timeout", c.body_timeout_ms),
+        ("collector.produce_timeout", c.produce_timeout_ms),
+        ("collector.webhooks.stripe.tolerance", c.webhooks.stripe.tolerance_ms),
+        ("collector.webhooks.shopify.tolerance", c.webhooks.shopify.tolerance_ms),
+        ("collector.webhooks.replay_cache", c.webhooks.replay_cache),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value!r}")
+    for name, limit in (("rate_limit_key", c.rate_limit_key), ("rate_limit_ip", c.rate_limit_ip)):
+        if limit.rate < 0 or limit.burst < 0:
+            raise ConfigError(f"collector.{name}: rate and burst must not be negative (0: off)")
+    for origin in c.cors_origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(
+                "collector.cors_origins: expected origins like https://shop.example.com "
+                f"(scheme and host, no path) or *, got {origin!r}"
+            )
 
 
 def _validate_locales(locales: LocalesConfig) -> None:

@@ -52,6 +52,10 @@ FIELDS: Final = (
     "limit",
     "attempt",
     "delay_s",
+    "route",
+    "status",
+    "source",
+    "records",
 )
 _EMAIL = re.compile(r"[^\s@\"'<>,;:()\[\]]+@[^\s@\"'<>,;:()\[\]]+\.[A-Za-z]{2,}")
 MAX_TEXT: Final = 512  # characters of one message or field value
