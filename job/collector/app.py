@@ -607,6 +607,8 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Sta
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type"],
+                # the snippet reads Retry-After of a 429 or 503 to time its retry
+                expose_headers=["Retry-After"],
                 max_age=600,
             )
         )

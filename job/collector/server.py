@@ -59,13 +59,20 @@ def serve(
     forwarded_allow_ips: str | None = None,
 ) -> None:
     """Runs the collector until SIGINT/SIGTERM (uvicorn's graceful shutdown: open requests
-    finish, then the producer delivers what it holds)."""
+    finish, then the producer delivers what it holds; uvicorn then ends the process by the
+    signal it got, so a SIGTERM'd collector exits with status -15 / 143)."""
     import uvicorn
 
     from job.collector.app import create_app
     from udfs.logs import configure
 
-    configure(level, fmt)
+    ours = configure(level, fmt)
+    # uvicorn's own lines (start, stop, errors) in the same structured format
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = list(ours.handlers)
+        logger.setLevel(level)
+        logger.propagate = False
     sources = ", ".join(sorted(set(settings.write_keys.values())))
     log.info(
         f"collector on http://{host}:{port} (sources: {sources}), events to "
