@@ -462,9 +462,10 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Sta
     async def events(request: Request) -> Response:
         route = "/v1/events"
         try:
+            # the address first: a flood of unknown keys is limited too
+            c.limit((c.ip_limiter, request.client.host if request.client else "-"))
             source = c.authenticate(request)
-            client = request.client.host if request.client else "-"
-            c.limit((c.key_limiter, source), (c.ip_limiter, client))
+            c.limit((c.key_limiter, source))
             body = await c.body(request)
             now = wall_ms()
             parsed = c.events_of(body, now)

@@ -213,6 +213,11 @@ def test_rate_limits_per_write_key_and_per_address_answer_429_with_retry_after(b
     with running_collector(s) as c:
         codes = [c.events(json.dumps(event(i))).status for i in range(3)]
         assert codes == [202, 202, 429]
+    with running_collector(s) as c:
+        # the address is limited before the key is checked: unknown keys count too
+        codes = [c.events(json.dumps(event(i)), key="guess-0000000").status for i in range(2)]
+        assert codes == [401, 401]
+        assert c.events(json.dumps(event(3))).status == 429
     # the refused requests produced nothing: 3 + 2 accepted
     assert len(read(broker, topics["events"], idle=1.5)) == 5
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests import factories as f
 from tests.factories import (
     CAMPAIGN,
@@ -571,3 +573,177 @@ def test_a_trait_locale_wins_over_the_same_events_context_and_non_strings_are_ig
         lg=lg,
     )
     assert state.profile.locale is None
+
+
+# --- checkout_start with items: a snapshot of the cart ------------------------------------
+
+
+def line(product_id: str, quantity: int, price: float, name: str | None = None) -> dict:
+    out: dict = {"product_id": product_id, "quantity": quantity, "price": price}
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def checkout(
+    cid: str, ts: int, items: object, cart_id: str | None = "cart-1", currency: str = "EUR"
+) -> dict:
+    """A checkout_start that lists the whole checkout (a Shopify ``checkouts/update``)."""
+    props: dict = {"currency": currency, "items": items}
+    if cart_id is not None:
+        props["cart_id"] = cart_id
+    return f.ev("checkout_start", cid, ts, properties=props)
+
+
+def lines_of(items) -> list[tuple]:
+    """(product id, name, quantity, price) of cart items or of a trigger's items."""
+    return [
+        (i["product_id"], i["name"], i["quantity"], i["price"])
+        if isinstance(i, dict)
+        else (i.product_id, i.name, i.quantity, i.price)
+        for i in items
+    ]
+
+
+def test_a_checkout_with_items_and_no_cart_opens_it_and_step_1_shows_exactly_its_lines():
+    lg = customer_logic()
+    at = T0 + MINUTE
+    items = [line("p1", 2, 12.5, "Mug"), line("p2", 1, 4, "Tea")]
+    state, ds = run([identify(C, T0), checkout(C, at, items)], lg=lg)
+    assert ds[-1].timer == at + ABANDON_AFTER
+    assert (state.cart.cart_id, state.cart.currency, state.cart.last_activity) == (
+        "cart-1",
+        "EUR",
+        at,
+    )
+    assert lg.on_timer(state, at + ABANDON_AFTER - 1).triggers == []
+    d = lg.on_timer(state, at + ABANDON_AFTER)
+    [t] = d.triggers
+    assert (t["step"], t["cart_id"], t["due_at"], t["cart_value"], t["currency"]) == (
+        1,
+        "cart-1",
+        at + ABANDON_AFTER,
+        29.0,
+        "EUR",
+    )
+    assert lines_of(t["items"]) == [("p1", "Mug", 2, 12.5), ("p2", "Tea", 1, 4.0)]
+    assert t["request_id"] == j.request_id(CAMPAIGN, C, "cart-1", at, 1)
+    assert [(o["kind"], o["value"]) for o in d.outcomes if o["kind"] == "abandoned"] == [
+        ("abandoned", 29.0)
+    ]
+
+
+def test_a_checkout_snapshot_replaces_the_quantities_that_cart_adds_summed_up():
+    lg = customer_logic()
+    at = T0 + 10 * MINUTE
+    snapshot = checkout(C, at, [line("p1", 3, 10.0, "Mug"), line("p2", 1, 5.0, "Spoon")])
+    state, ds = run([identify(C, T0), cart_add(C, T0, "p1", quantity=1), snapshot], lg=lg)
+    assert lines_of(state.cart.items) == [("p1", "Mug", 3, 10.0), ("p2", "Spoon", 1, 5.0)]
+    assert (state.cart.value, state.cart.item_count) == (35.0, 4)
+    assert ds[-1].timer == at + ABANDON_AFTER  # newer activity: re-armed from it
+    [t] = lg.on_timer(state, at + ABANDON_AFTER).triggers
+    assert lines_of(t["items"]) == [("p1", "Mug", 3, 10.0), ("p2", "Spoon", 1, 5.0)]
+    assert t["cart_value"] == 35.0
+
+
+def test_a_snapshot_line_takes_the_events_price_and_keeps_what_it_lacks_from_the_cart():
+    state, _ = run(
+        [
+            cart_add(C, T0, "p1", price=10.0, name="Mug"),
+            checkout(C, T0 + MINUTE, [line("p1", 2, 8.0), line("p9", 1, 3.0)]),
+        ]
+    )
+    assert lines_of(state.cart.items) == [("p1", "Mug", 2, 8.0), ("p9", None, 1, 3.0)]
+    assert [i.category for i in state.cart.items] == ["kitchen", None]
+
+
+def test_a_checkout_snapshot_of_another_cart_opens_a_new_cart_and_its_reminder():
+    lg = customer_logic()
+    at = T0 + 5 * MINUTE
+    lamp = checkout(C, at, [line("p7", 1, 40.0, "Lamp")], cart_id="cart-2", currency="USD")
+    state, ds = run([identify(C, T0), cart_add(C, T0, "p1", cart_id="cart-1"), lamp], lg=lg)
+    assert (state.cart.cart_id, state.cart.currency) == ("cart-2", "USD")
+    assert lines_of(state.cart.items) == [("p7", "Lamp", 1, 40.0)]
+    assert ds[-1].timer == at + ABANDON_AFTER
+    assert lg.on_timer(state, T0 + ABANDON_AFTER).triggers == []  # cart-1's is gone
+    [t] = lg.on_timer(state, at + ABANDON_AFTER).triggers
+    assert (t["cart_id"], t["cart_value"], t["currency"]) == ("cart-2", 40.0, "USD")
+    assert lines_of(t["items"]) == [("p7", "Lamp", 1, 40.0)]
+    assert t["request_id"] == j.request_id(CAMPAIGN, C, "cart-2", at, 1)
+
+
+def test_a_late_checkout_snapshot_does_not_undo_newer_cart_contents():
+    lg = customer_logic()
+    newer = T0 + 20 * MINUTE
+    state, ds = run(
+        [
+            identify(C, T0),
+            cart_add(C, T0, "p1", name="Mug"),
+            cart_add(C, newer, "p2", name="Tea"),
+            checkout(C, T0 + 10 * MINUTE, [line("p1", 5, 99.0, "Old mug")]),  # late
+        ],
+        lg=lg,
+    )
+    assert lines_of(state.cart.items) == [("p1", "Mug", 1, 10.0), ("p2", "Tea", 1, 10.0)]
+    assert state.cart.last_activity == newer
+    assert ds[-1].timer == newer + ABANDON_AFTER and ds[-1].outcomes == []
+    assert state.run_of(CAMPAIGN).anchor == newer
+    [t] = lg.on_timer(state, newer + ABANDON_AFTER).triggers
+    assert lines_of(t["items"]) == [("p1", "Mug", 1, 10.0), ("p2", "Tea", 1, 10.0)]
+
+
+def test_a_snapshot_at_the_instant_of_the_last_activity_replaces_the_lines_without_rearming():
+    state, ds = run([identify(C, T0), cart_add(C, T0, "p1"), checkout(C, T0, [line("p2", 2, 3.0)])])
+    assert lines_of(state.cart.items) == [("p2", None, 2, 3.0)]
+    assert ds[-1].timer == T0 + ABANDON_AFTER and state.run_of(CAMPAIGN).anchor == T0
+
+
+def test_a_snapshot_keeps_at_most_max_order_lines():
+    many = [line(f"p{n}", 1, 1.0) for n in range(j.MAX_ORDER_LINES + 10)]
+    state, _ = run([checkout(C, T0, many)])
+    assert [i.product_id for i in state.cart.items] == [f"p{n}" for n in range(j.MAX_ORDER_LINES)]
+
+
+def test_purchase_of_the_snapshots_cart_ends_its_journey():
+    lg = customer_logic()
+    state, ds = run(
+        [
+            identify(C, T0),
+            checkout(C, T0, [line("p1", 1, 10.0)]),
+            purchase(C, T0 + 10 * MINUTE, cart_id="cart-1"),
+        ],
+        lg=lg,
+    )
+    assert ds[-1].timer is None and state.cart is None and state.run_of(CAMPAIGN) is None
+    assert [o["reason"] for o in ds[-1].outcomes if o["kind"] == "cancelled"] == ["purchased"]
+    assert state.profile.journey_status == "purchased"
+    assert lg.on_timer(state, MAX_WATERMARK).triggers == []
+
+
+def test_purchase_arriving_before_its_checkout_snapshot_prevents_the_reminder():
+    state, ds = run(
+        [
+            identify(C, T0),
+            purchase(C, T0 + 10 * MINUTE, cart_id="cart-1"),
+            checkout(C, T0, [line("p1", 1, 10.0)]),  # out of order: before the purchase
+        ]
+    )
+    assert ds[-1].timer is None and state.cart is None and state.run_of(CAMPAIGN) is None
+
+
+@pytest.mark.parametrize(
+    "items",
+    [None, [], [{"quantity": 2}, "p1", {"product_id": 5}]],
+    ids=["no_items", "empty", "junk_lines"],
+)
+def test_a_checkout_without_lines_and_no_cart_changes_nothing(items):
+    props = {"cart_id": "cart-1"} if items is None else {"cart_id": "cart-1", "items": items}
+    state, ds = run([identify(C, T0), f.ev("checkout_start", C, T0 + MINUTE, properties=props)])
+    assert state.cart is None and state.runs == []
+    assert (ds[-1].timer, ds[-1].outcomes, state.profile.journey_status) == (None, [], "idle")
+
+
+def test_a_checkout_with_an_empty_item_list_only_touches_the_open_cart():
+    state, ds = run([identify(C, T0), cart_add(C, T0, "p1"), checkout(C, T0 + MINUTE, [])])
+    assert lines_of(state.cart.items) == [("p1", "Mug", 1, 10.0)]
+    assert ds[-1].timer == T0 + MINUTE + ABANDON_AFTER

@@ -15,7 +15,15 @@ about the cart) by the cart's own lifecycle:
   checkout_start) enters at ``last_activity``; any later cart change restarts it from
   step 1; a purchase of that cart (or any purchase when the cart has no id, or the purchase
   names no cart) at or after the cart activity, or emptying the cart, ends it (outcome
-  ``cancelled``, reason ``purchased`` / ``cart_emptied``);
+  ``cancelled``, reason ``purchased`` / ``cart_emptied``). The open cart (:class:`Cart`):
+  cart_add opens it (none open, or another cart id) and adds its quantity to the product's
+  line; cart_remove takes quantities out; a checkout_start that lists its lines
+  (``properties.items``, read like a purchase's: at most ``MAX_ORDER_LINES``, junk lines
+  left out) is a snapshot of the whole cart: a new cart of exactly those lines when none is
+  open or the open one has another id, else (the same cart) its lines become the
+  snapshot's, unless the snapshot is older than the cart's ``last_activity`` (late: the
+  newer contents stay). A checkout_start without lines only counts as activity of an open
+  cart;
 * other journeys are entered by their trigger events when the trigger's conditions hold and
   the re-entry rule allows it, and ended by their exit events at or after the entry (also
   when the exit event arrived first, out of order: reason ``exit_<event type>``);
@@ -1083,8 +1091,45 @@ class CustomerLogic:
         self._touch(state, e, d)
 
     def _on_checkout_start(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
-        if state.cart is not None:
+        """A checkout that lists its lines (``properties.items``, read as a purchase's:
+        at most ``MAX_ORDER_LINES``, junk lines left out) is a snapshot of the whole cart, so
+        a shop that only reports checkouts (e.g. Shopify's ``checkouts/update`` webhook)
+        still gets its reminders:
+
+        * no open cart, or one with another cart id: a new cart of exactly those lines;
+        * the same cart, and the snapshot is not older than its last activity: its lines
+          become the snapshot's (a name, image or category the line lacks is kept from the
+          cart's line of that product);
+        * the same cart and an older snapshot (late): the lines stay, a late event does not
+          undo newer contents; the cart is only touched.
+
+        Without lines (none, an empty list, only junk) the cart, if any, is only touched."""
+        props, ts = e["properties"], e["timestamp"]
+        lines = _order_lines(props)
+        if not lines:
+            if state.cart is not None:
+                self._touch(state, e, d)
+            return
+        before, cart_id = state.cart, props.get("cart_id")
+        if (
+            before is not None
+            and (cart_id is None or before.cart_id in (None, cart_id))
+            and ts < before.last_activity
+        ):
             self._touch(state, e, d)
+            return
+        cart = self._open_cart(state, cart_id, ts)
+        known = {i.product_id: i for i in cart.items}
+        for line in lines:
+            old = known.get(line.product_id)
+            if old is not None:
+                line.name = line.name or old.name
+                line.image_url = line.image_url or old.image_url
+                line.category = line.category or old.category
+        cart.items = lines
+        if cart.currency is None and _text(props.get("currency")):
+            cart.currency = props["currency"]
+        self._touch(state, e, d, opened=cart is not before)
 
     def _on_purchase(self, state: CustomerState, e: dict[str, Any], d: Decision) -> None:
         props, ts, p = e["properties"], e["timestamp"], state.profile
