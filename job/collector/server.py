@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from job.collector.app import Settings
 
 log = logging.getLogger("inboxflow.collector")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "collect",
         help="run the HTTP collector: page events and signed webhooks to the events topic",
@@ -51,7 +55,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def serve(
-    settings,
+    settings: Settings,
     host: str,
     port: int,
     level: str = "INFO",
