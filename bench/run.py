@@ -35,7 +35,14 @@ Measurements (each run ``--runs`` times, median reported):
    ``SEND_RATE_PARALLELISM``) on the mini-cluster (the bench's broker is not used): each
    request is stamped with the wall clock as it arrives and as it leaves the limiter; the
    most requests in any second (overall and once all had arrived), and the drain time and
-   rate against the configured rate.
+   rate against the configured rate;
+7. collector (``--only collector``, :mod:`bench.collector`): ``inboxflow collect`` in a
+   process of its own against the bench's broker, ``--collector-connections`` keep-alive
+   connections posting single events, then batches of 100, back to back for
+   ``--collector-seconds`` after a 2 s warm-up: requests/s, events/s, p50/p99 latency, every
+   answer 202 and the topic holding exactly the events answered 202; and a "produce floor"
+   (the same events straight through one librdkafka producer with the collector's settings)
+   that the collector's events/s are quoted against, run i against run i.
 
 Every run is a child process (``--child``) in its own process group: chdb hosts one path
 per process (docs/DESIGN.md#chdb-lock) and a fresh JVM per run keeps runs independent; the group is
@@ -63,7 +70,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +109,7 @@ MEASUREMENTS = (
     "burst",
     "send_rate",
     "cluster",
+    "collector",
 )
 PASSTHROUGH_PARALLELISM = 1
 # issue 13: the job's adjusted events/s as a share of the passthrough's (writer off p1 and on
@@ -139,6 +147,10 @@ class Plan:
     # the burst run's steady phases and clock through an idempotent producer (kafka-python's
     # default) or one without idempotence (acks all, retries may store duplicates)
     idempotence: bool = True
+    # the collector row (bench/collector.py): measured seconds per run and connections;
+    # None: that module's defaults (10 s, 3 s with quick; 16 connections)
+    collector_seconds: float | None = None
+    collector_connections: int | None = None
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -1558,6 +1570,18 @@ def _cancel(client, timeout_s: float) -> bool:
     return done.wait(timeout_s)
 
 
+def _child_collector(spec: dict) -> dict:
+    from bench import collector
+
+    return collector.child_shape(spec)
+
+
+def _child_collector_floor(spec: dict) -> dict:
+    from bench import collector
+
+    return collector.child_floor(spec)
+
+
 def child_main(spec_path: Path, out_path: Path) -> int:
     quiet_logging()
     spec = json.loads(spec_path.read_text())
@@ -1569,6 +1593,8 @@ def child_main(spec_path: Path, out_path: Path) -> int:
             "live": child_live,
             "burst": child_burst,
             "send_rate": child_send_rate,
+            "collector": _child_collector,
+            "collector_floor": _child_collector_floor,
         }[spec["kind"]](spec)
     except BaseException:  # noqa: BLE001 - reported, then the process ends
         # Exit at once: a normal interpreter exit may wait on a stuck JVM's gateway.
@@ -1818,6 +1844,57 @@ def _cluster_runs(plan: Plan, bootstrap: str, work_root: Path) -> Iterator[tuple
                 result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
             print(f"{_describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
             yield group, name, result
+
+
+def collector_settings(plan: Plan) -> tuple[float, int]:
+    """(measured seconds per run, connections) of the collector row."""
+    from bench import collector
+
+    seconds = plan.collector_seconds or (
+        collector.SECONDS_QUICK if plan.quick else collector.SECONDS
+    )
+    return seconds, plan.collector_connections or collector.CONNECTIONS
+
+
+def _collector_runs(
+    plan: Plan, bootstrap: str, work_root: Path, run: Any = None
+) -> Iterator[tuple[str, str, dict]]:
+    """The collector row (:mod:`bench.collector`): per round a run of single events, one of
+    batches, then the produce floor over as many events as the round's larger run accepted;
+    each a child process (``run``: :func:`run_child`). Each run: (group, run name, result)."""
+    from bench import collector
+
+    run = run or run_child
+    seconds, connections = collector_settings(plan)
+    total = plan.runs * (len(collector.SHAPES) + 1)
+    n = 0
+    for i in range(plan.runs):
+        round_results = []
+        for shape in collector.SHAPES:
+            name = f"collector-{shape}-{i + 1}"
+            spec = collector.shape_spec(
+                bootstrap,
+                shape,
+                name,
+                seconds,
+                connections,
+                collector_log=LOG_DIR / f"{name}.collector.log",
+            )
+            n += 1
+            print(f"[collector {n}/{total}] {name} ...", end=" ", flush=True)
+            t0 = time.monotonic()
+            result = run(spec, name, work_root, collector.shape_timeout(spec))
+            print(f"{collector.describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
+            round_results.append(result)
+            yield f"collector-{shape}", name, result
+        name = f"collector-floor-{i + 1}"
+        spec = collector.floor_spec(bootstrap, name, collector.floor_events(round_results))
+        n += 1
+        print(f"[collector {n}/{total}] {name} ...", end=" ", flush=True)
+        t0 = time.monotonic()
+        result = run(spec, name, work_root, collector.floor_timeout(spec))
+        print(f"{collector.describe(result)} ({time.monotonic() - t0:.0f} s)", flush=True)
+        yield "collector-floor", name, result
 
 
 def _describe(result: dict) -> str:
@@ -2132,6 +2209,10 @@ def summarize_runs(plan: Plan, results: dict[str, list[dict]]) -> dict[str, dict
             **{key: max(r[key] for r in runs) for key in ("lost", "duplicates", "out_of_order")},
         }
         summary["send_rate"]["verdict"] = send_rate_verdict(summary["send_rate"])
+    if any(group.startswith("collector-") for group in results):
+        from bench import collector
+
+        summary.update(collector.summarize(results))
     return summary
 
 
@@ -2292,6 +2373,10 @@ def format_table(plan: Plan, summary: dict[str, dict], date: str) -> str:
             f"{s['drain_seconds'] or 0:.2f} s (the rate allows {s['expected_drain_seconds']:.2f} "
             f"s) = {_rate(s['achieved_per_s'], 'req/s')} after the buckets: {s['verdict']}"
         )
+    if any(key.startswith("collector-") for key in summary):
+        from bench import collector
+
+        lines += collector.format_lines(summary, cores)
     return "\n".join(lines)
 
 
@@ -2360,6 +2445,10 @@ def bench(plan: Plan) -> int:
                 for group, name, result in _cluster_runs(plan, broker.bootstrap, work_root):
                     results.setdefault(group, []).append(result)
                     runs_log.append({"group": group, "name": name, **result})
+            if "collector" in plan.measurements:
+                for group, name, result in _collector_runs(plan, broker.bootstrap, work_root):
+                    results.setdefault(group, []).append(result)
+                    runs_log.append({"group": group, "name": name, **result})
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     summary = summarize_runs(plan, results)
@@ -2424,6 +2513,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="events for the pure per-event path (default 200,000; 20,000 with --quick)",
     )
+    p.add_argument(
+        "--collector-seconds",
+        type=float,
+        help="measured seconds per collector run after a 2 s warm-up (default 10, 3 with --quick)",
+    )
+    p.add_argument(
+        "--collector-connections",
+        type=int,
+        help="concurrent keep-alive connections of the collector row (default 16)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke-test sizes")
     p.add_argument(
         "--no-idempotence",
@@ -2443,6 +2542,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("need --burst-events >= 1")
     if args.pure_events is not None and args.pure_events < 1:
         p.error("need --pure-events >= 1")
+    if args.collector_seconds is not None and args.collector_seconds <= 0:
+        p.error("need --collector-seconds > 0")
+    if args.collector_connections is not None and args.collector_connections < 1:
+        p.error("need --collector-connections >= 1")
     return args
 
 
@@ -2464,7 +2567,12 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         idempotence=not args.no_idempotence,
         burst_events=args.burst_events or (BURST_EVENTS_QUICK if args.quick else BURST_EVENTS),
+        collector_seconds=args.collector_seconds,
+        collector_connections=args.collector_connections,
     )
+    if "collector" in plan.measurements:
+        seconds, connections = collector_settings(plan)
+        plan = replace(plan, collector_seconds=seconds, collector_connections=connections)
     failed = 0
     if "pure" in plan.measurements:
         from bench import pure

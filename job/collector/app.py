@@ -34,13 +34,15 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -191,7 +193,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        self.requests = Metric(
             "inboxflow_collector_requests", "HTTP requests", ["route", "status"], registry=r
         )
         self.latency = Histogram(
@@ -201,19 +203,19 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.produced = Counter(
+        self.produced = Metric(
             "inboxflow_collector_records_produced",
             "Records the broker acknowledged",
             ["topic"],
             registry=r,
         )
-        self.rejected = Counter(
+        self.rejected = Metric(
             "inboxflow_collector_rejections",
             "Requests or events refused, by reason",
             ["route", "reason"],
             registry=r,
         )
-        self.webhooks = Counter(
+        self.webhooks = Metric(
             "inboxflow_collector_webhooks",
             "Verified webhooks by provider and what became of them",
             ["provider", "outcome"],
@@ -368,8 +370,8 @@ class Collector:
                     "Retry-After": retry_after(min(30.0, max(1.0, self.settings.produce_timeout_s)))
                 },
             ) from None
-        for r in records:
-            self.metrics.produced.labels(r.topic).inc()
+        for topic, count in Counter(r.topic for r in records).items():
+            self.metrics.produced.labels(topic).inc(count)
 
     async def healthy(self) -> bool:
         at, ok = self._health
