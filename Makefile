@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JARS   := lib/.jars-stamp
 
-.PHONY: install demo test test-fast fuzz bench lint clean package cluster-up cluster-down cluster-status chromium
+.PHONY: install demo demo-shop test test-fast fuzz bench lint clean package cluster-up cluster-down cluster-status chromium
 
 install: $(STAMP) $(JARS)
 
@@ -21,6 +21,11 @@ $(JARS): $(STAMP) job/dev/jars.py job/jvm.py $(wildcard java/io/inboxflow/flink/
 
 demo: install
 	$(BIN)/inboxflow demo
+
+# The demo shop page, the collector and the job, live on a local broker: prints the page's URL
+# (http://127.0.0.1:8088/shop/) and every email request as it comes; Ctrl-C stops it all.
+demo-shop: install
+	$(BIN)/inboxflow demo-shop
 
 # The lint and type floor first (`make lint`), then every test.
 test: install lint chromium

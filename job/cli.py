@@ -10,7 +10,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from job import db, main, ops, preview, submit
     from job.collector import server as collector
-    from job.dev import demo, gen
+    from job.dev import demo, demo_shop, gen
 
     parser = argparse.ArgumentParser(
         prog="inboxflow", description="Real-time abandoned-cart emails on Apache Flink."
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=main.run_from_args)
     gen.register(sub)
     demo.register(sub)
+    demo_shop.register(sub)
     db.register(sub)
     ops.register(sub)
     preview.register(sub)
