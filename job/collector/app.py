@@ -387,6 +387,22 @@ class Collector:
         return Record(self.settings.dlq_topic, key, safe_dumps(record).encode())
 
 
+def log_refused(level: int, message: str, route: str, invalid: Invalid) -> None:
+    """One log line for an event the validator refused: its ids, reason and path, never the
+    event."""
+    log.log(
+        level,
+        message,
+        extra=fields(
+            route=route,
+            customer_id=invalid.customer_id,
+            event_id=invalid.event_id,
+            reason=invalid.reason,
+            path=invalid.path,
+        ),
+    )
+
+
 class _Invalid(_Refused):
     def __init__(self, invalid: list[tuple[int, Invalid]]) -> None:
         super().__init__(400, "invalid_event", "invalid events")
@@ -446,16 +462,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Sta
             }
             for _, inv in r.invalid:
                 c.metrics.rejected.labels(route, inv.reason).inc()
-                log.info(
-                    "event refused",
-                    extra=fields(
-                        route=route,
-                        customer_id=inv.customer_id,
-                        event_id=inv.event_id,
-                        reason=inv.reason,
-                        path=inv.path,
-                    ),
-                )
+                log_refused(logging.INFO, "event refused", route, inv)
         else:
             c.metrics.rejected.labels(route, r.reason).inc()
             log.info("request refused", extra=fields(route=route, status=r.status, reason=r.reason))
@@ -527,16 +534,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Sta
             if isinstance(result, Invalid):
                 records.append(c.dlq(text, result, now))
                 dead += 1
-                log.warning(
-                    "webhook event refused",
-                    extra=fields(
-                        route=route,
-                        customer_id=result.customer_id,
-                        event_id=result.event_id,
-                        reason=result.reason,
-                        path=result.path,
-                    ),
-                )
+                log_refused(logging.WARNING, "webhook event refused", route, result)
             else:
                 records.append(
                     Record(settings.events_topic, result["customer_id"].encode(), text.encode())

@@ -688,23 +688,12 @@ class ShopifyWebhooks:
         if cart_id is not None:
             properties["cart_id"] = cart_id
         properties["items"] = list(_items(body.get("line_items")))
-        events = []
-        if email is not None:
-            identify_id = None if order_id is None else f"shopify:identify:order:{order_id}"
-            events.append(
-                _identify(identify_id, customer_id, timestamp, self._traits(email, customer, body))
-            )
-        events.append(
-            _event(
-                event_id,
-                "purchase",
-                customer_id,
-                timestamp,
-                properties=properties,
-                context=self._context(body),
-            )
-        )
-        return derived, Mapped("", tuple(events))
+        identify_id = None if order_id is None else f"shopify:identify:order:{order_id}"
+        return derived, self._mapped(
+            body, customer, email, customer_id, timestamp, identify_id,
+            _event(event_id, "purchase", customer_id, timestamp, properties=properties,
+                   context=self._context(body)),
+        )  # fmt: skip
 
     def _checkout(self, body: dict[str, Any]) -> tuple[str, Mapped]:
         token = _as_id(body.get("token"))
@@ -735,23 +724,28 @@ class ShopifyWebhooks:
         if currency is not None:
             properties["currency"] = currency
         properties["items"] = items
-        events = []
-        if email is not None:
-            identify_id = None if version is None else f"shopify:identify:checkout:{version}"
-            events.append(
-                _identify(identify_id, customer_id, updated_at, self._traits(email, customer, body))
-            )
-        events.append(
-            _event(
-                event_id,
-                "checkout_start",
-                customer_id,
-                updated_at,
-                properties=properties,
-                context=self._context(body),
-            )
-        )
-        return derived, Mapped("", tuple(events))
+        identify_id = None if version is None else f"shopify:identify:checkout:{version}"
+        return derived, self._mapped(
+            body, customer, email, customer_id, updated_at, identify_id,
+            _event(event_id, "checkout_start", customer_id, updated_at, properties=properties,
+                   context=self._context(body)),
+        )  # fmt: skip
+
+    def _mapped(
+        self,
+        body: dict[str, Any],
+        customer: dict[str, Any],
+        email: str | None,
+        customer_id: str,
+        timestamp: Any,
+        identify_id: str | None,
+        event: dict[str, Any],
+    ) -> Mapped:
+        """``event``, after an identify of the buyer when an e-mail address is known."""
+        if email is None:
+            return Mapped("", (event,))
+        traits = self._traits(email, customer, body)
+        return Mapped("", (_identify(identify_id, customer_id, timestamp, traits), event))
 
 
 def _items(lines: Any) -> Iterator[dict[str, Any]]:
