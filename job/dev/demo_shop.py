@@ -56,10 +56,9 @@ DEMO_DIR = ROOT / "var" / "demo-shop"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
 GROUP_ID = "inboxflow-demo-shop"
-# One source subtask reads every partition: at parallelism 2 a subtask whose partition has
-# never held a record keeps the job's event time at its start, so a lone shopper (the demo's
-# usual case) got no email until an event of another customer landed on the other partition.
-PARALLELISM = 1
+# The shipped parallelism: a lone shopper (the demo's usual case) fills one partition of two,
+# and the other source subtask goes idle after watermarks.idleness (docs/DESIGN.md#idle-watermarks)
+PARALLELISM = 2
 JOB_STOP_S = 30
 REST_LINE = re.compile(r"REST API and web UI: (\S+)")
 

@@ -41,6 +41,16 @@ import org.apache.flink.types.Row;
  * one generator per split from it, all on the task thread: the shared {@link Subtask} state
  * needs no locking. Events without a readable time ({@link EnvelopeExtractor#NO_TIME}) count
  * as activity but move nothing.
+ *
+ * <p>The source also creates one generator for its main output, first, before any split's
+ * (Flink 2.0 {@code ProgressiveTimestampsAndWatermarks.createMainOutput}); its watermarks go
+ * out directly, not through the per-split minimum, and Kafka records never pass through it.
+ * Until it sees an event, that first generator emits no watermark and only marks the output
+ * idle once the subtask has had no record on any partition for {@code idlenessMs}: Flink
+ * creates a split's generator only when the split's first records arrive, so a subtask whose
+ * partitions never got a record has no other generator and would otherwise hold event time
+ * back downstream forever. Where the first generator does see events (the operator of
+ * {@code assignTimestampsAndWatermarks}, one generator in all), it is an ordinary partition.
  */
 public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     private static final long serialVersionUID = 1L;
@@ -66,9 +76,10 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     public WatermarkGenerator<Row> createWatermarkGenerator(
             WatermarkGeneratorSupplier.Context context) {
         if (subtask == null) {
-            subtask = new Subtask();
+            subtask = new Subtask(now());
+            return new PartitionGenerator(subtask, true);
         }
-        return new PartitionGenerator(subtask);
+        return new PartitionGenerator(subtask, false);
     }
 
     @Override
@@ -81,7 +92,11 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     static final class Subtask {
         long newestEventTime = Long.MIN_VALUE;
         long newestArrival = Long.MIN_VALUE;  // wall clock when that event arrived
-        long lastActivity = Long.MIN_VALUE;   // wall clock of the last record of any partition
+        long lastActivity;  // wall clock of the last record of any partition, or of the start
+
+        Subtask(long start) {
+            this.lastActivity = start;
+        }
     }
 
     /** Watermark of one partition; see the class comment. */
@@ -90,10 +105,13 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         private long newest = Long.MIN_VALUE;
         private long lastActivity;
         private boolean followedOnce;
+        // the first generator (the source's main output) until it sees an event
+        private boolean mainOutput;
 
-        PartitionGenerator(Subtask shared) {
+        PartitionGenerator(Subtask shared, boolean first) {
             this.shared = shared;
             this.lastActivity = now();
+            this.mainOutput = first;
         }
 
         @Override
@@ -102,6 +120,7 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
             lastActivity = wall;
             shared.lastActivity = wall;
             followedOnce = false;
+            mainOutput = false;
             if (eventTime == EnvelopeExtractor.NO_TIME) {
                 return;
             }
@@ -115,6 +134,14 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         @Override
         public void onPeriodicEmit(WatermarkOutput output) {
             long wall = now();
+            if (mainOutput) {
+                // see the class comment: no watermark around the per-partition minimum, only
+                // the idleness of a subtask that has had no record for idlenessMs
+                if (idlenessMs > 0 && wall - shared.lastActivity >= idlenessMs) {
+                    output.markIdle();
+                }
+                return;
+            }
             if (idlenessMs <= 0 || wall - lastActivity < idlenessMs) {
                 output.emitWatermark(new Watermark(
                         watermarkOf(newest)));
