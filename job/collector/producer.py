@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,11 +94,9 @@ class AsyncProducer:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         waiting = _Countdown(len(records), loop, done)
-        produced = 0
         try:
             for r in records:
                 self._producer.produce(r.topic, r.value, r.key, on_delivery=waiting.report)
-                produced += 1
         except (BufferError, KafkaException) as exc:
             # the reports of what was queued come later; nobody waits for them
             waiting.abandon()
@@ -120,14 +117,6 @@ class AsyncProducer:
         except KafkaException:
             return False
         return bool(md.brokers)
-
-    def topic_exists(self, topic: str, timeout_s: float) -> bool:
-        try:
-            md = self._producer.list_topics(topic, timeout=timeout_s)
-        except KafkaException:
-            return False
-        t = md.topics.get(topic)
-        return t is not None and t.error is None
 
     def close(self, timeout_s: float = 5.0) -> int:
         """Deliver what is queued (up to ``timeout_s``), then stop; returns what is left."""
@@ -158,7 +147,10 @@ class _Countdown:
             if err is None and self._left > 0:
                 return
             self._settled = True
-        self._loop.call_soon_threadsafe(_settle, self._done, err)
+        try:
+            self._loop.call_soon_threadsafe(_settle, self._done, err)
+        except RuntimeError:  # the loop is closed: the collector is stopping
+            pass
 
     def abandon(self) -> None:
         with self._lock:
@@ -178,12 +170,3 @@ def _describe(err: Any) -> str:
     if isinstance(err, KafkaError):
         return f"{err.name()}: {err.str()}"
     return "the broker did not accept the record"
-
-
-def wait_reachable(producer: AsyncProducer, deadline_s: float) -> bool:
-    """Polls :meth:`AsyncProducer.reachable` until ``deadline_s`` (monotonic) passes."""
-    while True:
-        if producer.reachable(1.0):
-            return True
-        if time.monotonic() >= deadline_s:
-            return False
