@@ -10,10 +10,6 @@ real broker with the shipped restart strategy.
   a reminder due after the data's watermark never fires.
 * **A lull in live data**: events stamped with the wall clock, then silence, no clock events:
   the reminder arrives within out-of-orderness + idleness (+ processing) of its due time.
-* **A partition that never got a record**, at parallelism 2 with 2 partitions: Flink creates a
-  split's watermark generator only when its first records arrive, so the other source subtask
-  once held the customer operator's input watermark at Long.MIN_VALUE forever and a lone
-  customer's welcome email never came; that subtask now goes idle after the idleness.
 """
 
 from __future__ import annotations
@@ -162,37 +158,3 @@ def test_a_reminder_due_in_a_lull_of_live_data_fires_on_time(
     print(f"lull lateness at parallelism {parallelism}: {sorted(lateness)} ms")
     # due + bound at the earliest, and within bound + idleness (+ 3 s of processing)
     assert all(bound <= late <= bound + idleness + 3 * SECOND for late in lateness), lateness
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("partition", [0, 1])
-def test_one_event_on_one_of_two_partitions_comes_out_at_parallelism_2(
-    broker: TansuBroker, tmp_path: Path, partition: int
-) -> None:
-    run = uuid.uuid4().hex[:8]
-    cfg, topics = job_on_fresh_topics(
-        broker,
-        f"wm-{run}",
-        2,
-        {"watermarks": {"out_of_orderness": "1s", "idleness": "1s"}},
-    )
-    (cid,) = keys_by_partition(2, 1, f"lone{run}-")[partition]
-    reader = OutputReader(broker.bootstrap, [topics["requests"]])
-    try:
-        with running_job(cfg, tmp_path / "checkpoints", parallelism=2) as job:
-            # the only record the job ever reads: the other partition stays empty
-            produce(
-                broker.bootstrap,
-                topics["events"],
-                [kafka_record(identify(cid, wall_ms(), email=f"{cid}@example.com"))],
-            )
-            reader.wait_for(
-                lambda r: len(r.of(topics["requests"])) >= 1, "the welcome email", 60, job
-            )
-            assert job.restarts() == 0
-    finally:
-        reader.close()
-
-    (request,) = reader.of(topics["requests"])
-    assert request.key == cid
-    assert request.value["campaign"] == "welcome"

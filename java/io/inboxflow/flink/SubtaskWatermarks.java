@@ -45,11 +45,17 @@ import org.apache.flink.types.Row;
  * <p>The source also creates one generator for its main output, first, before any split's
  * (Flink 2.0 {@code ProgressiveTimestampsAndWatermarks.createMainOutput}); its watermarks go
  * out directly, not through the per-split minimum, and Kafka records never pass through it.
- * Until it sees an event, that first generator emits no watermark and only marks the output
- * idle once the subtask has had no record on any partition for {@code idlenessMs}: Flink
- * creates a split's generator only when the split's first records arrive, so a subtask whose
- * partitions never got a record has no other generator and would otherwise hold event time
- * back downstream forever. Where the first generator does see events (the operator of
+ * Until it sees an event, that first generator emits no watermark of its own (it used to
+ * emit the subtask's newest one once idle, straight past the per-partition minimum): before
+ * the subtask has read any record it emits {@code Long.MIN_VALUE}, which keeps the subtask
+ * active, and afterwards it only marks the output idle once the subtask has had no record
+ * for {@code idlenessMs} (Flink marks the subtask idle only when both its main output and
+ * its partitions are idle). So a subtask that has never read a record holds event time back
+ * downstream until its partitions get data (Flink creates a split's generator only when the
+ * split's first records arrive). Letting it go idle instead was tried: a burst into a job
+ * that had waited longer than {@code idlenessMs} then raced, the subtask that read first
+ * moving event time past the other one's records (late).
+ * Where the first generator does see events (the operator of
  * {@code assignTimestampsAndWatermarks}, one generator in all), it is an ordinary partition.
  */
 public class SubtaskWatermarks implements WatermarkStrategy<Row> {
@@ -93,6 +99,7 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         long newestEventTime = Long.MIN_VALUE;
         long newestArrival = Long.MIN_VALUE;  // wall clock when that event arrived
         long lastActivity;  // wall clock of the last record of any partition, or of the start
+        boolean readAny;    // a record of any partition was read
 
         Subtask(long start) {
             this.lastActivity = start;
@@ -119,6 +126,7 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
             long wall = now();
             lastActivity = wall;
             shared.lastActivity = wall;
+            shared.readAny = true;
             followedOnce = false;
             mainOutput = false;
             if (eventTime == EnvelopeExtractor.NO_TIME) {
@@ -135,9 +143,12 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         public void onPeriodicEmit(WatermarkOutput output) {
             long wall = now();
             if (mainOutput) {
-                // see the class comment: no watermark around the per-partition minimum, only
-                // the idleness of a subtask that has had no record for idlenessMs
-                if (idlenessMs > 0 && wall - shared.lastActivity >= idlenessMs) {
+                // see the class comment: no watermark around the per-partition minimum; until
+                // the subtask has read a record, the start of time (the subtask is active and
+                // holds event time back); then only the idleness of the whole subtask
+                if (!shared.readAny) {
+                    output.emitWatermark(new Watermark(Long.MIN_VALUE));
+                } else if (idlenessMs > 0 && wall - shared.lastActivity >= idlenessMs) {
                     output.markIdle();
                 }
                 return;
