@@ -167,7 +167,8 @@ def test_the_command_prints_the_url_and_the_reminder_and_leaves_nothing_behind()
         wait_for_line(r"job running; Flink web UI: http://127\.0\.0\.1:\d+", 60)
         reminder = wait_for_line(rf"email +{customer} +abandoned_cart step 1 +subject: (.*)$", 60)
         assert reminder.group(1) == "Kim, you left something in your cart"
-        assert proc.wait(timeout=75 - (time.monotonic() - started)) == 0
+        # --seconds 60, then the collector, the job and the broker stop (slower on a busy machine)
+        assert proc.wait(timeout=150 - (time.monotonic() - started)) == 0
         for t in threads:
             t.join(timeout=5)
         while not lines.empty():
@@ -189,4 +190,4 @@ def test_the_command_prints_the_url_and_the_reminder_and_leaves_nothing_behind()
     assert any(f"email     {customer}  welcome step 1" in line for line in printed), printed
     assert printed[-1] == f"demo shop stopped; files in {demo_shop.DEMO_DIR}", printed
     assert not any("Traceback" in line for line in printed), printed
-    assert time.monotonic() - started < 90
+    assert time.monotonic() - started < 150

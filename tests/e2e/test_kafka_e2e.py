@@ -25,7 +25,6 @@ behind the watermark and the idleness timeout cannot reorder anything (exact out
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -299,53 +298,3 @@ def test_one_subtask_reading_two_partitions_keeps_a_watermark_per_partition(
         [("abandoned", C, None, None), ("sent", C, None, 1), ("cancelled", A, "purchased", 1)]
     )
     assert [(r.key, r.value["event_id"]) for r in reader.of(dlq)] == [(C, "x2")]
-
-
-def test_with_idleness_on_a_partition_ahead_still_cannot_make_an_active_partitions_events_late(
-    broker: TansuBroker, tmp_path: Path
-) -> None:
-    """Parallelism 1, idleness on (3 s), both partitions active: partition 0 jumps ten hours
-    ahead, and partition 1's purchase, read a second later (within the idleness), is on
-    time. The source's main-output watermark generator, which no record ever reaches, used
-    to count itself idle after the idleness and then emit the subtask's newest watermark
-    straight past the per-partition minimum: the purchase came out ``late`` and A's cart was
-    not cancelled (docs/DESIGN.md#idle-watermarks)."""
-    cfg, topics = job_on_fresh_topics(
-        broker,
-        f"wm-{uuid.uuid4().hex[:8]}",
-        2,
-        {"watermarks": {"out_of_orderness": "5m", "idleness": "3s"}, **cart_only()},
-    )
-    events, dlq, requests, outcomes = (topics[t] for t in ("events", "dlq", "requests", "outcomes"))
-    reader = OutputReader(broker.bootstrap, [requests, dlq, outcomes])
-    try:
-        with running_job(cfg, tmp_path / "checkpoints", parallelism=1) as job:
-            # both partitions read (the marker proves the job is up, well past the idleness)
-            _send(broker.bootstrap, events, [_bad(C, negative_price(C, "x2"))])
-            reader.wait_for(lambda r: len(r.of(dlq)) == 1, "the DLQ marker", WAIT_FOR_JOB_S, job)
-            _send(
-                broker.bootstrap,
-                events,
-                [
-                    _record(identify(A, T0, email="ann@example.com", first_name="Ann")),
-                    _record(cart_add(A, T0 + MINUTE, cart_id="cart-a")),
-                ],
-            )
-            time.sleep(0.5)
-            _send(broker.bootstrap, events, [_record(page_view("shopper-1", T0 + 10 * HOUR))])
-            time.sleep(1.0)  # several periodic watermarks with partition 0 far ahead
-            _send(
-                broker.bootstrap,
-                events,
-                [_record(purchase(A, T0 + 30 * MINUTE, cart_id="cart-a", order_id="o-a"))],
-            )
-            reader.wait_for(
-                lambda r: any(o.key == A for o in r.of(outcomes)), "A's outcome", 60, job
-            )
-            reader.drain(QUIET_S, job)
-            assert job.restarts() == 0
-    finally:
-        reader.close()
-
-    assert reader.of(requests) == []
-    assert _outcomes(reader, outcomes) == [("cancelled", A, "purchased", 1)]

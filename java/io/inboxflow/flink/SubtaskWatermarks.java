@@ -41,22 +41,6 @@ import org.apache.flink.types.Row;
  * one generator per split from it, all on the task thread: the shared {@link Subtask} state
  * needs no locking. Events without a readable time ({@link EnvelopeExtractor#NO_TIME}) count
  * as activity but move nothing.
- *
- * <p>The source also creates one generator for its main output, first, before any split's
- * (Flink 2.0 {@code ProgressiveTimestampsAndWatermarks.createMainOutput}); its watermarks go
- * out directly, not through the per-split minimum, and Kafka records never pass through it.
- * Until it sees an event, that first generator emits no watermark of its own (it used to
- * emit the subtask's newest one once idle, straight past the per-partition minimum): before
- * the subtask has read any record it emits {@code Long.MIN_VALUE}, which keeps the subtask
- * active, and afterwards it only marks the output idle once the subtask has had no record
- * for {@code idlenessMs} (Flink marks the subtask idle only when both its main output and
- * its partitions are idle). So a subtask that has never read a record holds event time back
- * downstream until its partitions get data (Flink creates a split's generator only when the
- * split's first records arrive). Letting it go idle instead was tried: a burst into a job
- * that had waited longer than {@code idlenessMs} then raced, the subtask that read first
- * moving event time past the other one's records (late).
- * Where the first generator does see events (the operator of
- * {@code assignTimestampsAndWatermarks}, one generator in all), it is an ordinary partition.
  */
 public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     private static final long serialVersionUID = 1L;
@@ -82,10 +66,9 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     public WatermarkGenerator<Row> createWatermarkGenerator(
             WatermarkGeneratorSupplier.Context context) {
         if (subtask == null) {
-            subtask = new Subtask(now());
-            return new PartitionGenerator(subtask, true);
+            subtask = new Subtask();
         }
-        return new PartitionGenerator(subtask, false);
+        return new PartitionGenerator(subtask);
     }
 
     @Override
@@ -98,12 +81,7 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
     static final class Subtask {
         long newestEventTime = Long.MIN_VALUE;
         long newestArrival = Long.MIN_VALUE;  // wall clock when that event arrived
-        long lastActivity;  // wall clock of the last record of any partition, or of the start
-        boolean readAny;    // a record of any partition was read
-
-        Subtask(long start) {
-            this.lastActivity = start;
-        }
+        long lastActivity = Long.MIN_VALUE;   // wall clock of the last record of any partition
     }
 
     /** Watermark of one partition; see the class comment. */
@@ -112,13 +90,10 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         private long newest = Long.MIN_VALUE;
         private long lastActivity;
         private boolean followedOnce;
-        // the first generator (the source's main output) until it sees an event
-        private boolean mainOutput;
 
-        PartitionGenerator(Subtask shared, boolean first) {
+        PartitionGenerator(Subtask shared) {
             this.shared = shared;
             this.lastActivity = now();
-            this.mainOutput = first;
         }
 
         @Override
@@ -126,9 +101,7 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
             long wall = now();
             lastActivity = wall;
             shared.lastActivity = wall;
-            shared.readAny = true;
             followedOnce = false;
-            mainOutput = false;
             if (eventTime == EnvelopeExtractor.NO_TIME) {
                 return;
             }
@@ -142,17 +115,6 @@ public class SubtaskWatermarks implements WatermarkStrategy<Row> {
         @Override
         public void onPeriodicEmit(WatermarkOutput output) {
             long wall = now();
-            if (mainOutput) {
-                // see the class comment: no watermark around the per-partition minimum; until
-                // the subtask has read a record, the start of time (the subtask is active and
-                // holds event time back); then only the idleness of the whole subtask
-                if (!shared.readAny) {
-                    output.emitWatermark(new Watermark(Long.MIN_VALUE));
-                } else if (idlenessMs > 0 && wall - shared.lastActivity >= idlenessMs) {
-                    output.markIdle();
-                }
-                return;
-            }
             if (idlenessMs <= 0 || wall - lastActivity < idlenessMs) {
                 output.emitWatermark(new Watermark(
                         watermarkOf(newest)));
